@@ -1,0 +1,193 @@
+"""Python side of the object-aware DALI pipeline: which samples form a batch, and the
+object-aware decisions for each, as per-sample arrays for ``fn.external_source``.
+
+The decisions (box, p_mix coins, background partner) come from the shared semantics module, with
+the same sample order and per-sample seeds as the torchvision path (``SeededRandomSampler``), so
+for the same run seed both pipelines crop the same boxes and mix the same views with the same
+partners. DALI then only executes them: integer windows in (y, x) order, and paste regions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from occon_plugin.augment.config import OcconConfig
+from occon_plugin.augment.dataset import SeededRandomSampler
+from occon_plugin.augment.semantics import SamplePlan, choose_partner, clip_rect, plan_sample
+
+from .regions import EMPTY_REGIONS, background_regions
+
+REGION_KEYS = ("ids", "in_anchors", "shapes", "out_anchors", "size")
+
+
+@dataclass(frozen=True, eq=False)
+class SampleRecord:
+    """One image as the source needs it. ``image_file``/``mask_file``: a path, or the encoded
+    bytes themselves (uint8 array; used for in-memory samples)."""
+
+    image_file: Path | np.ndarray
+    width: int
+    height: int
+    boxes: tuple = ()  # normalized (x1, y1, x2, y2) store boxes
+    bg_rect: tuple | None = None  # half-open pixel (x1, y1, x2, y2) of this image's background
+    mask_file: Path | np.ndarray | None = None  # None: no soft mask (no entry, failed, or mixing off)
+    target: int = -1
+    has_entry: bool = False  # the store has an entry for this image
+
+
+@dataclass
+class SampleDecision:
+    """A sample's shared-semantics plan plus its resolved background donor."""
+
+    plan: SamplePlan
+    partner: SampleRecord | None  # x2, set iff a view is mixed
+    bg_rect: tuple | None  # x2's background rectangle clipped to x2, set iff a view is mixed
+
+
+def resolve_decision(settings: OcconConfig, n_views: int, seed: int, rec: SampleRecord,
+                     partner: SampleRecord | None) -> SampleDecision:
+    """``plan_sample`` for ``rec`` and its donor ``partner``; a donor rectangle that lies outside
+    the donor image unmixes the sample (as ``Partner.background_patch`` returning None does)."""
+    plan = plan_sample(seed, settings, n_views, rec.width, rec.height, boxes=rec.boxes,
+                       has_mask=rec.mask_file is not None,
+                       has_background=partner is not None and partner.bg_rect is not None)
+    if not any(plan.mixed):
+        return SampleDecision(plan, None, None)
+    bg_rect = clip_rect(partner.bg_rect, partner.width, partner.height)
+    if bg_rect is None:
+        return SampleDecision(plan.without_mixing(), None, None)
+    return SampleDecision(plan, partner, bg_rect)
+
+
+@lru_cache(maxsize=1)
+def _white_pixel_png() -> np.ndarray:
+    """Stand-in for a mask or background nobody uses: a 1x1 PNG is all DALI has to decode."""
+    ok, buf = cv2.imencode(".png", np.full((1, 1), 255, np.uint8))
+    assert ok
+    return buf.ravel()
+
+
+def _bytes_of(file: Path | np.ndarray) -> np.ndarray:
+    if isinstance(file, np.ndarray):
+        return file
+    try:
+        return np.fromfile(file, dtype=np.uint8)
+    except OSError as exc:
+        raise OSError(f"cannot read {file}: {exc}; check data.train_path and occon.store") from exc
+
+
+def _window(rect) -> tuple[np.ndarray, np.ndarray]:
+    left, top, right, bottom = rect
+    return np.array([top, left], np.int32), np.array([bottom - top, right - left], np.int32)
+
+
+_UNIT_WINDOW = (np.zeros(2, np.int32), np.ones(2, np.int32))
+
+
+def mixed_views_of(settings: OcconConfig) -> tuple[int, ...]:
+    return tuple(settings.bg_mixup.views) if settings.bg_mixup.enabled else ()
+
+
+def output_names(settings: OcconConfig) -> list[str]:
+    """Names of the per-sample arrays, in external-source output order."""
+    names = ["encoded"] + (["crop_anchor", "crop_shape"] if settings.oa_crop else [])
+    if mixed_views_of(settings):
+        names += ["mask", "mask_anchor", "mask_shape", "bg", "bg_anchor", "bg_shape"]
+        names += [f"strip_{k}" for k in REGION_KEYS] + [f"full_{k}" for k in REGION_KEYS]
+        names += [f"mixed_{v}" for v in mixed_views_of(settings)]
+    return names + ["index", "target", "oa_crop", "mixed", "mix_skipped", "no_entry"]
+
+
+def batch_arrays(settings: OcconConfig, indices, records: list[SampleRecord],
+                 decisions: list[SampleDecision]) -> dict[str, list]:
+    """Per-sample arrays of one batch, keyed by :func:`output_names`."""
+    mixed_views = mixed_views_of(settings)
+    out: dict[str, list] = {name: [] for name in output_names(settings)}
+    for b, (index, rec, dec) in enumerate(zip(indices, records, decisions)):
+        plan = dec.plan
+        out["encoded"].append(_bytes_of(rec.image_file))
+        crop = plan.crop_rect or (0, 0, rec.width, rec.height)
+        anchor, shape = _window(crop)
+        if settings.oa_crop:
+            out["crop_anchor"].append(anchor)
+            out["crop_shape"].append(shape)
+        if mixed_views:
+            mixing = any(plan.mixed)
+            out["mask"].append(_bytes_of(rec.mask_file) if mixing else _white_pixel_png())
+            for key, arr in zip(("mask_anchor", "mask_shape"), (anchor, shape) if mixing else _UNIT_WINDOW):
+                out[key].append(arr)
+            out["bg"].append(_bytes_of(dec.partner.image_file) if mixing else _white_pixel_png())
+            for key, arr in zip(("bg_anchor", "bg_shape"), _window(dec.bg_rect) if mixing else _UNIT_WINDOW):
+                out[key].append(arr)
+            # One tiled background per sample: every view has the same partner and canvas.
+            regions = background_regions(b, dec.bg_rect, tuple(shape)) if mixing else (EMPTY_REGIONS,) * 2
+            for k, strip, full in zip(REGION_KEYS, *regions):
+                out[f"strip_{k}"].append(strip)
+                out[f"full_{k}"].append(full)
+            for v in mixed_views:
+                out[f"mixed_{v}"].append(np.array(plan.mixed[v]))
+        out["index"].append(np.array(index, np.int64))
+        out["target"].append(np.array(rec.target, np.int64))
+        out["oa_crop"].append(np.array(plan.oa_crop))
+        out["mixed"].append(np.array(plan.mixed, bool))
+        out["mix_skipped"].append(np.array(plan.mix_skipped, bool))
+        out["no_entry"].append(np.array(settings.active and not rec.has_entry))
+    return out
+
+
+class ObjectAwareSource:
+    """Batch-mode ``fn.external_source`` callable (``batch_info=True``) over ``records``.
+
+    Order and per-sample seeds come from the torchvision path's ``SeededRandomSampler`` (same run
+    seed and epoch: same batches, same decisions). Each epoch is cut into full batches (the last
+    partial batch is dropped, as solo-learn's pretraining loaders do), then ``StopIteration`` is
+    raised. With ``num_shards > 1`` shard ``k`` takes every ``num_shards``-th sample of the order.
+    """
+
+    def __init__(self, records: list[SampleRecord], batch_size: int, n_views: int, settings: OcconConfig,
+                 seed: int, shard_id: int = 0, num_shards: int = 1):
+        if len(records) // num_shards < batch_size:
+            raise ValueError(f"{len(records)} images over {num_shards} process(es) is fewer than one batch each "
+                             f"(optimizer.batch_size={batch_size})")
+        self.records = records
+        self.batch_size = batch_size
+        self.n_views = n_views
+        self.settings = settings
+        self.shard_id, self.num_shards = shard_id, num_shards
+        self.batches_per_epoch = len(records) // num_shards // batch_size
+        self.output_names = output_names(settings)
+        self._sampler = SeededRandomSampler(len(records), seed)
+        self._epoch_cache: tuple[int, np.ndarray] | None = None
+        # Donor candidates: sorted dataset indexes with a background rectangle (choose_partner's contract).
+        self.candidates = np.array([i for i, r in enumerate(records) if r.bg_rect is not None], np.int64)
+
+    def epoch_plan(self, epoch: int) -> np.ndarray:
+        """``(n, 2)`` int64 rows ``(index, sample seed)`` of this shard in ``epoch`` (cached)."""
+        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+            self._sampler.set_epoch(epoch)
+            pairs = np.array(list(self._sampler), dtype=np.int64).reshape(-1, 2)
+            self._epoch_cache = (epoch, pairs[self.shard_id::self.num_shards])
+        return self._epoch_cache[1]
+
+    def batch_plan(self, epoch: int, iteration: int) -> np.ndarray:
+        start = iteration * self.batch_size
+        return self.epoch_plan(epoch)[start:start + self.batch_size]
+
+    def decide(self, index: int, seed: int) -> SampleDecision:
+        """The shared-semantics decisions of dataset sample ``index`` drawn from its ``seed``."""
+        partner = choose_partner(seed, index, self.candidates) if mixed_views_of(self.settings) else None
+        return resolve_decision(self.settings, self.n_views, seed, self.records[index],
+                                None if partner is None else self.records[partner])
+
+    def __call__(self, info):
+        if info.iteration >= self.batches_per_epoch:
+            raise StopIteration
+        rows = self.batch_plan(info.epoch_idx, info.iteration)
+        indices = [int(i) for i in rows[:, 0]]
+        decisions = [self.decide(i, int(s)) for i, s in rows]
+        out = batch_arrays(self.settings, indices, [self.records[i] for i in indices], decisions)
+        return tuple(out[name] for name in self.output_names)

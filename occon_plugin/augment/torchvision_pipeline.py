@@ -1,0 +1,161 @@
+"""The torchvision v2 pipeline: OA-Crop + BG-Mixup, then the host's standard per-view transforms.
+
+Geometry (the OA-Crop) runs jointly on ``tv_tensors.Image``, ``tv_tensors.Mask`` and
+``tv_tensors.BoundingBoxes`` through one v2 transform; the mixing is a per-pixel ``torch.lerp``.
+The decisions come from :mod:`occon_plugin.augment.semantics` (shared with the DALI pipeline).
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from occon_plugin.augment.config import OcconConfig
+from occon_plugin.augment.semantics import Partner, Rect, SamplePlan, mix_weights, plan_sample, tile_background
+
+ViewTransform = Callable[[Image.Image], torch.Tensor]
+
+
+class CropToRect(v2.Transform):
+    """Crop every tv_tensor of the input (image, mask, boxes) to one fixed pixel rectangle."""
+
+    def __init__(self, rect: Rect):
+        super().__init__()
+        self.rect = rect
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        left, top, right, bottom = self.rect
+        return self._call_kernel(F.crop, inpt, top=top, left=left, height=bottom - top, width=right - left)
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int):
+    """Seed torch's CPU RNG and Python's ``random`` (the host transforms draw from both) for one
+    sample, restoring both afterwards so the caller's streams are untouched."""
+    py_state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+
+
+@dataclass
+class ObjectAwareInput:
+    """The (possibly OA-cropped) image with its mask and boxes, as tv_tensors."""
+
+    image: tv_tensors.Image                    # 3 x h x w uint8
+    mask: tv_tensors.Mask | None               # h x w float32 in [0, 1]
+    boxes: tv_tensors.BoundingBoxes | None     # XYXY pixels of the crop
+
+
+def to_tv_tensors(image: np.ndarray, mask: np.ndarray | None, boxes: Sequence[Sequence[float]]) -> ObjectAwareInput:
+    """Wrap an ``H x W x 3`` uint8 image, its soft mask and normalized boxes (no pixel copy)."""
+    height, width = image.shape[:2]
+    tv_image = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
+    tv_mask = None
+    if mask is not None:
+        mask_t = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+        if mask_t.shape != (height, width):  # masks are stored at image size; be lenient with old stores
+            mask_t = F.resize(mask_t[None], [height, width], antialias=True)[0]
+        tv_mask = tv_tensors.Mask(mask_t)
+    tv_boxes = None
+    if len(boxes) > 0:
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        tv_boxes = tv_tensors.BoundingBoxes(torch.tensor(boxes, dtype=torch.float32) * scale,
+                                            format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=(height, width))
+    return ObjectAwareInput(tv_image, tv_mask, tv_boxes)
+
+
+def oa_crop(data: ObjectAwareInput, rect: Rect | None) -> ObjectAwareInput:
+    """OA-Crop: image, mask and boxes cropped together to ``rect`` (None: unchanged)."""
+    if rect is None:
+        return data
+    image, mask, boxes = CropToRect(rect)((data.image, data.mask, data.boxes))
+    return ObjectAwareInput(image, mask, boxes)
+
+
+def bg_mix(image: torch.Tensor, weights: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """``weights * image + (1 - weights) * background`` on 3 x h x w uint8 tensors, rounded to uint8."""
+    mixed = torch.lerp(background.float(), image.float(), weights.unsqueeze(0))
+    return mixed.round_().clamp_(0, 255).to(torch.uint8)
+
+
+class TorchvisionObjectAware:
+    """``sample_views(image, entry, mask, partner, seed) -> (views, info)`` with torchvision v2.
+
+    ``view_transforms[k]`` is the standard augmentation of view k (PIL -> tensor), normally the
+    host's ``build_view_transform``. With OA-Crop and BG-Mixup off this is exactly the host baseline.
+    """
+
+    def __init__(self, cfg: OcconConfig, view_transforms: Sequence[ViewTransform]):
+        self.cfg = cfg
+        self.view_transforms = list(view_transforms)
+
+    @property
+    def n_views(self) -> int:
+        return len(self.view_transforms)
+
+    def plan(self, width: int, height: int, entry: Any, has_mask: bool, partner: Partner | None,
+             seed: int) -> SamplePlan:
+        """The shared object-aware decisions (no pixels needed: the dataset reads a mask only if used)."""
+        return plan_sample(seed, self.cfg, self.n_views, width, height,
+                           boxes=entry.boxes if entry is not None else (),
+                           has_mask=has_mask,
+                           has_background=partner is not None and partner.has_background)
+
+    def sample_views(self, image: np.ndarray, entry: Any, mask: np.ndarray | None, partner: Partner | None,
+                     seed: int) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """``image``: H x W x 3 uint8; ``entry``: its StoreEntry (``.boxes`` normalized) or None;
+        ``mask``: H x W float32 soft mask or None; ``partner``: the background donor or None."""
+        plan = self.plan(image.shape[1], image.shape[0], entry, mask is not None, partner, seed)
+        return self.render(image, entry, mask, partner, plan)
+
+    def render(self, image: np.ndarray, entry: Any, mask: np.ndarray | None, partner: Partner | None,
+               plan: SamplePlan) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Execute ``plan``: OA-Crop, per-view BG-Mixup, then the standard view transforms."""
+        if any(plan.mixed) and mask is None:
+            raise ValueError("the plan mixes a view but no mask was given")
+        data = to_tv_tensors(image, mask, entry.boxes if (entry is not None and plan.oa_crop) else ())
+        data = oa_crop(data, plan.crop_rect)
+
+        background = weights = None
+        if any(plan.mixed):
+            patch = partner.background_patch()
+            if patch is None:  # the partner's image could not be read, or its rectangle is empty
+                plan = plan.without_mixing()
+            else:
+                height, width = data.image.shape[-2:]
+                background = torch.from_numpy(tile_background(patch, height, width)).permute(2, 0, 1)
+                weights = torch.from_numpy(mix_weights(data.mask.numpy(), self.cfg.bg_mixup.hard,
+                                                       self.cfg.bg_mixup.hard_threshold))
+
+        plain_pil = None
+        views = []
+        with seeded_global_rngs(plan.transform_seed):
+            for k, transform in enumerate(self.view_transforms):
+                if plan.mixed[k]:
+                    pil = F.to_pil_image(bg_mix(data.image, weights, background))
+                else:
+                    if plain_pil is None:
+                        plain_pil = F.to_pil_image(data.image.as_subclass(torch.Tensor))
+                    pil = plain_pil
+                views.append(transform(pil))
+        return views, plan_info(plan)
+
+
+def plan_info(plan: SamplePlan) -> dict[str, torch.Tensor]:
+    """What the methods log per sample (collates to ``(B,)`` / ``(B, n_views)``)."""
+    return {"oa_crop": torch.tensor(plan.oa_crop),
+            "mixed": torch.tensor(plan.mixed, dtype=torch.bool),
+            "mix_skipped": torch.tensor(plan.mix_skipped, dtype=torch.bool)}

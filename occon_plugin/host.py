@@ -1,0 +1,238 @@
+"""The one place that knows which solo-learn is installed.
+
+Two host generations are supported:
+
+* ``"1.0.2"`` — the PyPI release: keyword-argument method constructors, ``encoder`` /
+  ``momentum_encoder`` attributes, ``pytorch_lightning`` 1.9.
+* ``"main"`` — solo-learn 1.0.6+ installed from git: ``Method(cfg)`` constructors, ``backbone`` /
+  ``momentum_backbone`` attributes, ``lightning.pytorch`` 2.x.
+
+Every other module of the plugin imports solo-learn and Lightning symbols from here and
+speaks solo-learn main's config schema; this module translates.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, Tuple
+
+import warnings
+
+from omegaconf import DictConfig, OmegaConf
+
+# solo-learn 1.0.2 pulls in lightning-bolts and old Lightning code that emit a wall of
+# deprecation warnings at import time; they are not the user's concern.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import solo
+    import solo.methods as _solo_methods
+    from solo.methods import BYOL, LinearModel, MoCoV2Plus  # noqa: F401  (re-exported)
+    from solo.methods.base import BaseMethod, BaseMomentumMethod
+
+METHODS: Dict[str, type] = _solo_methods.METHODS
+
+
+def _detect_generation() -> str:
+    params = inspect.signature(BaseMethod.__init__).parameters
+    return "main" if "cfg" in params else "1.0.2"
+
+
+GENERATION: str = _detect_generation()
+SOLO_VERSION: str = getattr(solo, "__version__", "unknown")
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    if GENERATION == "main":
+        import lightning.pytorch as pl  # type: ignore[no-redef]
+    else:
+        import pytorch_lightning as pl  # type: ignore[no-redef]
+
+Trainer = pl.Trainer
+LightningModule = pl.LightningModule
+LightningDataModule = pl.LightningDataModule
+Callback = pl.Callback
+seed_everything = pl.seed_everything
+ModelCheckpoint = pl.callbacks.ModelCheckpoint
+LearningRateMonitor = pl.callbacks.LearningRateMonitor
+WandbLogger = pl.loggers.WandbLogger
+LIGHTNING_VERSION: str = pl.__version__
+
+# Attribute names of the online and momentum networks, and the matching checkpoint prefixes.
+BACKBONE_ATTR = "backbone" if GENERATION == "main" else "encoder"
+MOMENTUM_BACKBONE_ATTR = "momentum_" + BACKBONE_ATTR
+
+# Checkpoint ``state_dict`` prefixes of every layout the plugin reads, keyed by who writes them.
+# The authors' own (PyTorch-Lightning) checkpoints use the 1.0.2 names.
+CHECKPOINT_LAYOUTS: Dict[str, Dict[str, str]] = {
+    "solo-1.0.2": {"backbone": "encoder.", "momentum_backbone": "momentum_encoder.",
+                   "projector": "projector.", "momentum_projector": "momentum_projector."},
+    "solo-main": {"backbone": "backbone.", "momentum_backbone": "momentum_backbone.",
+                  "projector": "projector.", "momentum_projector": "momentum_projector."},
+}
+CHECKPOINT_LAYOUT: str = "solo-main" if GENERATION == "main" else "solo-1.0.2"
+
+
+def backbone_of(model: Any):
+    """The online backbone of a host method, whatever the host calls it."""
+    return getattr(model, BACKBONE_ATTR)
+
+
+def momentum_backbone_of(model: Any):
+    return getattr(model, MOMENTUM_BACKBONE_ATTR)
+
+
+# --------------------------------------------------------------------------------------------
+# 1.0.2 calls ``on_train_batch_end(outputs, batch, batch_idx, dataloader_idx)`` without a default,
+# but Lightning 1.9 no longer passes ``dataloader_idx``: give it one (idempotent).
+# --------------------------------------------------------------------------------------------
+def _patch_momentum_batch_end() -> None:
+    hook = BaseMomentumMethod.on_train_batch_end
+    if getattr(hook, "_occon_patched", False):
+        return
+    params = inspect.signature(hook).parameters
+    if "dataloader_idx" not in params or params["dataloader_idx"].default is not inspect._empty:
+        return
+
+    def on_train_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
+        return hook(self, outputs, batch, batch_idx, dataloader_idx)
+
+    on_train_batch_end.__doc__ = hook.__doc__
+
+    on_train_batch_end._occon_patched = True  # type: ignore[attr-defined]
+    BaseMomentumMethod.on_train_batch_end = on_train_batch_end
+
+
+_patch_momentum_batch_end()
+
+
+# --------------------------------------------------------------------------------------------
+# Constructors: the plugin speaks main's cfg; 1.0.2 wants flat keyword arguments.
+# --------------------------------------------------------------------------------------------
+def _select(cfg: DictConfig, key: str, default: Any = None) -> Any:
+    value = OmegaConf.select(cfg, key, default=default)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def legacy_kwargs(cfg: DictConfig) -> Dict[str, Any]:
+    """Translate a solo-learn-main style cfg into solo-learn 1.0.2 constructor keywords."""
+    optimizer = cfg.optimizer
+    opt_kwargs = dict(_select(cfg, "optimizer.kwargs", {}) or {})
+    lars = optimizer.name == "lars"
+    kwargs: Dict[str, Any] = dict(
+        encoder=cfg.backbone.name,
+        num_classes=int(cfg.data.num_classes),
+        backbone_args=dict(_select(cfg, "backbone.kwargs", {}) or {}),
+        max_epochs=int(cfg.max_epochs),
+        batch_size=int(optimizer.batch_size),
+        optimizer="sgd" if lars else optimizer.name,
+        lars=lars,
+        lr=float(optimizer.lr),
+        weight_decay=float(optimizer.weight_decay),
+        classifier_lr=float(_select(cfg, "optimizer.classifier_lr", optimizer.lr)),
+        exclude_bias_n_norm=bool(opt_kwargs.pop("exclude_bias_n_norm", False)),
+        eta_lars=float(opt_kwargs.pop("eta", 1e-3)),
+        grad_clip_lars=bool(opt_kwargs.pop("clip_lr", False)),
+        accumulate_grad_batches=int(_select(cfg, "accumulate_grad_batches", 1) or 1),
+        extra_optimizer_args=opt_kwargs,
+        scheduler=cfg.scheduler.name,
+        lr_decay_steps=_select(cfg, "scheduler.lr_decay_steps", None),
+        min_lr=float(_select(cfg, "scheduler.min_lr", 0.0)),
+        warmup_start_lr=float(_select(cfg, "scheduler.warmup_start_lr", 3e-5)),
+        warmup_epochs=float(_select(cfg, "scheduler.warmup_epochs", 10)),
+        num_large_crops=int(cfg.data.num_large_crops),
+        num_small_crops=int(cfg.data.num_small_crops),
+        knn_eval=bool(_select(cfg, "knn_eval.enabled", False)),
+        knn_k=int(_select(cfg, "knn_eval.k", 20)),
+    )
+    if OmegaConf.select(cfg, "momentum") is not None:
+        kwargs.update(
+            base_tau_momentum=float(_select(cfg, "momentum.base_tau", 0.99)),
+            final_tau_momentum=float(_select(cfg, "momentum.final_tau", 1.0)),
+            momentum_classifier=bool(_select(cfg, "momentum.classifier", False)),
+        )
+    kwargs.update(_select(cfg, "method_kwargs", {}) or {})
+    return kwargs
+
+
+def parent_init_args(cfg: DictConfig) -> Tuple[tuple, Dict[str, Any]]:
+    """Positional and keyword arguments for a host method's ``__init__`` built from ``cfg``."""
+    if GENERATION == "main":
+        return (cfg,), {}
+    return (), legacy_kwargs(cfg)
+
+
+def build_method(name: str, cfg: DictConfig):
+    """Instantiate ``METHODS[name]`` from a main-schema cfg on either host generation."""
+    if name not in METHODS:
+        raise KeyError(f"method={name!r} is not registered; known methods: {sorted(METHODS)}")
+    cls = METHODS[name]
+    if getattr(cls, "occon_accepts_cfg", False) or GENERATION == "main":
+        return cls(cfg)
+    return cls(**legacy_kwargs(cfg))
+
+
+def build_linear_model(backbone, cfg: DictConfig):
+    """The host's ``LinearModel`` around a (frozen) backbone."""
+    if GENERATION == "main":
+        return LinearModel(backbone, cfg=cfg)
+    kwargs = legacy_kwargs(cfg)
+    kwargs.pop("encoder")
+    return LinearModel(backbone=backbone, **kwargs)
+
+
+def training_step_output_loss(out: Any):
+    """1.0.2 and main both return either a tensor or a dict with ``loss``."""
+    return out["loss"] if isinstance(out, dict) else out
+
+
+# --------------------------------------------------------------------------------------------
+# Data: the host's per-view transform from one item of main's ``augmentations`` list.
+# --------------------------------------------------------------------------------------------
+def build_view_transform(aug_cfg: DictConfig, mean=(0.485, 0.456, 0.406), std=(0.228, 0.224, 0.225)):
+    """The host's own single-view pretraining transform (PIL image -> normalised tensor)."""
+    if GENERATION == "main":  # pragma: no cover - exercised in the solo-learn main venv
+        from solo.data.pretrain_dataloader import build_transform_pipeline
+
+        return build_transform_pipeline("custom", aug_cfg)
+    from solo.utils.pretrain_dataloader import CustomTransform
+
+    def prob(key: str, default: float) -> float:
+        return float(_select(aug_cfg, key, default))
+
+    crop_scale_min = prob("rrc.crop_min_scale", 0.08)
+    crop_scale_max = prob("rrc.crop_max_scale", 1.0)
+    if not bool(_select(aug_cfg, "rrc.enabled", True)):
+        crop_scale_min = crop_scale_max = 1.0
+    for unsupported in ("equalization.prob",):
+        if prob(unsupported, 0.0) > 0:
+            raise ValueError(f"augmentations: {unsupported} > 0 is not supported by solo-learn 1.0.2")
+    return CustomTransform(
+        brightness=prob("color_jitter.brightness", 0.4),
+        contrast=prob("color_jitter.contrast", 0.4),
+        saturation=prob("color_jitter.saturation", 0.4),
+        hue=prob("color_jitter.hue", 0.1),
+        color_jitter_prob=prob("color_jitter.prob", 0.8),
+        gray_scale_prob=prob("grayscale.prob", 0.2),
+        horizontal_flip_prob=prob("horizontal_flip.prob", 0.5),
+        gaussian_prob=prob("gaussian_blur.prob", 0.5),
+        solarization_prob=prob("solarization.prob", 0.0),
+        min_scale=crop_scale_min,
+        max_scale=crop_scale_max,
+        crop_size=int(_select(aug_cfg, "crop_size", 224)),
+        mean=mean,
+        std=std,
+    )
+
+
+def make_trainer(cfg: DictConfig, **overrides):
+    """A Lightning ``Trainer`` from the cfg's top-level Lightning keys (unknown keys ignored)."""
+    valid = inspect.signature(Trainer.__init__).parameters
+    container = OmegaConf.to_container(cfg, resolve=True)
+    kwargs = {k: container[k] for k in valid if k in container}
+    if kwargs.get("strategy") in ("auto", None) and GENERATION != "main":
+        kwargs.pop("strategy", None)  # Lightning 1.9 has no "auto" strategy name
+    kwargs.update(overrides)
+    return Trainer(**kwargs)
+
+
+def describe() -> str:
+    return f"solo-learn {SOLO_VERSION} ({GENERATION} API) on Lightning {LIGHTNING_VERSION}"

@@ -1,0 +1,52 @@
+"""Background patches for BG-Mixup (paper Sec. 3.3): the largest empty rectangle, tiled."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def largest_empty_rectangle(mask_bin: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Exact largest axis-aligned rectangle of zeros in a binary ``H x W`` mask.
+
+    Returns half-open pixel bounds ``(x1, y1, x2, y2)`` (``x2 - x1`` is the width), or None when
+    there is no zero. Row-by-row maximal-rectangle dynamic programme, O(HW): for every column the
+    run of zeros ending at this row (height) and the widest span [left, right) that whole run
+    allows; the row scans are cumulative max/min, so each row is a few numpy calls.
+    """
+    free = ~np.asarray(mask_bin, dtype=bool)
+    if free.ndim != 2:
+        raise ValueError(f"mask must be H x W, got shape {free.shape}")
+    n_rows, n_cols = free.shape
+    cols = np.arange(n_cols)
+    height = np.zeros(n_cols, dtype=np.int64)
+    left = np.zeros(n_cols, dtype=np.int64)
+    right = np.full(n_cols, n_cols, dtype=np.int64)
+    best_area, best = 0, None
+    for row in range(n_rows):
+        f = free[row]
+        height = np.where(f, height + 1, 0)
+        # first free column after the last blocked one at or before j; first blocked column at or after j
+        cur_left = np.maximum.accumulate(np.where(f, 0, cols + 1))
+        cur_right = np.minimum.accumulate(np.where(f, n_cols, cols)[::-1])[::-1]
+        left = np.where(f, np.maximum(left, cur_left), 0)
+        right = np.where(f, np.minimum(right, cur_right), n_cols)
+        area = (right - left) * height
+        j = int(np.argmax(area))
+        if area[j] > best_area:
+            best_area = int(area[j])
+            best = (int(left[j]), row - int(height[j]) + 1, int(right[j]), row + 1)
+    return best
+
+
+def background_image(image: np.ndarray, rect: tuple[int, int, int, int] | list[int],
+                     size: tuple[int, int] | None = None) -> np.ndarray:
+    """Tile the crop ``image[y1:y2, x1:x2]`` to fill ``size`` = ``(height, width)`` (default: the image's).
+
+    Works for ``H x W`` and ``H x W x C`` arrays; ``rect`` is half-open, as stored in ``bg_rect``.
+    """
+    x1, y1, x2, y2 = (int(v) for v in rect)
+    if not (0 <= x1 < x2 <= image.shape[1] and 0 <= y1 < y2 <= image.shape[0]):
+        raise ValueError(f"background rectangle {rect} is empty or outside the {image.shape[1]}x{image.shape[0]} image")
+    out_h, out_w = size if size is not None else image.shape[:2]
+    patch = image[y1:y2, x1:x2]
+    reps = (-(-out_h // patch.shape[0]), -(-out_w // patch.shape[1])) + (1,) * (image.ndim - 2)
+    return np.tile(patch, reps)[:out_h, :out_w]

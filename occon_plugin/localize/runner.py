@@ -1,0 +1,326 @@
+"""Localize a dataset into a mask store: seeded global batches -> ContraCAM -> (CRF) -> boxes/bg -> store.
+
+Batches are a seeded permutation of all images cut into ``batch_size`` pieces; each image's
+negatives are the rest of its batch, so a batch never depends on how many ranks run: rank ``r``
+of ``w`` takes batches ``r, r + w, ...``. The last batch is topped up to ``batch_size`` with the
+images that follow it in the (wrapped) permutation, used as negatives only; a batch left with
+fewer than two readable images is topped up the same way. A resumed run skips batches whose
+images are all written and recomputes partly written ones with the same members.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from occon_plugin.images import BadImageError, ImageList, list_images, load_image
+from occon_plugin.localize.background import largest_empty_rectangle
+from occon_plugin.localize.boxes import mask_to_boxes
+from occon_plugin.localize.crf import CrfParams, crf_refine_many, make_crf_executor
+from occon_plugin.store import StoreEntry, StoreWriter, find_mask_collisions, mask_to_u8
+from occon_plugin.store.format import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataSettings:
+    path: str = "???"               # image folder or COCO json
+    image_root: Optional[str] = None  # COCO only: folder of the json's file_names
+
+
+@dataclass
+class CamSettings:
+    iters: int = 10
+    nsr: bool = True
+    expand: bool = True
+    temperature: float = 0.2
+    early_exit_tol: Optional[float] = None
+    fill: str = "mean"
+
+
+@dataclass
+class CrfSettings:
+    enabled: bool = True
+    workers: int = 1                # processes; <= 1 runs CRF in the main process
+    iters: int = 5
+    gauss_sxy: float = 3.0
+    gauss_compat: float = 3.0
+    bilateral_sxy: float = 80.0
+    bilateral_srgb: float = 13.0
+    bilateral_compat: float = 10.0
+
+
+@dataclass
+class LocalizeSettings:
+    data: DataSettings = field(default_factory=DataSettings)
+    output_dir: str = "???"
+    model: str = "efficientnet-lite0"
+    cam: CamSettings = field(default_factory=CamSettings)
+    crf: CrfSettings = field(default_factory=CrfSettings)
+    threshold: float = 0.5          # box binarization of the stored mask (CRF marginal: 0.5 = MAP label)
+    bg_threshold: float = 0.2       # background = stored mask < bg_threshold
+    box_margin: float = 0.2
+    min_box_area: float = 0.01
+    batch_size: int = 64
+    image_size: int = 224
+    device: str = "auto"
+    seed: int = 0
+    threads: Optional[int] = None   # torch CPU threads (None: torch's default)
+    overlays: bool = False
+    resume: bool = True
+    progress: bool = True
+
+
+def check_settings(s: LocalizeSettings) -> None:
+    """Range checks that types alone cannot express; each error names its key."""
+    def need(ok: bool, key: str, what: str, value) -> None:
+        if not ok:
+            raise ValueError(f"{key}={value!r} is invalid: {what}")
+
+    need(isinstance(s.data.path, str) and s.data.path not in ("", "???"), "data.path",
+         "give an image folder or a COCO json", s.data.path)
+    need(isinstance(s.output_dir, str) and s.output_dir not in ("", "???"), "output_dir",
+         "give the store folder to write", s.output_dir)
+    need(s.cam.iters >= 1, "cam.iters", "must be >= 1", s.cam.iters)
+    need(s.cam.temperature > 0, "cam.temperature", "must be > 0", s.cam.temperature)
+    need(s.cam.early_exit_tol is None or s.cam.early_exit_tol >= 0, "cam.early_exit_tol", "must be >= 0 or null",
+         s.cam.early_exit_tol)
+    need(s.crf.iters >= 1, "crf.iters", "must be >= 1", s.crf.iters)
+    need(s.crf.workers >= 0, "crf.workers", "must be >= 0", s.crf.workers)
+    need(0.0 < s.threshold <= 1.0, "threshold", "must be in (0, 1]", s.threshold)
+    need(0.0 < s.bg_threshold <= 1.0, "bg_threshold", "must be in (0, 1]", s.bg_threshold)
+    need(s.box_margin >= 0, "box_margin", "must be >= 0", s.box_margin)
+    need(0.0 <= s.min_box_area < 1.0, "min_box_area", "must be in [0, 1)", s.min_box_area)
+    need(s.batch_size >= 2, "batch_size", "must be >= 2 (the other images of a batch are the negatives)",
+         s.batch_size)
+    need(s.image_size >= 32, "image_size", "must be >= 32", s.image_size)
+    need(s.threads is None or s.threads >= 1, "threads", "must be >= 1 or null", s.threads)
+    need(s.device in ("auto", "cpu") or s.device.startswith("cuda"), "device", "use auto, cpu, cuda or cuda:N",
+         s.device)
+
+
+def result_settings(s: LocalizeSettings) -> dict:
+    """The settings that change what is written (compared when resuming; recorded in the manifest)."""
+    crf = asdict(s.crf)
+    crf.pop("workers")
+    return {"cam": asdict(s.cam), "crf": crf, "threshold": s.threshold, "bg_threshold": s.bg_threshold,
+            "box_margin": s.box_margin, "min_box_area": s.min_box_area, "batch_size": s.batch_size,
+            "image_size": s.image_size, "seed": s.seed}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def model_fingerprint(spec: str, model: torch.nn.Module) -> str:
+    """sha256 of the checkpoint file, or of the state dict (names + bytes) for zoo names."""
+    digest = hashlib.sha256()
+    if Path(spec).is_file():
+        with open(spec, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def make_batches(n_images: int, batch_size: int, seed: int) -> list[np.ndarray]:
+    """Seeded permutation cut into batches; the last one topped up from the permutation's start."""
+    order = np.random.default_rng(seed).permutation(n_images)
+    batches = [order[i:i + batch_size] for i in range(0, n_images, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        short = batch_size - len(batches[-1])
+        batches[-1] = np.concatenate([batches[-1], order[:short]])
+    return batches
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        torch.distributed.barrier()
+
+
+def _to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
+    x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp_(0.0, 1.0)[0]
+
+
+def _overlay_png(image: np.ndarray, mask_u8: np.ndarray, boxes: list[list[float]]) -> bytes:
+    import cv2
+
+    heat = cv2.applyColorMap(mask_u8, cv2.COLORMAP_JET)
+    out = cv2.addWeighted(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), 0.5, heat, 0.5, 0.0)
+    h, w = mask_u8.shape
+    for x1, y1, x2, y2 in boxes:
+        cv2.rectangle(out, (int(x1 * w), int(y1 * h)), (int(x2 * w) - 1, int(y2 * h) - 1), (255, 255, 255), 2)
+    return cv2.imencode(".png", out)[1].tobytes()
+
+
+class _Localizer:
+    def __init__(self, s: LocalizeSettings, images: ImageList, model, device, writer: StoreWriter, executor):
+        self.s, self.images, self.model, self.device = s, images, model, device
+        self.writer, self.executor = writer, executor
+        self.crf_params = CrfParams(**{k: v for k, v in asdict(s.crf).items() if k not in ("enabled", "workers")})
+        self.n_ok = self.n_bad = self.n_new = 0
+        self.order = np.random.default_rng(s.seed).permutation(len(images))
+
+    def _load(self, index: int, record: bool) -> np.ndarray | None:
+        """The image, or None if unreadable; ``record``: write a bad image's entry (once)."""
+        try:
+            return load_image(self.images.root, self.images.paths[index])
+        except BadImageError as err:
+            path = self.images.paths[index]
+            if record and path not in self.writer.done_paths():
+                log.warning("skipping %s", err)
+                self.writer.write(StoreEntry(path=path, width=0, height=0, boxes=[], bg_rect=None,
+                                             status=f"bad_image: {err.reason}"), None)
+                self.n_bad += 1
+                self.n_new += 1
+            return None
+
+    def run_batch(self, batch: np.ndarray, n_members: int) -> int:
+        """Localize one batch; only the first ``n_members`` entries are written (the rest are top-up).
+        Returns how many entries (masks and bad images) were written."""
+        done = self.writer.done_paths()
+        self.n_new = 0
+        members, loaded = [], []
+        for k, index in enumerate(batch):
+            image = self._load(int(index), record=k < n_members)
+            if image is not None:
+                members.append((int(index), k < n_members))
+                loaded.append(image)
+        # Too few readable images for negatives: borrow the images that follow in the permutation.
+        in_batch = set(int(i) for i in batch)
+        for index in self.order:
+            if len(loaded) >= 2 or len(in_batch) == len(self.order):
+                break
+            if int(index) in in_batch:
+                continue
+            in_batch.add(int(index))
+            image = self._load(int(index), record=False)
+            if image is not None:
+                members.append((int(index), False))
+                loaded.append(image)
+        targets = [k for k, (index, own) in enumerate(members) if own and self.images.paths[index] not in done]
+        if not targets:
+            return self.n_new
+        if len(loaded) < 2:
+            raise RuntimeError("ContraCAM needs at least 2 readable images (the negatives); "
+                               f"{self.images.root} has fewer")
+        x = torch.stack([_to_model_input(img, self.s.image_size) for img in loaded]).to(self.device)
+        from occon_plugin.localize.contracam import contracam
+
+        c = self.s.cam
+        result = contracam(self.model, x, iters=c.iters, nsr=c.nsr, temperature=c.temperature, expand=c.expand,
+                           early_exit_tol=c.early_exit_tol, fill=c.fill)
+        low_res = result.mask.detach().float().cpu()
+        soft = []
+        for k in targets:
+            h, w = loaded[k].shape[:2]
+            up = F.interpolate(low_res[k:k + 1], size=(h, w), mode="bilinear", align_corners=False)
+            soft.append(mask_to_u8(up[0, 0].clamp_(0.0, 1.0).numpy()))
+        if self.s.crf.enabled:
+            refined = crf_refine_many([loaded[k] for k in targets], [m / np.float32(255.0) for m in soft],
+                                      self.crf_params, executor=self.executor)
+            soft = [mask_to_u8(r) for r in refined]
+        for k, mask_u8 in zip(targets, soft):
+            self._write(self.images.paths[members[k][0]], loaded[k], mask_u8)
+        return self.n_new + len(targets)
+
+    def _write(self, path: str, image: np.ndarray, mask_u8: np.ndarray) -> None:
+        # Boxes and background come from the stored (quantized) mask: anyone can recompute them.
+        mask = mask_u8.astype(np.float32) / 255.0
+        boxes = mask_to_boxes(mask, self.s.threshold, self.s.box_margin, self.s.min_box_area)
+        rect = largest_empty_rectangle(mask >= self.s.bg_threshold)
+        h, w = mask_u8.shape
+        self.writer.write(StoreEntry(path=path, width=w, height=h, boxes=boxes,
+                                     bg_rect=None if rect is None else list(rect)), mask_u8)
+        self.n_ok += 1
+        if self.s.overlays:
+            target = self.writer.out_dir / "overlays" / Path(path).with_suffix(".png")
+            atomic_write_bytes(target, _overlay_png(image, mask_u8, boxes))
+
+
+def run_localize(s: LocalizeSettings) -> dict:
+    """Localize ``s.data.path`` into the store ``s.output_dir``; returns a summary (rank 0: with the manifest).
+
+    With ``torch.distributed`` initialised, every rank calls this; ranks take disjoint whole batches
+    and rank 0 merges the index into one store.
+    """
+    check_settings(s)
+    rank, world = _dist_info()
+    if s.threads is not None:
+        torch.set_num_threads(s.threads)
+    images = list_images(s.data.path, s.data.image_root)
+    clashes = find_mask_collisions(images.paths)
+    if clashes:
+        a, b = clashes[0]
+        raise ValueError(f"{len(clashes)} image pairs would share a mask file (same path but extension), "
+                         f"e.g. {a} and {b}; rename them")
+    device = resolve_device(s.device)
+    from occon_plugin.localize.backbones import load_cam_model
+
+    model = load_cam_model(s.model, device)
+    model_hash = model_fingerprint(s.model, model)
+    settings = result_settings(s)
+    if rank == 0:
+        writer = StoreWriter(s.output_dir, settings, model_hash, resume=s.resume, rank=0, world_size=world)
+    _barrier(world)
+    if rank != 0:
+        writer = StoreWriter(s.output_dir, settings, model_hash, rank=rank, world_size=world)
+    _barrier(world)  # every rank has cut its torn tail before anyone reads the done set
+    done = writer.refresh_done()
+
+    batches = make_batches(len(images), s.batch_size, s.seed)
+    mine = []
+    for b, batch in enumerate(batches):
+        n_members = min(s.batch_size, len(images) - b * s.batch_size)
+        if b % world == rank and any(images.paths[i] not in done for i in batch[:n_members]):
+            mine.append((batch, n_members))
+    todo = sum(sum(images.paths[i] not in done for i in batch[:n]) for batch, n in mine)
+
+    executor = make_crf_executor(s.crf.workers) if s.crf.enabled and s.crf.workers > 1 else None
+    start = time.perf_counter()
+    try:
+        localizer = _Localizer(s, images, model, device, writer, executor)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=todo, unit="img", desc=f"localize[{rank}]", disable=not s.progress or rank != 0,
+                  dynamic_ncols=True) as bar:
+            for batch, n_members in mine:
+                written = localizer.run_batch(batch, n_members)
+                bar.update(written)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    seconds = time.perf_counter() - start
+    _barrier(world)
+    manifest = writer.close(listed=len(images), model=s.model, data=s.data.path, world_size=world,
+                            device=str(device), software={"torch": torch.__version__})
+    _barrier(world)
+    summary = {"store": str(Path(s.output_dir)), "listed": len(images), "already_done": len(done),
+               "written_ok": localizer.n_ok, "written_bad": localizer.n_bad, "seconds": round(seconds, 2),
+               "rank": rank, "world_size": world}
+    if manifest is not None:
+        summary["manifest"] = manifest
+    return summary

@@ -1,0 +1,176 @@
+"""StoreWriter: crash-safe, resumable writing of a store (one writer per rank)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from occon_plugin.store.format import (INDEX_FILE, MANIFEST_FILE, MASK_DIR, RANK_INDEX_GLOB, SCHEMA_NAME,
+                                       SCHEMA_VERSION, StoreEntry, atomic_write_bytes, atomic_write_json,
+                                       encode_mask_png, mask_relpath, rank_index_file, read_index_lines)
+
+
+class StoreSettingsMismatchError(RuntimeError):
+    """Resuming into a store that was started with other settings or another model."""
+
+
+class StoreWriter:
+    """Write masks + index lines into ``out_dir``; resume a killed run; ``close()`` finalizes.
+
+    Each mask is written atomically before its index line; each index line is flushed and
+    fsync'ed, so after a crash every line in the index has its mask and at most the last line
+    is torn (ignored and cut off on resume). In a distributed run every rank appends to its own
+    index file; rank 0's ``close()`` merges them (call it after a barrier).
+    """
+
+    def __init__(self, out_dir: str | Path, settings: dict, model_hash: str, *, resume: bool = True,
+                 rank: int = 0, world_size: int = 1, prepare: bool | None = None):
+        self.out_dir = Path(out_dir)
+        self.settings = json.loads(json.dumps(settings))  # plain JSON types, comparable after a round trip
+        self.model_hash = model_hash
+        self.rank, self.world_size = rank, world_size
+        # Rank 0 creates/clears the store and writes the first manifest; other ranks only append.
+        if prepare if prepare is not None else rank == 0:
+            self._prepare(resume)
+        else:
+            self._check_manifest(self._read_manifest())
+        self._index_path = self.out_dir / rank_index_file(rank)
+        self._cut_torn_tail(self._index_path)
+        self._done = self._read_done()
+        self._fh = open(self._index_path, "ab")
+
+    # ---- setup -------------------------------------------------------------------------
+    def _read_manifest(self) -> dict | None:
+        path = self.out_dir / MANIFEST_FILE
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RuntimeError(f"{path} is not valid JSON ({exc}); delete the store folder and run again") from exc
+
+    def _prepare(self, resume: bool) -> None:
+        manifest = self._read_manifest()
+        if manifest is not None and manifest.get("schema") != SCHEMA_NAME:
+            raise RuntimeError(f"{self.out_dir} holds a manifest.json that is not an occon store; "
+                               f"choose another output_dir")
+        if manifest is None and self.out_dir.exists() and any(self.out_dir.iterdir()):
+            raise RuntimeError(f"output_dir {self.out_dir} exists, is not empty and is not an occon store; "
+                               f"choose a new or empty folder")
+        if manifest is not None and not resume:
+            self._clear()  # resume=false: start over, deleting only what a store consists of
+            manifest = None
+        if manifest is not None:
+            self._check_manifest(manifest)
+            if manifest.get("complete"):  # finishing again (e.g. more images): mark incomplete until close
+                manifest["complete"] = False
+                atomic_write_json(self.out_dir / MANIFEST_FILE, manifest)
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out_dir / MANIFEST_FILE, self._manifest(complete=False))
+
+    def _clear(self) -> None:
+        shutil.rmtree(self.out_dir / MASK_DIR, ignore_errors=True)
+        shutil.rmtree(self.out_dir / "overlays", ignore_errors=True)
+        for p in [self.out_dir / INDEX_FILE, self.out_dir / MANIFEST_FILE, *self.out_dir.glob(RANK_INDEX_GLOB)]:
+            p.unlink(missing_ok=True)
+
+    def _check_manifest(self, manifest: dict | None) -> None:
+        if manifest is None:
+            raise RuntimeError(f"{self.out_dir / MANIFEST_FILE} missing: rank 0 must create the store first")
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise StoreSettingsMismatchError(
+                f"store {self.out_dir} has schema version {manifest.get('schema_version')}, this code writes "
+                f"{SCHEMA_VERSION}; use a new output_dir or resume=false to rebuild it")
+        diffs = sorted(k for k in set(manifest.get("settings", {})) | set(self.settings)
+                       if manifest.get("settings", {}).get(k) != self.settings.get(k))
+        if manifest.get("model_sha256") != self.model_hash:
+            diffs.insert(0, "model (checkpoint sha256)")
+        if diffs:
+            raise StoreSettingsMismatchError(
+                f"store {self.out_dir} was started with different settings ({', '.join(diffs)}); "
+                f"resuming would mix results. Use a new output_dir, the same settings, or resume=false to rebuild")
+
+    def _manifest(self, complete: bool, **extra) -> dict:
+        return {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "complete": complete,
+                "model_sha256": self.model_hash, "settings": self.settings, **extra}
+
+    @staticmethod
+    def _cut_torn_tail(path: Path) -> None:
+        _, good_end = read_index_lines(path)
+        if path.exists() and path.stat().st_size != good_end:
+            with open(path, "r+b") as fh:
+                fh.truncate(good_end)
+
+    def _index_files(self) -> list[Path]:
+        return [self.out_dir / INDEX_FILE, *sorted(self.out_dir.glob(RANK_INDEX_GLOB))]
+
+    def _read_done(self) -> set[str]:
+        done = set()
+        for path in self._index_files():
+            rows, _ = read_index_lines(path)
+            done.update(r["path"] for r in rows)
+        return done
+
+    # ---- writing -----------------------------------------------------------------------
+    def done_paths(self) -> set[str]:
+        """Images already in the store (from every rank's index), for resuming."""
+        return set(self._done)
+
+    def refresh_done(self) -> set[str]:
+        """Re-read every index file (other ranks may have written since)."""
+        self._done = self._read_done()
+        return self.done_paths()
+
+    def mask_file(self, path: str) -> Path:
+        return self.out_dir / mask_relpath(path)
+
+    def write(self, entry: StoreEntry, mask_u8: np.ndarray | None) -> None:
+        """Write one image: its mask (None for a failed image) then its index line."""
+        if entry.path in self._done:
+            raise ValueError(f"{entry.path} is already in the store {self.out_dir}")
+        if mask_u8 is not None:
+            if mask_u8.shape != (entry.height, entry.width):
+                raise ValueError(f"mask for {entry.path} is {mask_u8.shape}, image is "
+                                 f"{entry.height}x{entry.width} (height x width)")
+            atomic_write_bytes(self.mask_file(entry.path), encode_mask_png(mask_u8))
+        elif entry.ok:
+            raise ValueError(f"entry {entry.path} has status ok but no mask")
+        self._fh.write((entry.to_json() + "\n").encode())
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._done.add(entry.path)
+
+    def close(self, **extra) -> dict | None:
+        """Rank 0: merge all index files, sort by path, write the final manifest (atomically).
+
+        ``extra`` (JSON-able) goes into the manifest, e.g. ``listed=<number of images listed>``.
+        Other ranks only close their file. Returns the manifest on rank 0.
+        """
+        self._fh.close()
+        if self.rank != 0:
+            return None
+        merged: dict[str, dict] = {}
+        rank_files = sorted(self.out_dir.glob(RANK_INDEX_GLOB))
+        for path in [self.out_dir / INDEX_FILE, *rank_files]:
+            for row in read_index_lines(path)[0]:
+                merged.setdefault(row["path"], row)
+        rows = [StoreEntry.from_dict(merged[p]) for p in sorted(merged)]
+        atomic_write_bytes(self.out_dir / INDEX_FILE, "".join(r.to_json() + "\n" for r in rows).encode())
+        for path in rank_files:
+            path.unlink()
+        skipped = [{"path": r.path, "status": r.status} for r in rows if not r.ok]
+        counts = {"written": len(rows), "ok": len(rows) - len(skipped), "skipped": len(skipped)}
+        manifest = self._manifest(complete=True, counts=counts, skipped_images=skipped, **extra)
+        atomic_write_json(self.out_dir / MANIFEST_FILE, manifest)
+        return manifest
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if not self._fh.closed:
+            self._fh.close()

@@ -1,0 +1,29 @@
+"""Shared pytest fixtures.
+
+Tests live in plain folders (no ``__init__.py``) and run with ``--import-mode=importlib``
+because solo-learn 1.0.2 installs a top-level ``tests`` package into site-packages.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The project's shared data sits beside the repository checkout (`../shared`); it is
+# absent on a user's machine, where tests that need it skip and say so.
+COCO128 = REPO_ROOT.parent / "shared" / "data" / "coco128"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def coco128() -> Path:
+    """Root of the COCO128 sample (``images/`` + ``annotations/instances_train2017.json``)."""
+    if not (COCO128 / "annotations" / "instances_train2017.json").is_file():
+        pytest.skip(f"needs ../shared/data/coco128 next to the repository (not found at {COCO128.name}/); "
+                    "this data is only present on the project's own machines")
+    return COCO128

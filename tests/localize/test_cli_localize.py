@@ -1,0 +1,185 @@
+"""The localize runner and CLI end to end on real photos (skimage) with the real EfficientNet-Lite0."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+
+from occon_plugin.cli.localize import CONFIG_DIR, settings_from_config
+from occon_plugin.localize.runner import LocalizeSettings, make_batches, run_localize
+from occon_plugin.store import Store, mask_relpath
+
+PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field", "immunohistochemistry",
+          "retina", "horse", "camera"]
+# Small, quick, but every part on: 3 batches of 4 (the last topped up), CRF, one bad image.
+OVERRIDES = ["batch_size=4", "image_size=64", "cam.iters=3", "threads=1", "progress=false"]
+
+
+def _photo(name: str) -> np.ndarray:
+    img = np.asarray(getattr(skimage.data, name)())
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if img.ndim == 2:
+        img = np.stack([img] * 3, -1)
+    return img[..., :3].astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    for k, name in enumerate(PHOTOS):
+        img = Image.fromarray(_photo(name))
+        img.thumbnail((120 - 4 * k, 120 - 4 * k))  # several sizes and aspect ratios
+        (root / ("sub" if k % 3 == 0 else "")).mkdir(exist_ok=True)
+        img.save(root / ("sub" if k % 3 == 0 else "") / f"{name}.jpg", quality=90)
+    data = (root / "astronaut.jpg").read_bytes() if (root / "astronaut.jpg").exists() else \
+        (root / "sub" / "astronaut.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 3])  # a corrupt JPEG: skipped and counted
+    return root
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, **kw)
+
+
+def _settings(*overrides: str) -> LocalizeSettings:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.2"):
+        return settings_from_config(compose("localize", overrides=list(overrides)))
+
+
+@pytest.fixture(scope="module")
+def reference(photos, tmp_path_factory) -> Path:
+    """One uninterrupted single-process run: what every other run must reproduce exactly."""
+    out = tmp_path_factory.mktemp("ref") / "store"
+    summary = run_localize(_settings(f"data.path={photos}", f"output_dir={out}", *OVERRIDES))
+    assert summary["written_ok"] == 10 and summary["written_bad"] == 1
+    return out
+
+
+def _assert_same_store(a: Path, b: Path) -> None:
+    assert (a / "index.jsonl").read_bytes() == (b / "index.jsonl").read_bytes()
+    masks_a = sorted(p.relative_to(a).as_posix() for p in (a / "masks").rglob("*.png"))
+    masks_b = sorted(p.relative_to(b).as_posix() for p in (b / "masks").rglob("*.png"))
+    assert masks_a == masks_b and len(masks_a) == 10
+    for rel in masks_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
+    for key in ("settings", "model_sha256", "counts", "skipped_images", "complete"):
+        assert ma[key] == mb[key], key
+
+
+def test_yaml_defaults_equal_the_settings_schema():
+    yaml_cfg = OmegaConf.load(Path(CONFIG_DIR) / "localize.yaml")
+    for key in ("defaults", "hydra"):
+        yaml_cfg.pop(key)
+    assert OmegaConf.to_container(yaml_cfg) == OmegaConf.to_container(OmegaConf.structured(LocalizeSettings))
+
+
+def test_bad_keys_and_values_name_the_key(tmp_path):
+    with pytest.raises(Exception, match="cam.iterz"):
+        _settings("data.path=x", "output_dir=y", "cam.iterz=3")
+    with pytest.raises(ValueError, match="batch_size"):
+        _settings("data.path=x", "output_dir=y", "batch_size=many")
+    with pytest.raises(ValueError, match="batch_size=1"):
+        _settings("data.path=x", "output_dir=y", "batch_size=1")
+    with pytest.raises(ValueError, match="bg_threshold"):
+        _settings("data.path=x", "output_dir=y", "bg_threshold=1.5")
+    with pytest.raises(ValueError, match="data.path"):
+        _settings("output_dir=y")
+
+
+def test_batches_are_a_seeded_permutation_topped_up():
+    batches = make_batches(10, 4, seed=3)
+    assert [len(b) for b in batches] == [4, 4, 4]
+    assert sorted(np.concatenate(batches)[:10].tolist()) == list(range(10))
+    np.testing.assert_array_equal(batches[2][2:], batches[0][:2])  # top-up = start of the permutation
+    assert all((a == b).all() for a, b in zip(batches, make_batches(10, 4, seed=3)))
+
+
+def test_reference_store_content(reference, photos):
+    store = Store.open(reference)
+    assert len(store) == 11
+    bad = store.entries["truncated.jpg"]
+    assert bad.status.startswith("bad_image:") and "truncated" in bad.status
+    assert store.manifest["counts"] == {"written": 11, "ok": 10, "skipped": 1}
+    assert store.manifest["skipped_images"][0]["path"] == "truncated.jpg"
+    for path, entry in store.entries.items():
+        if not entry.ok:
+            continue
+        with Image.open(photos / path) as img:
+            assert (entry.width, entry.height) == img.size
+        mask = store.load_mask(path)
+        assert mask.shape == (entry.height, entry.width) and 0 <= mask.min() and mask.max() <= 1
+        for x1, y1, x2, y2 in entry.boxes:
+            assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1
+        if entry.bg_rect is not None:
+            x1, y1, x2, y2 = entry.bg_rect
+            assert (mask[y1:y2, x1:x2] < 0.2).all()
+
+
+def test_cli_kill_then_resume_equals_uninterrupted(reference, photos, tmp_path):
+    out = tmp_path / "store"
+    args = ["-m", "occon_plugin.cli.localize", f"data.path={photos}", f"output_dir={out}", *OVERRIDES]
+    proc = _cli(*args, start_new_session=True)
+    index = out / "index.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if index.exists() and index.read_bytes().count(b"\n") >= 2:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read()
+    n_lines = index.read_bytes().count(b"\n")
+    assert 2 <= n_lines < 11
+    assert json.loads((out / "manifest.json").read_text())["complete"] is False
+
+    proc = _cli(*args)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    assert f"{n_lines} from before" in log and str(out / "index.jsonl") in log
+    _assert_same_store(reference, out)
+
+
+def test_two_ranks_equal_one_rank(reference, photos, tmp_path):
+    out = tmp_path / "store"
+    proc = _cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                "occon_plugin.cli.localize", f"data.path={photos}", f"output_dir={out}", "device=cpu", *OVERRIDES)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    assert not list(out.glob("index.rank*.jsonl"))
+    _assert_same_store(reference, out)
+
+
+def test_resume_with_changed_settings_is_refused(reference, photos, tmp_path):
+    import shutil
+
+    out = tmp_path / "store"
+    shutil.copytree(reference, out)
+    with pytest.raises(RuntimeError, match="cam"):
+        run_localize(_settings(f"data.path={photos}", f"output_dir={out}", *OVERRIDES, "cam.iters=4"))
+    summary = run_localize(_settings(f"data.path={photos}", f"output_dir={out}", *OVERRIDES))
+    assert summary["written_ok"] == 0 and summary["already_done"] == 11  # nothing left to do
+    _assert_same_store(reference, out)
+
+
+def test_overlays_written(photos, tmp_path):
+    out = tmp_path / "store"
+    run_localize(_settings(f"data.path={photos}", f"output_dir={out}", "batch_size=4", "image_size=64",
+                           "cam.iters=1", "cam.expand=false", "crf.enabled=false", "overlays=true",
+                           "progress=false"))
+    overlays = sorted(p.relative_to(out / "overlays").as_posix() for p in (out / "overlays").rglob("*.png"))
+    assert overlays == sorted(mask_relpath(p)[len("masks/"):] for p, e in Store.open(out).entries.items() if e.ok)

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from occon_plugin.localize.background import background_image, largest_empty_rectangle
+
+
+def _brute_force_area(mask):
+    h, w = mask.shape
+    ones = np.pad(mask.astype(int).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    best = 0
+    for y1 in range(h):
+        for y2 in range(y1 + 1, h + 1):
+            for x1 in range(w):
+                for x2 in range(x1 + 1, w + 1):
+                    inside = ones[y2, x2] - ones[y1, x2] - ones[y2, x1] + ones[y1, x1]
+                    if inside == 0:
+                        best = max(best, (y2 - y1) * (x2 - x1))
+    return best
+
+
+def test_constructed_masks():
+    mask = np.zeros((6, 10), dtype=bool)
+    mask[:, 3] = True  # a wall at column 3: the right part (6 wide x 6 high) wins
+    assert largest_empty_rectangle(mask) == (4, 0, 10, 6)
+    mask = np.zeros((5, 5), dtype=bool)
+    mask[1:4, 1:4] = True  # ring of zeros around a square: best is a full 5x1 border strip
+    x1, y1, x2, y2 = largest_empty_rectangle(mask)
+    assert (x2 - x1) * (y2 - y1) == 5
+    assert largest_empty_rectangle(np.ones((3, 4), dtype=bool)) is None
+    assert largest_empty_rectangle(np.zeros((3, 4), dtype=bool)) == (0, 0, 4, 3)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_masks_match_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(1, 9, size=2)
+    mask = rng.random((h, w)) < rng.uniform(0.1, 0.7)
+    rect = largest_empty_rectangle(mask)
+    best = _brute_force_area(mask)
+    if best == 0:
+        assert rect is None
+        return
+    x1, y1, x2, y2 = rect
+    assert not mask[y1:y2, x1:x2].any()
+    assert (x2 - x1) * (y2 - y1) == best
+
+
+def test_background_image_tiles_the_crop():
+    image = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
+    out = background_image(image, (1, 2, 3, 4))  # 2x2 patch rows 2-3, cols 1-2
+    patch = image[2:4, 1:3]
+    assert out.shape == image.shape
+    for y in range(5):
+        for x in range(6):
+            np.testing.assert_array_equal(out[y, x], patch[y % 2, x % 2])
+    assert background_image(image[..., 0], (0, 0, 1, 1), size=(3, 4)).shape == (3, 4)
+    with pytest.raises(ValueError, match="empty or outside"):
+        background_image(image, (2, 2, 2, 4))

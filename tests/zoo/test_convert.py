@@ -1,0 +1,159 @@
+import sys
+import textwrap
+
+import pytest
+import torch
+import torchvision
+
+from occon_plugin.zoo.convert import (
+    FORMAT, CheckpointError, build_backbone, build_projector, load_checkpoint, save_occon_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None)
+    net.fc = torch.nn.Identity()
+    momentum = torchvision.models.resnet18(weights=None)
+    momentum.fc = torch.nn.Identity()
+    proj = torch.nn.Sequential(torch.nn.Linear(512, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16))
+    return net.state_dict(), momentum.state_dict(), proj.state_dict()
+
+
+def prefixed(prefix, state):
+    return {prefix + k: v for k, v in state.items()}
+
+
+def assert_same(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("enc,mom,layout", [("encoder.", "momentum_encoder.", "solo-1.0.2"),
+                                            ("backbone.", "momentum_backbone.", "solo-main")])
+def test_solo_lightning_layouts_round_trip(tmp_path, parts, enc, mom, layout):
+    online, momentum, proj = parts
+    state = {**prefixed(enc, online), **prefixed(mom, momentum), **prefixed("projector.", proj),
+             **prefixed("momentum_projector.", proj), "classifier.weight": torch.zeros(10, 512)}
+    torch.save({"epoch": 3, "global_step": 30, "state_dict": state,
+                "hyper_parameters": {"method": "mocov2plus"}}, tmp_path / "last.ckpt")
+    d = load_checkpoint(tmp_path / "last.ckpt")
+    assert d["format"] == FORMAT and d["arch"] == "resnet18"
+    assert d["meta"]["source_layout"] == layout and d["meta"]["epoch"] == 3
+    assert d["meta"]["hparams.method"] == "mocov2plus" and d["meta"]["cifar_stem"] is False
+    assert_same(d["backbone"], online)
+    assert_same(d["projector"], proj)
+    assert d["projector_dims"] == [512, 64, 16]
+    assert_same(load_checkpoint(tmp_path / "last.ckpt", use_momentum=True)["backbone"], momentum)
+    # occon -> disk -> occon is lossless, and the backbone loads strictly into torchvision
+    save_occon_checkpoint(d, tmp_path / "out" / "model.pt")
+    again = load_checkpoint(tmp_path / "out" / "model.pt")
+    assert_same(again["backbone"], online)
+    assert_same(again["projector"], proj)
+    assert again["meta"] == d["meta"]
+    assert_same(build_backbone(again).state_dict(), online)
+    x = torch.randn(1, 512)
+    ref = torch.nn.Sequential(torch.nn.Linear(512, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16))
+    ref.load_state_dict(proj)
+    assert torch.equal(build_projector(again)(x), ref(x))
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def bn_head(bias0):
+    torch.manual_seed(1)
+    head = torch.nn.Sequential(torch.nn.Linear(512, 32, bias=bias0), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                               torch.nn.Linear(32, 8))
+    head[1].running_mean.normal_()
+    head[1].running_var.uniform_(0.5, 2.0)
+    head[1].weight.data.normal_()
+    head[1].bias.data.normal_()
+    return head.eval()
+
+
+def test_bare_torchvision_state_dict(tmp_path, parts):
+    online, _, _ = parts
+    torch.save({**online, "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}, tmp_path / "tv.pth")
+    d = load_checkpoint(tmp_path / "tv.pth")
+    assert d["meta"]["source_layout"] == "torchvision" and d["projector"] is None
+    assert_same(d["backbone"], online)
+
+
+def test_byol_bn_projector_is_folded_exactly(tmp_path, parts):
+    online, _, _ = parts
+    head = bn_head(bias0=True)
+    torch.save({"state_dict": {**prefixed("backbone.", online), **prefixed("projector.", head.state_dict())}},
+               tmp_path / "byol.ckpt")
+    d = load_checkpoint(tmp_path / "byol.ckpt")
+    assert d["meta"]["projector_bn_folded"] is True and d["projector_dims"] == [512, 32, 8]
+    x = torch.randn(5, 512)
+    torch.testing.assert_close(build_projector(d)(x), head(x), rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_projector_layout_is_dropped_with_a_note(tmp_path, parts):
+    online, _, _ = parts
+    head = torch.nn.Sequential(torch.nn.Linear(512, 8))
+    torch.save({"state_dict": {**prefixed("backbone.", online), **prefixed("projector.", head.state_dict())}},
+               tmp_path / "odd_head.ckpt")
+    d = load_checkpoint(tmp_path / "odd_head.ckpt")
+    assert d["projector"] is None and d["projector_dims"] is None
+    assert "neither" in d["meta"]["projector_dropped"]
+
+
+def test_authors_checkpoint_with_foreign_pickled_classes_is_read_without_importing_them(tmp_path, parts):
+    online, _, proj = parts
+    module_dir = tmp_path / "authors_code"
+    module_dir.mkdir()
+    (module_dir / "authors_args.py").write_text("class Args:\n    def __init__(self):\n        self.lr = 0.3\n")
+    sys.path.insert(0, str(module_dir))
+    try:
+        import authors_args
+        head = bn_head(bias0=False)  # the authors' projector: Linear(no bias)-BN-ReLU-Linear
+        state = {**prefixed("encoder.", online), **prefixed("_encoder.", online),
+                 **prefixed("projector.", head.state_dict()), **prefixed("_projector.", head.state_dict()),
+                 "queue": torch.zeros(16, 8)}
+        ckpt = {"epoch": 799, "state_dict": state,
+                "hyper_parameters": {"args": authors_args.Args(), "method": "mocov2plus"}}
+        torch.save(ckpt, tmp_path / "authors.ckpt")
+        # importing the module from now on would leave a trace
+        sentinel = tmp_path / "imported"
+        (module_dir / "authors_args.py").write_text(textwrap.dedent(f"""
+            open({str(sentinel)!r}, "w").close()
+            class Args:
+                pass
+        """))
+        del sys.modules["authors_args"]
+        d = load_checkpoint(tmp_path / "authors.ckpt")
+    finally:
+        sys.path.remove(str(module_dir))
+        sys.modules.pop("authors_args", None)
+    assert not sentinel.exists()
+    assert d["meta"]["source_layout"] == "authors-2021" and d["meta"]["epoch"] == 799
+    assert_same(d["backbone"], online)
+    x = torch.randn(3, 512)
+    torch.testing.assert_close(build_projector(d)(x), head(x), rtol=1e-5, atol=1e-5)
+
+
+def test_cifar_stem_and_resnet50_are_recognised(tmp_path):
+    net = torchvision.models.resnet50(weights=None)
+    net.fc = torch.nn.Identity()
+    net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
+    torch.save({"state_dict": prefixed("backbone.", net.state_dict())}, tmp_path / "r50.ckpt")
+    d = load_checkpoint(tmp_path / "r50.ckpt")
+    assert d["arch"] == "resnet50" and d["meta"]["cifar_stem"] is True
+    assert_same(build_backbone(d).state_dict(), net.state_dict())
+
+
+def test_bad_inputs_have_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+    torch.save({"state_dict": {"head.weight": torch.zeros(2)}}, tmp_path / "odd.ckpt")
+    with pytest.raises(CheckpointError, match="no known key layout.*head.weight"):
+        load_checkpoint(tmp_path / "odd.ckpt")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.ckpt: cannot be read"):
+        load_checkpoint(tmp_path / "junk.ckpt")
+    with pytest.raises(CheckpointError, match="lacks the key 'projector'"):
+        save_occon_checkpoint({"format": FORMAT, "arch": "resnet18", "backbone": {"a": torch.zeros(1)},
+                               "projector_dims": None, "meta": {}}, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()

@@ -37,7 +37,18 @@ def _detect_generation() -> str:
 
 
 GENERATION: str = _detect_generation()
-SOLO_VERSION: str = getattr(solo, "__version__", "unknown")
+
+
+def _solo_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("solo-learn")
+    except PackageNotFoundError:  # a source checkout on sys.path
+        return getattr(solo, "__version__", "unknown")
+
+
+SOLO_VERSION: str = _solo_version()
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

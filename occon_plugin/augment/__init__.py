@@ -5,7 +5,7 @@ two pipelines: torchvision v2 (``torchvision_pipeline``, used by ``dataset``) an
 """
 from occon_plugin.augment.config import BgMixupConfig, OcconConfig, OcconConfigError, parse_occon_config
 from occon_plugin.augment.semantics import (Partner, SamplePlan, box_to_pixels, choose_partner, mix_weights,
-                                            plan_sample, sample_seed, tile_background)
+                                            plan_sample, sample_seed)
 
 __all__ = ["BgMixupConfig", "OcconConfig", "OcconConfigError", "parse_occon_config", "Partner", "SamplePlan",
-           "box_to_pixels", "choose_partner", "mix_weights", "plan_sample", "sample_seed", "tile_background"]
+           "box_to_pixels", "choose_partner", "mix_weights", "plan_sample", "sample_seed"]

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from occon_plugin.augment.config import OcconConfig
+from occon_plugin.localize.background import background_image  # the one tiling implementation
 
 Rect = tuple[int, int, int, int]  # half-open pixel rectangle (left, top, right, bottom)
 _PARTNER_STREAM = 1
@@ -134,18 +135,11 @@ def mix_weights(mask: np.ndarray, hard: bool, threshold: float) -> np.ndarray:
     return mask.astype(np.float32, copy=False)
 
 
-def tile_background(patch: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Repeat an ``h x w x C`` background patch from the top-left corner to fill ``height x width``."""
-    ph, pw = patch.shape[:2]
-    reps = (-(-height // ph), -(-width // pw)) + (1,) * (patch.ndim - 2)
-    return np.tile(patch, reps)[:height, :width]
-
-
 @dataclass
 class Partner:
     """The background donor x2: its store background rectangle and a (lazy) loader of its image.
 
-    The image is read only when a view is actually mixed (``background_patch``).
+    The image is read only when a view is actually mixed (``background``).
     """
 
     bg_rect: Sequence[int] | None
@@ -160,8 +154,9 @@ class Partner:
     def has_background(self) -> bool:
         return self.bg_rect is not None
 
-    def background_patch(self) -> np.ndarray | None:
-        """``h x w x 3`` uint8 background rectangle of x2; None if it has none (or it is empty)."""
+    def background(self, height: int, width: int) -> np.ndarray | None:
+        """bg(x2): x2's background rectangle tiled from the top-left corner to ``height x width``
+        (uint8 ``H x W x 3``); None if x2 has no rectangle, it lies outside x2, or x2 is unreadable."""
         if self.bg_rect is None:
             return None
         image = self.load_image()
@@ -170,5 +165,4 @@ class Partner:
         rect = clip_rect(self.bg_rect, image.shape[1], image.shape[0])
         if rect is None:
             return None
-        left, top, right, bottom = rect
-        return image[top:bottom, left:right]
+        return background_image(image, rect, (height, width))

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -19,7 +20,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from occon_plugin.augment.config import OcconConfig
-from occon_plugin.augment.semantics import Partner, Rect, SamplePlan, mix_weights, plan_sample, tile_background
+from occon_plugin.augment.semantics import Partner, Rect, SamplePlan, mix_weights, plan_sample
 
 ViewTransform = Callable[[Image.Image], torch.Tensor]
 
@@ -40,14 +41,14 @@ class CropToRect(v2.Transform):
 def seeded_global_rngs(seed: int):
     """Seed torch's CPU RNG and Python's ``random`` (the host transforms draw from both) for one
     sample, restoring both afterwards so the caller's streams are untouched."""
-    py_state = random.getstate()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
+    py_state, torch_state = random.getstate(), torch.get_rng_state()
+    torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would also touch CUDA
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        torch.set_rng_state(torch_state)
 
 
 @dataclass
@@ -85,10 +86,13 @@ def oa_crop(data: ObjectAwareInput, rect: Rect | None) -> ObjectAwareInput:
     return ObjectAwareInput(image, mask, boxes)
 
 
-def bg_mix(image: torch.Tensor, weights: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """``weights * image + (1 - weights) * background`` on 3 x h x w uint8 tensors, rounded to uint8."""
-    mixed = torch.lerp(background.float(), image.float(), weights.unsqueeze(0))
-    return mixed.round_().clamp_(0, 255).to(torch.uint8)
+def bg_mix(image: np.ndarray, weights: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """``weights * image + (1 - weights) * background`` on h x w x 3 uint8 arrays, rounded to uint8.
+
+    OpenCV's ``blendLinear`` does it in one pass (4x faster than the same in torch on one core).
+    """
+    weights = np.ascontiguousarray(weights, dtype=np.float32)
+    return cv2.blendLinear(np.ascontiguousarray(image), np.ascontiguousarray(background), weights, 1.0 - weights)
 
 
 class TorchvisionObjectAware:
@@ -129,26 +133,28 @@ class TorchvisionObjectAware:
         data = to_tv_tensors(image, mask, entry.boxes if (entry is not None and plan.oa_crop) else ())
         data = oa_crop(data, plan.crop_rect)
 
-        background = weights = None
+        image_hwc = data.image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy()  # a view, no copy
+        mixed_pil = None
         if any(plan.mixed):
-            patch = partner.background_patch()
-            if patch is None:  # the partner's image could not be read, or its rectangle is empty
+            height, width = image_hwc.shape[:2]
+            background = partner.background(height, width)
+            if background is None:  # the partner's image could not be read, or its rectangle is empty
                 plan = plan.without_mixing()
             else:
-                height, width = data.image.shape[-2:]
-                background = torch.from_numpy(tile_background(patch, height, width)).permute(2, 0, 1)
-                weights = torch.from_numpy(mix_weights(data.mask.numpy(), self.cfg.bg_mixup.hard,
-                                                       self.cfg.bg_mixup.hard_threshold))
+                weights = mix_weights(data.mask.as_subclass(torch.Tensor).numpy(), self.cfg.bg_mixup.hard,
+                                      self.cfg.bg_mixup.hard_threshold)
+                # x2 and the mask are the same for every mixed view of a sample: mix once
+                mixed_pil = Image.fromarray(bg_mix(image_hwc, weights, background))
 
         plain_pil = None
         views = []
         with seeded_global_rngs(plan.transform_seed):
             for k, transform in enumerate(self.view_transforms):
                 if plan.mixed[k]:
-                    pil = F.to_pil_image(bg_mix(data.image, weights, background))
+                    pil = mixed_pil
                 else:
                     if plain_pil is None:
-                        plain_pil = F.to_pil_image(data.image.as_subclass(torch.Tensor))
+                        plain_pil = Image.fromarray(np.ascontiguousarray(image_hwc))
                     pil = plain_pil
                 views.append(transform(pil))
         return views, plan_info(plan)

@@ -27,6 +27,7 @@ class GroundTruth:
     height: int
     mask: np.ndarray  # bool (H, W): union of all objects
     boxes: np.ndarray  # float (K, 4) pixel x0y0x1y1 (x1 = x0 + w), K may be 0
+    root: Optional[Path] = None  # image folder: the image is root / path
 
 
 def coco_boxes_xyxy(anns: list[dict]) -> np.ndarray:
@@ -51,7 +52,7 @@ def iter_coco(json_path, image_root=None, include_crowd: bool = True) -> Iterato
         mask = np.zeros((h, w), dtype=bool)
         for ann in anns:
             mask |= coco.annToMask(ann).astype(bool)
-        yield GroundTruth(rel, w, h, mask, coco_boxes_xyxy(anns))
+        yield GroundTruth(rel, w, h, mask, coco_boxes_xyxy(anns), listing.root)
 
 
 def component_boxes(mask: np.ndarray) -> np.ndarray:
@@ -100,7 +101,7 @@ def iter_mask_folder(image_dir, mask_dir) -> Iterator[GroundTruth]:
         if mask.shape != (h, w):
             raise ValueError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but image "
                              f"{listing.abspath(rel)} is {w}x{h}: masks must have their image's size")
-        yield GroundTruth(rel, w, h, mask, component_boxes(mask))
+        yield GroundTruth(rel, w, h, mask, component_boxes(mask), listing.root)
 
 
 def iter_ground_truth(gt: str | Path, image_root=None, include_crowd: bool = True) -> Iterator[GroundTruth]:

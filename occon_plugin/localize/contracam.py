@@ -83,15 +83,20 @@ def _eval_mode(model: CamModel):
         model.train(was_training)
 
 
-def _score_gradient(model: CamModel, pooled: Tensor, key: Tensor, bank: Tensor, bank_mask: Tensor,
-                    temperature: float) -> tuple[Tensor, Tensor]:
-    """(z detached, dS/dpooled): autograd through the head only."""
+def _score_gradient(model: CamModel, pooled: Tensor, key: Tensor | None, earlier_keys: list[Tensor],
+                    not_self: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """(z of this iteration, detached; dS/dpooled) with autograd through the head only.
+
+    Negatives: every earlier iteration's keys plus this iteration's, minus the query's own entries.
+    key=None (first iteration): the positive is the query's own z, detached.
+    """
     with torch.enable_grad():
         pooled = pooled.detach().requires_grad_(True)
         z = model.head(pooled)
         keys_now = z.detach()
-        bank = torch.cat([bank, keys_now]) if bank.numel() else keys_now
-        score = contrastive_score(z, key if key is not None else keys_now, bank, temperature, bank_mask)
+        bank = torch.cat([*earlier_keys, keys_now])
+        bank_mask = not_self.repeat(1, len(earlier_keys) + 1)
+        score = contrastive_score(z, keys_now if key is None else key, bank, temperature, bank_mask)
         (grad,) = torch.autograd.grad(score.sum(), pooled)
     return keys_now, grad
 
@@ -107,7 +112,11 @@ def contracam(model: CamModel, images: Tensor, iters: int = 10, nsr: bool = True
     _check_inputs(images, iters, temperature, early_exit_tol)
     batch, _, height, width = images.shape
     device = images.device
-    fill_rgb = resolve_fill(fill, model, device)
+    weight = next(model.parameters(), None)
+    if weight is not None and weight.device != device:
+        raise ValueError(f"images are on {device} but the model is on {weight.device}: move one of them")
+    images = images.to(weight.dtype if weight is not None else images.dtype)
+    fill_rgb = resolve_fill(fill, model, device).to(images.dtype)
     # Query b never counts its own entries (any iteration) among its negatives.
     not_self = ~torch.eye(batch, dtype=torch.bool, device=device)
 
@@ -116,7 +125,7 @@ def contracam(model: CamModel, images: Tensor, iters: int = 10, nsr: bool = True
         encoded_with = mask.clone()  # the mask each cached activation was computed from
         iterations = torch.zeros(batch, dtype=torch.long, device=device)
         activations = pooled = key = None
-        bank = torch.empty(0, device=device)
+        earlier_keys: list[Tensor] = []
         for t in range(iters):
             if t == 0 or early_exit_tol is None:
                 todo = torch.ones(batch, dtype=torch.bool, device=device)
@@ -136,11 +145,10 @@ def contracam(model: CamModel, images: Tensor, iters: int = 10, nsr: bool = True
                 encoded_with[idx] = part
             iterations += todo.long()
 
-            bank_mask = not_self.repeat(1, t + 1)
-            keys_now, grad = _score_gradient(model, pooled, key, bank, bank_mask, temperature)
+            keys_now, grad = _score_gradient(model, pooled, key, earlier_keys, not_self, temperature)
             if t == 0:
                 key = keys_now  # positive = the original image, for every iteration
-            bank = torch.cat([bank, keys_now]) if bank.numel() else keys_now
+            earlier_keys.append(keys_now)
             cam = cam_from_activations(activations, grad, nsr=nsr, size=(height, width))
             mask = cam if t == 0 else torch.maximum(mask, cam)
     return ContraCamResult(mask=mask, iterations=iterations)

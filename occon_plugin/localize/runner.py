@@ -16,13 +16,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from occon_plugin.images import BadImageError, ImageList, list_images, load_image
 from occon_plugin.localize.background import largest_empty_rectangle
+from occon_plugin.localize.backbones import load_cam_model
 from occon_plugin.localize.boxes import mask_to_boxes
+from occon_plugin.localize.contracam import contracam
 from occon_plugin.localize.crf import CrfParams, crf_refine_many, make_crf_executor
 from occon_plugin.store import StoreEntry, StoreWriter, find_mask_collisions, mask_to_u8
 from occon_plugin.store.format import atomic_write_bytes
@@ -166,8 +170,6 @@ def _to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
 
 
 def _overlay_png(image: np.ndarray, mask_u8: np.ndarray, boxes: list[list[float]]) -> bytes:
-    import cv2
-
     heat = cv2.applyColorMap(mask_u8, cv2.COLORMAP_JET)
     out = cv2.addWeighted(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), 0.5, heat, 0.5, 0.0)
     h, w = mask_u8.shape
@@ -228,8 +230,6 @@ class _Localizer:
             raise RuntimeError("ContraCAM needs at least 2 readable images (the negatives); "
                                f"{self.images.root} has fewer")
         x = torch.stack([_to_model_input(img, self.s.image_size) for img in loaded]).to(self.device)
-        from occon_plugin.localize.contracam import contracam
-
         c = self.s.cam
         result = contracam(self.model, x, iters=c.iters, nsr=c.nsr, temperature=c.temperature, expand=c.expand,
                            early_exit_tol=c.early_exit_tol, fill=c.fill)
@@ -278,8 +278,6 @@ def run_localize(s: LocalizeSettings) -> dict:
         raise ValueError(f"{len(clashes)} image pairs would share a mask file (same path but extension), "
                          f"e.g. {a} and {b}; rename them")
     device = resolve_device(s.device)
-    from occon_plugin.localize.backbones import load_cam_model
-
     model = load_cam_model(s.model, device)
     model_hash = model_fingerprint(s.model, model)
     settings = result_settings(s)
@@ -303,8 +301,6 @@ def run_localize(s: LocalizeSettings) -> dict:
     start = time.perf_counter()
     try:
         localizer = _Localizer(s, images, model, device, writer, executor)
-        from tqdm.auto import tqdm
-
         with tqdm(total=todo, unit="img", desc=f"localize[{rank}]", disable=not s.progress or rank != 0,
                   dynamic_ncols=True) as bar:
             for batch, n_members in mine:

@@ -14,7 +14,9 @@ import torch
 
 from occon_plugin import host
 
-# Keys of the per-sample record produced by the object-aware pipelines.
+# Per-sample record of the object-aware pipelines: ``oa_crop`` (B,) a box was used,
+# ``mixed`` (B, n_views) the view was BG-mixed, plus counters such as ``replaced`` (bad image
+# swapped for another) or ``no_entry`` (no store entry). Each is logged as a fraction.
 OCCON_INFO_KEYS = ("oa_crop", "mixed")
 
 
@@ -23,9 +25,9 @@ def split_occon_batch(batch: Sequence[Any]) -> Tuple[list, Optional[Dict[str, to
     if len(batch) == 3:
         return list(batch), None
     if len(batch) == 4 and isinstance(batch[3], dict):
-        unknown = set(batch[3]) - set(OCCON_INFO_KEYS)
-        if unknown:
-            raise KeyError(f"unknown object-aware batch fields {sorted(unknown)}; expected {OCCON_INFO_KEYS}")
+        missing = set(OCCON_INFO_KEYS) - set(batch[3])
+        if missing:
+            raise KeyError(f"object-aware batch record lacks {sorted(missing)}; it must hold {OCCON_INFO_KEYS}")
         return list(batch[:3]), batch[3]
     raise ValueError(
         "expected a batch [indexes, views, targets] or [indexes, views, targets, occon_info], "
@@ -54,10 +56,7 @@ class OcconMethodMixin:
         return super().training_step(batch, batch_idx)
 
     def _log_occon_info(self, info: Dict[str, torch.Tensor]) -> None:
-        stats = {}
-        if "oa_crop" in info:
-            stats["occon/oa_crop_frac"] = info["oa_crop"].float().mean()
-        if "mixed" in info:
-            stats["occon/bg_mixed_frac"] = info["mixed"].float().mean()
-        if stats:
-            self.log_dict(stats, on_epoch=True, sync_dist=True)
+        names = {"oa_crop": "oa_crop_frac", "mixed": "bg_mixed_frac"}
+        stats = {f"occon/{names.get(k, k + '_frac')}": v.float().mean()
+                 for k, v in info.items() if torch.is_tensor(v)}
+        self.log_dict(stats, on_epoch=True, sync_dist=True)

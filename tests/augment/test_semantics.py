@@ -10,7 +10,7 @@ A factory ``factory(occon: dict, standard: str, n_views: int) -> sample_views`` 
 * ``image``: ``H x W x 3`` uint8 numpy; ``entry``: ``occon_plugin.store.StoreEntry`` (``.boxes``
   normalized ``[x1, y1, x2, y2]``) or None; ``mask``: ``H x W`` float32 in [0, 1] or None;
   ``partner``: ``occon_plugin.augment.semantics.Partner`` (``.bg_rect`` pixel rectangle of the
-  partner image or None, ``.background_patch()``) or None; ``seed``: int.
+  partner image or None, ``.background(h, w)`` = bg(x2) tiled) or None; ``seed``: int.
 * ``views``: list of ``n_views`` float32 tensors ``3 x h x w``; ``info``: dict of bool tensors
   ``"oa_crop"`` (scalar), ``"mixed"`` ``(n_views,)``, ``"mix_skipped"`` ``(n_views,)``.
 * The object-aware decisions must come from ``occon_plugin.augment.semantics.plan_sample``
@@ -30,8 +30,7 @@ import torch
 from torchvision.transforms import v2
 
 from occon_plugin.augment.config import OcconConfigError, parse_occon_config
-from occon_plugin.augment.semantics import (Partner, box_to_pixels, choose_partner, plan_sample, sample_seed,
-                                            tile_background)
+from occon_plugin.augment.semantics import Partner, box_to_pixels, choose_partner, plan_sample, sample_seed
 from occon_plugin.store import StoreEntry
 
 RRC_SIZE = 32
@@ -333,12 +332,16 @@ def test_box_to_pixels_covers_the_box_and_stays_in_the_image():
     assert box_to_pixels([1.0, 1.0, 1.0, 1.0], 50, 40) == (49, 39, 50, 40)
 
 
-def test_tile_background_repeats_from_the_corner():
-    patch = np.arange(6, dtype=np.uint8).reshape(2, 3, 1)
-    out = tile_background(patch, 5, 7)[..., 0]
+def test_partner_background_tiles_its_rectangle_from_the_corner():
+    image = np.zeros((6, 8, 3), np.uint8)
+    image[1:3, 2:5, 0] = np.arange(6, dtype=np.uint8).reshape(2, 3)  # the rectangle x 2..5, y 1..3
+    out = Partner.from_image(image, bg_rect=[2, 1, 5, 3]).background(5, 7)[..., 0]
     assert out.shape == (5, 7)
     assert out[0].tolist() == [0, 1, 2, 0, 1, 2, 0]
     assert out[:, 0].tolist() == [0, 3, 0, 3, 0]
+    assert Partner.from_image(image, bg_rect=[6, 0, 9, 2]).background(5, 7).shape == (5, 7, 3)  # clipped to x 6..8
+    assert Partner.from_image(image, bg_rect=[9, 0, 12, 2]).background(5, 7) is None  # outside the image
+    assert Partner(bg_rect=[0, 0, 2, 2], load_image=lambda: None).background(5, 7) is None  # unreadable
 
 
 def test_choose_partner_is_another_sample_with_a_background_uniformly():

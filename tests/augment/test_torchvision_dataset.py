@@ -186,3 +186,38 @@ def test_dataloader_config_errors_name_the_key(tmp_path):
         build_pretrain_dataloader(_cfg(data, 0, {"store": str(tmp_path), "bg_mixup": {"enabled": True, "p_mix": 1.5}}))
     assert parse_occon_config({"bg_mixup": {"enabled": True, "views": [0, 1, 2, 3]}}, n_views=4,
                               check_store=False).bg_mixup.views == (0, 1, 2, 3)
+
+
+@pytest.mark.shared_data
+def test_coco_json_source_with_a_store_from_ground_truth(coco128, tmp_path):
+    """Real COCO photos listed from the json; a store built from the instance annotations."""
+    from pycocotools.coco import COCO
+
+    from occon_plugin.images import list_images
+    from occon_plugin.localize.background import largest_empty_rectangle
+
+    json_path = coco128 / "annotations" / "instances_train2017.json"
+    images = list_images(json_path)
+    coco = COCO(str(json_path))
+    rows = []
+    for path, image_id in list(zip(images.paths, images.image_ids)):
+        info = coco.imgs[image_id]
+        width, height = info["width"], info["height"]
+        mask = np.zeros((height, width), np.float32)
+        boxes = []
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=False)):
+            mask = np.maximum(mask, coco.annToMask(ann).astype(np.float32))
+            x, y, w, h = ann["bbox"]
+            if w * h >= 0.01 * width * height:
+                boxes.append([x / width, y / height, (x + w) / width, (y + h) / height])
+        rows.append((StoreEntry(path, width, height, boxes=boxes, bg_rect=largest_empty_rectangle(mask > 0)), mask))
+    store = _store(tmp_path / "store", rows)
+    occon = {"store": str(store), "oa_crop": {"enabled": True}, "bg_mixup": {"enabled": True, "p_mix": 0.4}}
+    loader = build_pretrain_dataloader(OmegaConf.create({
+        "data": {"train_path": str(json_path), "num_workers": 0}, "optimizer": {"batch_size": 8},
+        "augmentations": AUG, "occon": occon, "seed": 0}))
+    indexes, views, targets, info = next(iter(loader))
+    assert len(loader.dataset) == 128 and (targets == -1).all()
+    assert all(v.shape == (8, 3, 32, 32) and torch.isfinite(v).all() for v in views)
+    with_boxes = torch.tensor([len(loader.dataset.entries[i].boxes) > 0 for i in indexes.tolist()])
+    assert torch.equal(info["oa_crop"], with_boxes)

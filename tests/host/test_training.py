@@ -73,5 +73,5 @@ def test_malformed_batch_is_rejected():
 
     with pytest.raises(ValueError, match="expected a batch"):
         split_occon_batch([1, 2])
-    with pytest.raises(KeyError, match="boxes"):
-        split_occon_batch([0, [], 0, {"boxes": None}])
+    with pytest.raises(KeyError, match="mixed"):
+        split_occon_batch([0, [], 0, {"oa_crop": None}])

@@ -145,10 +145,8 @@ def test_cli_kill_then_resume_equals_uninterrupted(reference, photos, tmp_path):
     assert 2 <= n_lines < 11
     assert json.loads((out / "manifest.json").read_text())["complete"] is False
 
-    proc = _cli(*args)
-    log = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 0, log
-    assert f"{n_lines} from before" in log and str(out / "index.jsonl") in log
+    summary = run_localize(_settings(f"data.path={photos}", f"output_dir={out}", *OVERRIDES))  # resume
+    assert summary["already_done"] == n_lines and summary["written_ok"] + summary["written_bad"] == 11 - n_lines
     _assert_same_store(reference, out)
 
 
@@ -158,6 +156,8 @@ def test_two_ranks_equal_one_rank(reference, photos, tmp_path):
                 "occon_plugin.cli.localize", f"data.path={photos}", f"output_dir={out}", "device=cpu", *OVERRIDES)
     log = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, log
+    assert f"store {out} has 10 masks and 1 skipped images of 11 listed" in log  # rank 0 reports once
+    assert log.count("occon-localize: store") == 1 and str(out / "index.jsonl") in log
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world_size"] == 2
     assert not list(out.glob("index.rank*.jsonl"))

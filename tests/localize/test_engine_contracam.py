@@ -69,7 +69,7 @@ def _reference_two_iterations(model, x, own_masked_as_negative: bool):
 
 
 def test_two_iterations_match_eq3_with_explicit_negatives(lite0):
-    x = photos(96)
+    x = photos(64)
     got = contracam(lite0, x, iters=2, temperature=TAU).mask
     torch.testing.assert_close(got, _reference_two_iterations(lite0, x, own_masked_as_negative=False),
                                rtol=1e-4, atol=1e-4)

@@ -18,7 +18,7 @@ from occon_plugin.augment.dataset import OcconPretrainDataset, _select
 from occon_plugin.host import LightningDataModule
 from occon_plugin.images import BadImageError, image_size
 
-from .pipeline import build_object_aware_pipeline
+from .pipeline import build_object_aware_pipeline, standard_view_fn
 from .source import ObjectAwareSource, SampleRecord
 from .standard_ops import ViewOps, views_from_cfg
 
@@ -45,7 +45,7 @@ def records_from_dataset(dataset: OcconPretrainDataset, need_sizes: bool) -> lis
                     width, height = image_size(root, path)
                 except BadImageError as exc:
                     raise BadImageError(exc.path, f"{exc.reason}; the DALI path cannot skip unreadable images "
-                                                  f"during training: remove the file or use data.format=torchvision"
+                                                  f"during training: remove the file or train with the torchvision loader"
                                         ) from exc
             records.append(SampleRecord(root / path, width, height, target=target))
             continue
@@ -68,8 +68,8 @@ class ObjectAwareDALILoader:
             raise ValueError(f"{len(views)} view pipelines for a source of {source.n_views} views")
         self.source = source
         self.n_views = len(views)
-        self.pipeline = build_object_aware_pipeline(source, views, device=device, num_threads=num_threads,
-                                                    seed=seed)
+        self.pipeline = build_object_aware_pipeline(source, standard_view_fn(views), device=device,
+                                                    num_threads=num_threads, seed=seed)
         self.output_map = [f"view{v}" for v in range(self.n_views)] + ["index", "target", *INFO_KEYS]
         self._iterator = DALIGenericIterator(self.pipeline, self.output_map, auto_reset=True,
                                              last_batch_policy=LastBatchPolicy.DROP)
@@ -91,32 +91,44 @@ class ObjectAwareDALILoader:
         return [indexes, views, out["target"].reshape(-1).long(), info]
 
 
-def build_dali_loader(cfg: Any) -> ObjectAwareDALILoader:
-    """The DALI training loader from ``cfg.data.train_path`` (+ ``cfg.data.image_root``),
-    ``cfg.data.num_workers`` (DALI threads), ``cfg.optimizer.batch_size``, ``cfg.augmentations``,
-    ``cfg.occon``, ``cfg.seed`` and ``cfg.dali.device`` ("gpu" or "cpu")."""
+def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> tuple[ObjectAwareSource, list[ViewOps]]:
+    """The object-aware source (images, store entries, decisions) and the per-view standard ops
+    from ``cfg.data.train_path`` (+ ``cfg.data.image_root``), ``cfg.optimizer.batch_size``,
+    ``cfg.augmentations``, ``cfg.occon`` and ``cfg.seed``; the store is validated here."""
     train_path = _select(cfg, "data.train_path")
     if train_path is None:
         raise ValueError("data.train_path is required: an image folder or a COCO json")
     batch_size = _select(cfg, "optimizer.batch_size")
     if batch_size is None or int(batch_size) < 1:
         raise ValueError(f"optimizer.batch_size={batch_size!r} must be a positive integer")
-    device = str(_select(cfg, "dali.device", "gpu"))
-    if device not in ("gpu", "cpu"):
-        raise ValueError(f"dali.device={device!r} must be 'gpu' or 'cpu'")
-    if device == "gpu" and not torch.cuda.is_available():
-        raise RuntimeError("dali.device=gpu but no CUDA device is visible: set dali.device=cpu")
     seed = int(_select(cfg, "seed", 0))
     views = views_from_cfg(_select(cfg, "augmentations"))
     dataset = OcconPretrainDataset(train_path, _select(cfg, "occon"), [_identity] * len(views), seed=seed,
                                    image_root=_select(cfg, "data.image_root"))
     records = records_from_dataset(dataset, need_sizes=dataset.cfg.oa_crop)
-    if len(records) < int(batch_size):
+    if len(records) // num_shards < int(batch_size):
         raise ValueError(f"data.train_path={train_path} has {len(records)} images, fewer than "
-                         f"optimizer.batch_size={batch_size} (the last partial batch is dropped)")
-    source = ObjectAwareSource(records, int(batch_size), len(views), dataset.cfg, seed)
-    return ObjectAwareDALILoader(source, views, device=device,
-                                 num_threads=max(1, int(_select(cfg, "data.num_workers", 2))), seed=seed)
+                         f"optimizer.batch_size={batch_size} per process (the last partial batch is dropped)")
+    source = ObjectAwareSource(records, int(batch_size), len(views), dataset.cfg, seed, shard_id, num_shards)
+    return source, views
+
+
+def dali_device(cfg: Any) -> str:
+    device = str(_select(cfg, "dali.device", "gpu"))
+    if device not in ("gpu", "cpu"):
+        raise ValueError(f"dali.device={device!r} must be 'gpu' or 'cpu'")
+    if device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("dali.device=gpu but no CUDA device is visible: set dali.device=cpu")
+    return device
+
+
+def build_dali_loader(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> ObjectAwareDALILoader:
+    """The DALI training loader: :func:`build_dali_source` + ``cfg.dali.device`` ("gpu" or "cpu")
+    + ``cfg.data.num_workers`` (DALI threads)."""
+    device = dali_device(cfg)
+    source, views = build_dali_source(cfg, shard_id, num_shards)
+    return ObjectAwareDALILoader(source, views, device=device, seed=int(_select(cfg, "seed", 0)),
+                                 num_threads=max(1, int(_select(cfg, "data.num_workers", 2))))
 
 
 class ObjectAwareDALIDataModule(LightningDataModule):
@@ -130,7 +142,9 @@ class ObjectAwareDALIDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.loader is None:
-            self.loader = build_dali_loader(self.cfg)
+            trainer = getattr(self, "trainer", None)
+            rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            self.loader = build_dali_loader(self.cfg, shard_id=rank, num_shards=world)
 
     def train_dataloader(self):
         self.setup()

@@ -72,7 +72,9 @@ def object_aware_graph(data: dict, settings: OcconConfig, n_views: int, view_fn,
 
 def standard_view_fn(views: list[ViewOps]):
     """``view_fn`` running each view's standard augmentations (``standard_ops``)."""
-    return lambda image, v: apply_view_ops(image, views[v])
+    def view_fn(image, v: int):
+        return apply_view_ops(image, views[v])
+    return view_fn
 
 
 def pipeline_device_id(device: str) -> int | None:
@@ -86,12 +88,14 @@ def pipeline_device_id(device: str) -> int | None:
     return torch.cuda.current_device()
 
 
-def build_object_aware_pipeline(source: ObjectAwareSource, views: list[ViewOps], *, device: str = "cpu",
-                                num_threads: int = 2, seed: int = 0, prefetch_queue_depth: int = 2):
-    """A built training pipeline fed by ``source``. ``device="gpu"``: mixed decoding and GPU ops;
-    ``"cpu"``: CPU decoding and ops with ``device_id=None`` (no CUDA needed)."""
-    if len(views) != source.n_views:
-        raise ValueError(f"{len(views)} view pipelines for a source of {source.n_views} views")
+def build_object_aware_pipeline(source: ObjectAwareSource, view_fn, *, device: str = "cpu",
+                                num_threads: int = 2, seed: int = 0, prefetch_queue_depth: int = 2,
+                                **pipeline_kwargs):
+    """A built training pipeline fed by ``source``; ``view_fn(image, v)`` = the standard ops of view
+    ``v`` (:func:`standard_view_fn`). ``device="gpu"``: mixed decoding and GPU ops on the current
+    CUDA device; ``"cpu"``: CPU decoding and ops with ``device_id=None`` (no CUDA needed).
+    Outputs: the views, then index, target, oa_crop, mixed, mix_skipped, no_entry.
+    ``pipeline_kwargs`` go to the DALI ``Pipeline`` (e.g. ``exec_async=False`` for timing)."""
     device_id = pipeline_device_id(device)
     decoder_device = "mixed" if device == "gpu" else "cpu"
 
@@ -100,9 +104,9 @@ def build_object_aware_pipeline(source: ObjectAwareSource, views: list[ViewOps],
         names = source.output_names
         data = dict(zip(names, fn.external_source(source, num_outputs=len(names), batch=True,
                                                   batch_info=True, parallel=False)))
-        return object_aware_graph(data, source.settings, source.n_views, standard_view_fn(views), decoder_device)
+        return object_aware_graph(data, source.settings, source.n_views, view_fn, decoder_device)
 
     pipe = pipeline(batch_size=source.batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
-                    prefetch_queue_depth=prefetch_queue_depth)
+                    prefetch_queue_depth=prefetch_queue_depth, **pipeline_kwargs)
     pipe.build()
     return pipe

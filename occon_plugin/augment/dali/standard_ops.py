@@ -75,9 +75,18 @@ class ViewOps:
 
 def views_from_cfg(augmentations) -> list[ViewOps]:
     """One ``ViewOps`` per produced view (an entry with ``num_crops: 2`` gives two views)."""
+    if augmentations is None or len(augmentations) == 0:
+        raise ValueError("augmentations is empty: give a list of pipelines, e.g. one with num_crops: 2")
     views = []
-    for entry in augmentations:
+    for i, entry in enumerate(augmentations):
+        if _get(entry, "crop_size") is None:
+            raise ValueError(f"augmentations[{i}].crop_size is required (the side of the square views)")
+        if float(_get(_get(entry, "equalization", {}), "prob", 0.0)) > 0:
+            raise ValueError(f"augmentations[{i}].equalization.prob > 0: equalization has no DALI op "
+                             f"(solo-learn's DALI loader rejects it too); set it to 0 or use the torchvision loader")
         ops = ViewOps.from_cfg(entry)
+        if ops.num_crops < 1:
+            raise ValueError(f"augmentations[{i}].num_crops={ops.num_crops} must be >= 1")
         views.extend([ops] * ops.num_crops)
     return views
 

@@ -1,0 +1,192 @@
+"""The README's main job (``./run demo`` / ``occon-demo``): the whole method on real photos, on CPU.
+
+1. writes scikit-image's bundled real photos (or uses ``--data <folder>``) as a dataset;
+2. ``scripts/localize/main_localize.py`` with the embedded EfficientNet-Lite0 model: masks, boxes,
+   background rectangles and overlay pictures in a store (T=10, expansion, CRF: the OA-Crop store);
+   and a second store with T=1, no expansion, no CRF (the BG-Mixup masks, as the paper);
+3. ``scripts/pretrain/main_pretrain.py``: ``mocov2_occon`` and ``byol_occon`` with OA-Crop + BG-Mixup
+   from those stores, a few CPU optimizer steps each, checkpoints written;
+4. ``scripts/linear/main_linear.py`` loads the ``mocov2_occon`` checkpoint and trains the host's
+   linear classifier; the paper's L-BFGS linear evaluation runs on frozen features;
+5. prints where every output went.
+
+Each stage is the real command a user would type (printed before it runs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
+
+# Colour photos and a few grey ones (converted to RGB) shipped inside scikit-image's wheel.
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right",
+                  "hubble_deep_field", "retina", "immunohistochemistry", "camera", "coins", "clock")
+
+
+def _skimage_photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    if name.startswith("motorcycle_"):  # one stereo pair: (left, right, disparity)
+        left, right, _ = data.stereo_motorcycle()
+        return left if name.endswith("left") else right
+    return getattr(data, name)()
+
+
+def export_skimage_photos(dst: Path) -> list[Path]:
+    """Write the bundled photos as JPEG files (atomically); returns their paths."""
+    from PIL import Image
+
+    dst.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in SKIMAGE_PHOTOS:
+        target = dst / f"{name}.jpg"
+        if not target.is_file():
+            image = np.asarray(_skimage_photo(name))
+            if image.ndim == 2:
+                image = np.stack([image] * 3, axis=-1)
+            tmp = target.with_suffix(".tmp.jpg")
+            Image.fromarray(image[..., :3].astype(np.uint8)).save(tmp, quality=95)
+            os.replace(tmp, target)
+        written.append(target)
+    return written
+
+
+def make_probe_dataset(images: list[Path], dst: Path, crops_per_split=(6, 3), seed: int = 0) -> Path:
+    """Photo-identity probe: each photo is a class, its random crops are the samples.
+
+    The photos carry no labels; this small labelled set only lets the linear evaluations run on
+    real pixels end to end (it is a smoke check, not a benchmark).
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in zip(("train", "val"), crops_per_split):
+        for path in images:
+            out = dst / split / path.stem
+            out.mkdir(parents=True, exist_ok=True)
+            image = Image.open(path).convert("RGB")
+            w, h = image.size
+            for i in range(n):
+                target = out / f"{i}.jpg"
+                if target.is_file():
+                    continue
+                side = int(min(w, h) * rng.uniform(0.4, 0.9))
+                x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+                tmp = target.with_suffix(".tmp.jpg")
+                image.crop((x, y, x + side, y + side)).resize((160, 160)).save(tmp, quality=90)
+                os.replace(tmp, target)
+    return dst
+
+
+def run(cmd: list[str], log: Path) -> None:
+    """Run one stage, echoing its command; its output goes to ``log`` (tail shown on failure)."""
+    shown = " ".join(shlex.quote(str(c)) for c in cmd)
+    print(f"\n$ {shown}", flush=True)
+    start = time.time()
+    with open(log, "w") as fh:
+        proc = subprocess.run([str(c) for c in cmd], stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+    if proc.returncode != 0:
+        tail = log.read_text()[-4000:]
+        raise SystemExit(f"[occon demo] stage failed (exit {proc.returncode}); log {log}:\n{tail}")
+    print(f"  done in {time.time() - start:.0f} s (log: {log})", flush=True)
+
+
+def last_json_line(log: Path, marker: str) -> dict:
+    for line in reversed(log.read_text().splitlines()):
+        if marker in line:
+            return json.loads(line.split(marker, 1)[1])
+    raise SystemExit(f"[occon demo] no '{marker}' line in {log}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    parser.add_argument("--data", default=None,
+                        help="image folder to use instead of scikit-image's bundled photos")
+    parser.add_argument("--steps", type=int, default=6, help="optimizer steps per pretraining (default 6)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--crop-size", type=int, default=128)
+    args = parser.parse_args(argv)
+
+    start = time.time()
+    out = Path(args.out).resolve()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+
+    if args.data:
+        images_dir = Path(args.data).resolve()
+        photos = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    else:
+        images_dir = out / "photos"
+        photos = export_skimage_photos(images_dir)
+    print(f"[occon demo] {len(photos)} real photos in {images_dir}")
+
+    # 1. ContraCAM stores: boxes/segmentation (T=10, expansion, CRF) and BG-Mixup masks (T=1).
+    store_boxes, store_mix = out / "store-oacrop", out / "store-bgmix"
+    localize = [py, SCRIPTS / "localize" / "main_localize.py", f"data.path={images_dir}", "overlays=true",
+                f"batch_size={min(len(photos), 64)}"]
+    run(localize + [f"output_dir={store_boxes}"], logs / "localize-oacrop.log")
+    run(localize + [f"output_dir={store_mix}", "cam.iters=1", "cam.expand=false", "crf.enabled=false"],
+        logs / "localize-bgmix.log")
+
+    # 2. Pretraining through the solo-learn-style script, both methods, OA-Crop + BG-Mixup.
+    checkpoints = {}
+    for method in ("mocov2_occon", "byol_occon"):
+        small = (["++method_kwargs.queue_size=" + str(16 * args.batch_size), "++method_kwargs.proj_hidden_dim=512"]
+                 if method == "mocov2_occon" else
+                 ["++method_kwargs.proj_hidden_dim=512", "++method_kwargs.pred_hidden_dim=512"])
+        cmd = [py, SCRIPTS / "pretrain" / "main_pretrain.py",
+               "--config-path", SCRIPTS / "pretrain" / "custom", "--config-name", f"{method}.yaml",
+               f"++name=demo", f"++data.train_path={images_dir}", "++data.num_workers=0",
+               f"++occon.store={store_boxes}", f"++occon.bg_mixup.store={store_mix}",
+               "++occon.oa_crop.enabled=true", "++occon.bg_mixup.enabled=true",
+               f"++optimizer.batch_size={args.batch_size}", f"++max_steps={args.steps}", "++max_epochs=100",
+               f"++augmentations.0.crop_size={args.crop_size}", "++accelerator=cpu",
+               f"++checkpoint.dir={out / 'trained_models'}", "++auto_resume.enabled=false",
+               "++wandb.enabled=true", "++wandb.offline=true", "++log_every_n_steps=1", *small]
+        log = logs / f"pretrain-{method}.log"
+        run(cmd, log)
+        checkpoints[method] = last_json_line(log, "[occon] pretraining done: ")
+
+    # 3. Linear evaluation: the host's LinearModel (SGD) and the paper's L-BFGS protocol.
+    probe = make_probe_dataset(photos, out / "probe")
+    log = logs / "linear.log"
+    run([py, SCRIPTS / "linear" / "main_linear.py", "--config-path", SCRIPTS / "linear" / "custom",
+         "--config-name", "linear.yaml", f"++pretrained_feature_extractor={checkpoints['mocov2_occon']['checkpoint']}",
+         f"++data.train_path={probe / 'train'}", f"++data.val_path={probe / 'val'}", "++data.num_workers=0",
+         "++optimizer.batch_size=16", "++max_steps=3", "++max_epochs=3", f"++crop_size={args.crop_size}",
+         "++accelerator=cpu", f"++output_dir={out / 'linear'}", "++wandb.enabled=true", "++wandb.offline=true",
+         "++log_every_n_steps=1"], log)
+    linear = last_json_line(log, "[occon] linear evaluation done: ")
+
+    overlays = sorted((store_boxes / "overlays").rglob("*.png"))
+    summary = {
+        "photos": str(images_dir),
+        "store (OA-Crop boxes, T=10 + CRF)": str(store_boxes),
+        "store (BG-Mixup masks, T=1)": str(store_mix),
+        "overlay pictures": f"{len(overlays)} in {store_boxes / 'overlays'}",
+        "checkpoints": {m: c["checkpoint"] for m, c in checkpoints.items()},
+        "optimizer steps": {m: c["global_step"] for m, c in checkpoints.items()},
+        "linear (host LinearModel, photo-identity probe)": {"steps": linear["global_step"],
+                                                            "metrics": linear["metrics"]},
+        "W&B offline runs": str(out / "trained_models"),
+        "logs": str(logs),
+        "wall time (s)": round(time.time() - start),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print("\n[occon demo] outputs:\n" + json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

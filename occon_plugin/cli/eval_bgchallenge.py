@@ -1,0 +1,38 @@
+"""``occon-eval-bgchallenge``: Background Challenge + distribution-shift accuracy and BG-Gap (Hydra CLI).
+
+    occon-eval-bgchallenge model=<zoo name | checkpoint> root=<bg_challenge> [+shift_sets.sketch-9=<folder>]
+"""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish, setup_torch
+from occon_plugin.eval.bgchallenge import background_challenge
+from occon_plugin.zoo.models import load_feature_model
+
+
+def run(cfg: DictConfig) -> dict:
+    device = setup_torch(cfg)
+    model, info = load_feature_model(str(cfg.model), use_momentum=bool(cfg.use_momentum))
+    out = background_challenge(
+        model, cfg.root, variants=as_list(cfg.variants),
+        shift_sets=OmegaConf.to_container(cfg.shift_sets) if cfg.shift_sets else None,
+        fast=bool(cfg.fast), l2_values=as_list(cfg.l2_values), val_fraction=float(cfg.val_fraction),
+        seed=int(cfg.seed), resize=int(cfg.resize), crop=int(cfg.crop), batch_size=int(cfg.batch_size),
+        num_workers=int(cfg.num_workers), device=device, progress=bool(cfg.progress))
+    rows = [{"model": info["model"], **r} for r in out["rows"]]
+    summary = {"model": info["model"], "bg_gap": out["bg_gap"], "best_l2": out["selection"]["best_l2"],
+               **{f"acc/{r['set']}": r["accuracy"] for r in out["rows"]}}
+    details = {"model_info": info, "selection": out["selection"], "classes": out["classes"],
+               "n_train_bad": out["n_train_bad"]}
+    return finish(cfg, "eval_bgchallenge", rows, details, summary)
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="eval_bgchallenge", version_base="1.2")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

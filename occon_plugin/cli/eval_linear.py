@@ -1,0 +1,42 @@
+"""``occon-eval-linear``: L-BFGS linear evaluation of a frozen backbone (Hydra CLI).
+
+    occon-eval-linear model=<zoo name | checkpoint> train_dir=<folder> test_dir=<folder> [fast=true]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish, setup_torch
+from occon_plugin.eval.features import extract_features
+from occon_plugin.eval.linear import linear_eval
+from occon_plugin.zoo.models import load_feature_model
+
+
+def run(cfg: DictConfig) -> dict:
+    device = setup_torch(cfg)
+    model, info = load_feature_model(str(cfg.model), use_momentum=bool(cfg.use_momentum))
+    kw = dict(resize=int(cfg.resize), crop=int(cfg.crop), batch_size=int(cfg.batch_size),
+              num_workers=int(cfg.num_workers), device=device, progress=bool(cfg.progress))
+    train = extract_features(model, cfg.train_dir, **kw)
+    test = extract_features(model, cfg.test_dir, classes=train.classes, **kw)
+    res = linear_eval(train.X, train.y, test.X, test.y, n_classes=len(train.classes), fast=bool(cfg.fast),
+                      l2_values=as_list(cfg.l2_values), val_fraction=float(cfg.val_fraction), seed=int(cfg.seed))
+    row = {"model": info["model"], "train": Path(str(cfg.train_dir)).name, "test": Path(str(cfg.test_dir)).name,
+           "test_acc": res["test_acc"], "best_l2": res["best_l2"], "val_acc": res["val_acc"],
+           "n_train": res["n_train"], "n_val": res["n_val"], "n_test": res["n_test"],
+           "n_bad": len(train.bad) + len(test.bad), "feature_dim": int(train.X.shape[1])}
+    details = {"model_info": info, "l2_table": res["l2_table"], "classes": train.classes,
+               "bad_images": train.bad + test.bad}
+    return finish(cfg, "eval_linear", [row], details, row)
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="eval_linear", version_base="1.2")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

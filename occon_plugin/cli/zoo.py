@@ -1,0 +1,83 @@
+"""``occon-zoo list | fetch NAME | verify NAME | convert SRC DST``: the checkpoint zoo."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from occon_plugin.zoo.registry import ZooError, fetch, get_entry, load_manifest, local_path, verify
+
+
+def _list(args) -> int:
+    entries = load_manifest(args.manifest)
+    header = ("name", "architecture", "method", "dataset", "host", "fetchable", "license")
+    rows = [header]
+    for e in entries.values():
+        fetchable = "in wheel" if e.in_wheel else ("yes" if e.url and e.sha256 else "no (url/sha256 unknown)")
+        rows.append((e.name, e.architecture, e.method, e.dataset, str(e.host_generation), fetchable,
+                     e.license.split(" (")[0]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _fetch(args) -> int:
+    path = fetch(get_entry(args.name, args.manifest), args.dir)
+    print(f"{args.name}: {path} (sha256 verified)")
+    return 0
+
+
+def _verify(args) -> int:
+    entry = get_entry(args.name, args.manifest)
+    path = verify(entry, args.path, args.dir)
+    print(f"{args.name}: {path} sha256 OK ({entry.sha256})")
+    return 0
+
+
+def _convert(args) -> int:
+    from occon_plugin.zoo.convert import load_checkpoint, save_occon_checkpoint
+
+    d = load_checkpoint(args.src, use_momentum=args.momentum)
+    save_occon_checkpoint(d, args.dst)
+    proj = d["projector_dims"] or "none"
+    print(f"{args.src} ({d['meta'].get('source_layout', 'occon')}) -> {args.dst}: {d['arch']}, projector {proj}")
+    for key in ("projector_bn_folded", "projector_dropped"):
+        if key in d["meta"]:
+            print(f"  {key}: {d['meta'][key]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="occon-zoo", description=__doc__)
+    parser.add_argument("--manifest", default=None, help="zoo manifest (default: $OCCON_ZOO_MANIFEST or zoo/manifest.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the zoo").set_defaults(func=_list)
+    p = sub.add_parser("fetch", help="download (or locate) a checkpoint and verify its sha256")
+    p.add_argument("name")
+    p.add_argument("--dir", default=None, help="cache folder (default: $OCCON_ZOO_CACHE or ~/.cache/occon/zoo)")
+    p.set_defaults(func=_fetch)
+    p = sub.add_parser("verify", help="re-check the sha256 of a fetched checkpoint")
+    p.add_argument("name")
+    p.add_argument("--path", default=None, help="file to check (default: where fetch puts it)")
+    p.add_argument("--dir", default=None)
+    p.set_defaults(func=_verify)
+    p = sub.add_parser("convert", help="convert a solo-learn / authors' / torchvision checkpoint to occon-ckpt/1")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--momentum", action="store_true", help="take the momentum encoder and projector")
+    p.set_defaults(func=_convert)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ZooError, FileNotFoundError, ValueError) as err:
+        print(f"occon-zoo: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -35,7 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="DALI CPU threads per pipeline (default 1)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--copies", type=int, default=8, help="copies of each photo in the image folder (default 8)")
+    parser.add_argument("--copies", type=int, default=8,
+                        help="copies of each photo in the image folder (default 8; raised to fill two batches)")
     parser.add_argument("--blocks", type=int, default=8, help="alternating blocks per arm (default 8)")
     parser.add_argument("--per-block", type=int, default=2, help="batches per block (default 2)")
     parser.add_argument("--p-mix", type=float, default=0.4, help="BG-Mixup probability per view (default 0.4)")
@@ -105,12 +106,13 @@ def main(argv=None) -> int:
 
         sync = torch.cuda.synchronize
         gpu = torch.cuda.get_device_name()
-    photos = {f"{name}_{k}": getattr(skdata, name)() for name in PHOTOS for k in range(args.copies)}
+    copies = max(args.copies, -(-2 * args.batch_size // len(PHOTOS)))  # at least two batches per epoch
+    photos = {f"{name}_{k}": getattr(skdata, name)() for name in PHOTOS for k in range(copies)}
     views = views_from_cfg(aug_config(args.crop_size))
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}"
           f"{', GPU ' + gpu if args.device == 'gpu' else ''}; DALI {nvidia.dali.__version__}, device {args.device}, "
           f"{args.threads} thread(s), batch {args.batch_size}, python {platform.python_version()}")
-    print(f"{len(photos)} JPEGs ({len(PHOTOS)} photos x {args.copies}); two views {args.crop_size}px (MoCo v2 ops); "
+    print(f"{len(photos)} JPEGs ({len(PHOTOS)} photos x {copies}); two views {args.crop_size}px (MoCo v2 ops); "
           f"BG-Mixup p_mix={args.p_mix}")
 
     with tempfile.TemporaryDirectory() as tmp:

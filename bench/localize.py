@@ -6,7 +6,7 @@ and prints each as a ratio to the plain forward (median over repeats; the varian
 within each repeat so that load on a shared machine hits them alike; one warm-up round first).
 If ``occon_plugin.localize.crf.crf_refine`` exists, the CRF time per image is printed too.
 
-    python bench/localize.py                      # CPU, 1 thread, 8 photos at 224
+    python bench/localize.py                      # CPU, 1 thread, 8 photos at 224, CPU-time clock
     python bench/localize.py --device cuda --threads 0
 """
 from __future__ import annotations
@@ -42,14 +42,18 @@ def photo_batch(size: int, count: int) -> torch.Tensor:
     return torch.cat(images).clamp(0, 1)
 
 
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+CLOCK = CLOCKS["wall"]
+
+
 def timed(fn, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start = CLOCK()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def bench_model(spec: str, x: torch.Tensor, args, device: torch.device) -> list[dict]:
@@ -138,6 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tol", type=float, default=0.05, help="early_exit_tol for the early-exit run (default: 0.05)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up (default: 5)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads; 0 = torch's default (default: 1)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default=None,
+                        help="cpu = this process's CPU time (steadier on a shared machine), wall = elapsed "
+                             "(default: cpu on --device cpu, wall on cuda)")
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True,
                         help="also time crf_refine per image if occon_plugin.localize.crf exists (default: on)")
     args = parser.parse_args(argv)
@@ -145,11 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda asked for, but torch sees no CUDA device")
+    global CLOCK
+    clock = args.clock or ("wall" if device.type == "cuda" else "cpu")
+    CLOCK = CLOCKS[clock]
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     x = photo_batch(args.size, args.batch).to(device)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device={device} ({machine}), torch threads={torch.get_num_threads()}, batch={args.batch}x{args.size}^2, "
+    print(f"device={device} ({machine}), clock={clock}, torch threads={torch.get_num_threads()}, batch={args.batch}x{args.size}^2, "
           f"repeats={args.repeats}, torch {torch.__version__}")
     rows = []
     for spec in args.models:

@@ -160,6 +160,8 @@ def legacy_kwargs(cfg: DictConfig) -> Dict[str, Any]:
             final_tau_momentum=float(_select(cfg, "momentum.final_tau", 1.0)),
             momentum_classifier=bool(_select(cfg, "momentum.classifier", False)),
         )
+    if kwargs["warmup_epochs"] == 0:  # as main does: no warmup starts at the full rate
+        kwargs["warmup_start_lr"] = kwargs["lr"]
     kwargs.update(_select(cfg, "method_kwargs", {}) or {})
     return kwargs
 

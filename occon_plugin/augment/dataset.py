@@ -208,8 +208,9 @@ def build_pretrain_dataloader(cfg: Any) -> DataLoader:
         raise ValueError(f"optimizer.batch_size={batch_size!r} must be a positive integer")
     num_workers = int(_select(cfg, "data.num_workers", 0))
     seed = int(_select(cfg, "seed", 0))
-    dataset = OcconPretrainDataset(train_path, _select(cfg, "occon"), build_view_transforms(_select(cfg, "augmentations")),
-                                   seed=seed, image_root=_select(cfg, "data.image_root"))
+    view_transforms = build_view_transforms(_select(cfg, "augmentations"))
+    dataset = OcconPretrainDataset(train_path, _select(cfg, "occon"), view_transforms, seed=seed,
+                                   image_root=_select(cfg, "data.image_root"))
     if len(dataset) < int(batch_size):
         raise ValueError(f"data.train_path={train_path} has {len(dataset)} images, fewer than "
                          f"optimizer.batch_size={batch_size} (drop_last=True would give no batch)")

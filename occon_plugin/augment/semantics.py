@@ -11,7 +11,14 @@ Paper (Mo et al. 2021) §2.3, App. B.3, E:
 * BG-Mixup: ``x = m * x1 + (1 - m) * bg(x2)``; ``m`` = soft ContraCAM mask of ``x1``, ``bg(x2)`` =
   the store's background rectangle of another image ``x2`` tiled to the size of ``x1`` (after
   OA-Crop, when both are on). Each view in ``bg_mixup.views`` is mixed independently with
-  probability ``p_mix``. BG-HardMix: ``m`` binarized (``m >= hard_threshold`` -> 1).
+  probability ``p_mix``. BG-HardMix: ``m`` binarized (``m >= hard_threshold`` -> 1, the comparison
+  of the authors' code).
+* x2 is one random OTHER sample per sample (:func:`choose_partner`), so when both views are mixed
+  they carry the same background. The authors' released code mixes only the first view
+  (``bg_mixup.views: [0]`` reproduces that); the default ``[0, 1]`` follows the paper's text
+  ("independently applied on the patches").
+* A view that draws a mix but has no mask (x1 failed localization) or no partner background stays
+  unmixed and is reported as ``mix_skipped``.
 * Both run before the standard augmentations (RandomResizedCrop, flip, colour, blur ...).
 
 Random streams (numpy ``Generator``s, fixed draw order so a seed means the same decisions):
@@ -124,8 +131,8 @@ def choose_partner(seed: int, index: int, candidates: np.ndarray) -> int | None:
 
 def sample_seed(seed: int, index: int, epoch: int = 0) -> int:
     """A per-sample seed from the run seed (used when a sampler does not hand one out)."""
-    return int(np.random.SeedSequence([int(seed) & (2**63 - 1), int(index), int(epoch)]).generate_state(1, np.uint64)[0]
-               % _SEED_BOUND)
+    state = np.random.SeedSequence([int(seed) & (2**63 - 1), int(index), int(epoch)]).generate_state(1, np.uint64)
+    return int(state[0] % _SEED_BOUND)
 
 
 def mix_weights(mask: np.ndarray, hard: bool, threshold: float) -> np.ndarray:

@@ -66,10 +66,10 @@ def to_tv_tensors(image: np.ndarray, mask: np.ndarray | None, boxes: Sequence[Se
     tv_image = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
     tv_mask = None
     if mask is not None:
-        mask_t = torch.from_numpy(np.asarray(mask, dtype=np.float32))
-        if mask_t.shape != (height, width):  # masks are stored at image size; be lenient with old stores
-            mask_t = F.resize(mask_t[None], [height, width], antialias=True)[0]
-        tv_mask = tv_tensors.Mask(mask_t)
+        if mask.shape != (height, width):  # the store keeps masks at image size; validation checked sizes
+            raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}: "
+                             f"the image changed after localization; rebuild its store entry")
+        tv_mask = tv_tensors.Mask(torch.from_numpy(np.asarray(mask, dtype=np.float32)))
     tv_boxes = None
     if len(boxes) > 0:
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)

@@ -2,8 +2,9 @@
 
 1. writes scikit-image's bundled real photos (or uses ``--data <folder>``) as a dataset;
 2. ``scripts/localize/main_localize.py`` with the embedded EfficientNet-Lite0 model: masks, boxes,
-   background rectangles and overlay pictures in a store (T=10, expansion, CRF: the OA-Crop store);
-   and a second store with T=1, no expansion, no CRF (the BG-Mixup masks, as the paper);
+   background rectangles and overlay pictures in a store (T=10, expansion, CRF: the paper's
+   localization preset; the paper pairs BG-Mixup with T=1 masks on single-object ImageNet-9 —
+   ``cam.iters=1 cam.expand=false crf.enabled=false`` — the demo uses one store for both);
 3. ``scripts/pretrain/main_pretrain.py``: ``mocov2_occon`` and ``byol_occon`` with OA-Crop + BG-Mixup
    from those stores, a few CPU optimizer steps each, checkpoints written;
 4. ``scripts/linear/main_linear.py`` loads the ``mocov2_occon`` checkpoint and trains the host's
@@ -42,20 +43,23 @@ def _skimage_photo(name: str) -> np.ndarray:
     return getattr(data, name)()
 
 
-def export_skimage_photos(dst: Path) -> list[Path]:
-    """Write the bundled photos as JPEG files (atomically); returns their paths."""
+def export_skimage_photos(dst: Path, names=SKIMAGE_PHOTOS, max_side: int | None = 640) -> list[Path]:
+    """Write the bundled photos as JPEG files (atomically), longest side <= ``max_side``."""
     from PIL import Image
 
     dst.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in SKIMAGE_PHOTOS:
+    for name in names:
         target = dst / f"{name}.jpg"
         if not target.is_file():
             image = np.asarray(_skimage_photo(name))
             if image.ndim == 2:
                 image = np.stack([image] * 3, axis=-1)
+            pil = Image.fromarray(image[..., :3].astype(np.uint8))
+            if max_side and max(pil.size) > max_side:
+                pil.thumbnail((max_side, max_side), Image.BICUBIC)
             tmp = target.with_suffix(".tmp.jpg")
-            Image.fromarray(image[..., :3].astype(np.uint8)).save(tmp, quality=95)
+            pil.save(tmp, quality=95)
             os.replace(tmp, target)
         written.append(target)
     return written
@@ -132,13 +136,10 @@ def main(argv: list[str] | None = None) -> None:
         photos = export_skimage_photos(images_dir)
     print(f"[occon demo] {len(photos)} real photos in {images_dir}")
 
-    # 1. ContraCAM stores: boxes/segmentation (T=10, expansion, CRF) and BG-Mixup masks (T=1).
-    store_boxes, store_mix = out / "store-oacrop", out / "store-bgmix"
-    localize = [py, SCRIPTS / "localize" / "main_localize.py", f"data.path={images_dir}", "overlays=true",
-                f"batch_size={min(len(photos), 64)}"]
-    run(localize + [f"output_dir={store_boxes}"], logs / "localize-oacrop.log")
-    run(localize + [f"output_dir={store_mix}", "cam.iters=1", "cam.expand=false", "crf.enabled=false"],
-        logs / "localize-bgmix.log")
+    # 1. ContraCAM store: masks, boxes, background rectangles, overlays (T=10, expansion, CRF).
+    store = out / "store"
+    run([py, SCRIPTS / "localize" / "main_localize.py", f"data.path={images_dir}", f"output_dir={store}",
+         "overlays=true", f"batch_size={min(len(photos), 64)}"], logs / "localize.log")
 
     # 2. Pretraining through the solo-learn-style script, both methods, OA-Crop + BG-Mixup.
     checkpoints = {}
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         cmd = [py, SCRIPTS / "pretrain" / "main_pretrain.py",
                "--config-path", SCRIPTS / "pretrain" / "custom", "--config-name", f"{method}.yaml",
                f"++name=demo", f"++data.train_path={images_dir}", "++data.num_workers=0",
-               f"++occon.store={store_boxes}", f"++occon.bg_mixup.store={store_mix}",
+               f"++occon.store={store}",
                "++occon.oa_crop.enabled=true", "++occon.bg_mixup.enabled=true",
                f"++optimizer.batch_size={args.batch_size}", f"++max_steps={args.steps}", "++max_epochs=100",
                f"++augmentations.0.crop_size={args.crop_size}", "++accelerator=cpu",
@@ -170,12 +171,11 @@ def main(argv: list[str] | None = None) -> None:
          "++log_every_n_steps=1"], log)
     linear = last_json_line(log, "[occon] linear evaluation done: ")
 
-    overlays = sorted((store_boxes / "overlays").rglob("*.png"))
+    overlays = sorted((store / "overlays").rglob("*.png"))
     summary = {
         "photos": str(images_dir),
-        "store (OA-Crop boxes, T=10 + CRF)": str(store_boxes),
-        "store (BG-Mixup masks, T=1)": str(store_mix),
-        "overlay pictures": f"{len(overlays)} in {store_boxes / 'overlays'}",
+        "ContraCAM store (masks, boxes, bg rects)": str(store),
+        "overlay pictures": f"{len(overlays)} in {store / 'overlays'}",
         "checkpoints": {m: c["checkpoint"] for m, c in checkpoints.items()},
         "optimizer steps": {m: c["global_step"] for m, c in checkpoints.items()},
         "linear (host LinearModel, photo-identity probe)": {"steps": linear["global_step"],

@@ -140,9 +140,10 @@ def contracam(model: CamModel, images: Tensor, iters: int = 10, nsr: bool = True
                 idx = todo.nonzero().squeeze(1)
                 part = mask[idx]
                 new = model.features(images[idx] * (1 - part) + fill_rgb * part)
-                activations[idx] = new
-                pooled[idx] = model.pool(new)
-                encoded_with[idx] = part
+                # Out of place: with an identity head the stored keys share memory with `pooled`.
+                activations = activations.index_copy(0, idx, new)
+                pooled = pooled.index_copy(0, idx, model.pool(new))
+                encoded_with = encoded_with.index_copy(0, idx, part)
             iterations += todo.long()
 
             keys_now, grad = _score_gradient(model, pooled, key, earlier_keys, not_self, temperature)

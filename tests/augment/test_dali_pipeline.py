@@ -8,8 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from occon_plugin.augment.dali.datamodule import (build_dali_datamodule, build_dali_loader, build_dali_source,
-                                                  dali_device)
+from occon_plugin.augment.dali.datamodule import build_dali_datamodule, build_dali_loader, build_dali_source
 from occon_plugin.augment.dali.pipeline import build_object_aware_pipeline
 from occon_plugin.augment.dali.single import identity_view
 from occon_plugin.augment.semantics import Partner, mix_weights
@@ -89,17 +88,21 @@ def _reference_views(source, images, index: int, seed: int):
     return views, plan
 
 
+GPU = pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
+
+
+@pytest.mark.parametrize("device", ["cpu", GPU])
 @pytest.mark.parametrize("hard", [False, True])
-def test_training_batches_match_the_shared_reference(photo_data, hard):
+def test_training_batches_match_the_shared_reference(photo_data, hard, device):
     """Whole training batches (several samples, partners decoded as slices, in-batch paste ids),
     standard ops replaced by the identity: every view equals the NumPy reference."""
     root, images = photo_data
     occon = {"oa_crop": {"enabled": True}, "bg_mixup": {"enabled": True, "p_mix": 0.6, "hard": hard}}
     source, _ = build_dali_source(make_cfg(root, occon, batch_size=3))
-    pipe = build_object_aware_pipeline(source, identity_view, device="cpu", num_threads=1)
+    pipe = build_object_aware_pipeline(source, identity_view, device=device, num_threads=1)
     n_mixed = n_crops = 0
     for iteration in range(source.batches_per_epoch):
-        out = pipe.run()
+        out = [o.as_cpu() if hasattr(o, "as_cpu") else o for o in pipe.run()]
         rows = source.batch_plan(0, iteration)
         for b, (index, seed) in enumerate(rows):
             expected, plan = _reference_views(source, images, int(index), int(seed))
@@ -114,9 +117,11 @@ def test_training_batches_match_the_shared_reference(photo_data, hard):
     assert n_mixed > 0 and n_crops == 6  # the run exercised mixing, and every image has boxes
 
 
-def test_loader_yields_solo_batches_deterministically(photo_data):
+@pytest.mark.parametrize("device", ["cpu", GPU])
+def test_loader_yields_solo_batches_deterministically(photo_data, device):
     root, _ = photo_data
     cfg = make_cfg(root, BOTH)
+    cfg.dali.device = device
     loader = build_dali_loader(cfg)
     assert len(loader) == 2
     batches = list(loader)
@@ -124,6 +129,7 @@ def test_loader_yields_solo_batches_deterministically(photo_data):
     indexes, views, targets, info = batches[0]
     assert indexes.shape == (3,) and targets.tolist() == [-1, -1, -1]
     assert len(views) == 2 and all(v.shape == (3, 3, CROP, CROP) and v.dtype == torch.float32 for v in views)
+    assert all(v.device.type == ("cuda" if device == "gpu" else "cpu") for v in views)
     assert all(torch.isfinite(v).all() and v.std() > 0.1 for v in views)
     assert info["oa_crop"].shape == (3,) and info["mixed"].shape == (3, 2) and info["mix_skipped"].shape == (3, 2)
     assert info["oa_crop"].all() and not info["no_entry"].any() and not info["replaced"].any()
@@ -133,7 +139,7 @@ def test_loader_yields_solo_batches_deterministically(photo_data):
     again = list(build_dali_loader(cfg))
     for a, b in zip(batches, again):
         assert torch.equal(a[0], b[0]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
-    other = list(build_dali_loader(make_cfg(root, BOTH, seed=6)))
+    other = list(build_dali_loader(OmegaConf.merge(cfg, {"seed": 6})))
     assert not torch.equal(batches[0][1][0], other[0][1][0])
 
     second_epoch = list(loader)  # auto-reset: a new epoch, a new order and new decisions
@@ -173,13 +179,14 @@ def test_baseline_without_occon_and_the_datamodule(photo_data):
     ({"optimizer": {"batch_size": 7}}, "fewer than optimizer.batch_size=7"),
     ({"augmentations": [{**AUG, "equalization": {"prob": 0.1}}]}, "augmentations[0].equalization.prob"),
     ({"occon": {"bg_mixup": {"enabled": True, "p_mix": 2}}}, "occon.bg_mixup.p_mix=2 must be in [0, 1]"),
+    ({"dali": {"py_workers": -1}}, "dali.py_workers=-1 must be an integer >= 0"),
+    ({"data": {"train_path": None}}, "data.train_path is required"),
 ])
 def test_bad_config_names_the_key(photo_data, change, message):
     root, _ = photo_data
     cfg = OmegaConf.merge(make_cfg(root, BOTH), OmegaConf.create(change))
-    with pytest.raises(Exception) as err:
-        dali_device(cfg)
-        build_dali_source(cfg)
+    with pytest.raises(ValueError) as err:
+        build_dali_loader(cfg)
     assert message in str(err.value)
 
 
@@ -247,3 +254,41 @@ def test_lightning_trains_on_the_dali_datamodule(photo_data, tmp_path):
     trainer.fit(probe, datamodule=build_dali_datamodule(make_cfg(root, BOTH)))
     assert len(probe.seen) == 2 and sorted(torch.cat([s[0] for s in probe.seen]).tolist()) == list(range(6))
     assert not torch.equal(before, probe.net.weight)
+
+
+@pytest.mark.slow
+def test_parallel_source_workers_give_the_same_batches(photo_data):
+    """``dali.py_workers``: the source in a spawned worker process yields exactly the in-process batches,
+    across an epoch boundary."""
+    root, _ = photo_data
+    cfg = make_cfg(root, BOTH)
+    in_process = build_dali_loader(cfg)
+    cfg.dali.py_workers = 1
+    parallel = build_dali_loader(cfg)
+    for _ in range(2):  # two epochs
+        for a, b in zip(in_process, parallel, strict=True):
+            assert torch.equal(a[0], b[0]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
+            assert all(torch.equal(a[3][k], b[3][k]) for k in a[3])
+
+
+@pytest.mark.parametrize("policy", ["full_image", "skip"])
+def test_store_missing_an_image_follows_the_policy(photo_data, tmp_path, policy):
+    root, images = photo_data
+    partial = dict(sorted(images.items())[1:])  # the store lacks the first image (astronaut.png)
+    write_store(partial, tmp_path / "store")
+    n_kept = 6 if policy == "full_image" else 5
+    cfg = make_cfg(root, {**BOTH, "missing": policy}, batch_size=n_kept)  # one batch holds every image
+    cfg.occon.store = str(tmp_path / "store")
+    source, _ = build_dali_source(cfg)
+    assert len(source.records) == n_kept
+    indexes, views, _, info = next(iter(build_dali_loader(cfg)))
+    assert sorted(indexes.tolist()) == list(range(n_kept))
+    lacking = [i for i, r in enumerate(source.records) if r.image_file.name == "astronaut.png"]
+    assert len(lacking) == (1 if policy == "full_image" else 0)
+    for b, index in enumerate(indexes.tolist()):
+        assert bool(info["no_entry"][b]) == (index in lacking)
+        if index in lacking:  # no entry: the full image, never mixed
+            assert not info["oa_crop"][b] and not info["mixed"][b].any()
+    assert all(v.shape == (n_kept, 3, CROP, CROP) for v in views)
+    with pytest.raises(Exception, match="astronaut.png"):
+        build_dali_source(OmegaConf.merge(cfg, {"occon": {"missing": "error"}}))

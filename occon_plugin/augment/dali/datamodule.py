@@ -63,13 +63,13 @@ class ObjectAwareDALILoader:
     """Iterable over one epoch of solo-learn batches per ``iter()`` (wraps ``DALIGenericIterator``)."""
 
     def __init__(self, source: ObjectAwareSource, views: list[ViewOps], *, device: str = "cpu",
-                 num_threads: int = 2, seed: int = 0):
+                 num_threads: int = 2, seed: int = 0, py_workers: int = 0):
         if len(views) != source.n_views:
             raise ValueError(f"{len(views)} view pipelines for a source of {source.n_views} views")
         self.source = source
         self.n_views = len(views)
         self.pipeline = build_object_aware_pipeline(source, standard_view_fn(views), device=device,
-                                                    num_threads=num_threads, seed=seed)
+                                                    num_threads=num_threads, seed=seed, py_workers=py_workers)
         self.output_map = [f"view{v}" for v in range(self.n_views)] + ["index", "target", *INFO_KEYS]
         self._iterator = DALIGenericIterator(self.pipeline, self.output_map, auto_reset=True,
                                              last_batch_policy=LastBatchPolicy.DROP)
@@ -123,12 +123,17 @@ def dali_device(cfg: Any) -> str:
 
 
 def build_dali_loader(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> ObjectAwareDALILoader:
-    """The DALI training loader: :func:`build_dali_source` + ``cfg.dali.device`` ("gpu" or "cpu")
-    + ``cfg.data.num_workers`` (DALI threads)."""
+    """The DALI training loader: :func:`build_dali_source` + ``cfg.dali.device`` ("gpu" or "cpu"),
+    ``cfg.data.num_workers`` (DALI threads) and ``cfg.dali.py_workers`` (processes running the
+    external source; default 0 = in the training process)."""
     device = dali_device(cfg)
+    py_workers = _select(cfg, "dali.py_workers", 0)
+    if not isinstance(py_workers, int) or isinstance(py_workers, bool) or py_workers < 0:
+        raise ValueError(f"dali.py_workers={py_workers!r} must be an integer >= 0")
     source, views = build_dali_source(cfg, shard_id, num_shards)
     return ObjectAwareDALILoader(source, views, device=device, seed=int(_select(cfg, "seed", 0)),
-                                 num_threads=max(1, int(_select(cfg, "data.num_workers", 2))))
+                                 num_threads=max(1, int(_select(cfg, "data.num_workers", 2))),
+                                 py_workers=py_workers)
 
 
 class ObjectAwareDALIDataModule(LightningDataModule):

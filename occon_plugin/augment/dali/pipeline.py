@@ -90,11 +90,13 @@ def pipeline_device_id(device: str) -> int | None:
 
 def build_object_aware_pipeline(source: ObjectAwareSource, view_fn, *, device: str = "cpu",
                                 num_threads: int = 2, seed: int = 0, prefetch_queue_depth: int = 2,
-                                **pipeline_kwargs):
+                                py_workers: int = 0, **pipeline_kwargs):
     """A built training pipeline fed by ``source``; ``view_fn(image, v)`` = the standard ops of view
     ``v`` (:func:`standard_view_fn`). ``device="gpu"``: mixed decoding and GPU ops on the current
     CUDA device; ``"cpu"``: CPU decoding and ops with ``device_id=None`` (no CUDA needed).
     Outputs: the views, then index, target, oa_crop, mixed, mix_skipped, no_entry.
+    ``py_workers > 0``: the source runs in that many spawned worker processes (DALI's parallel
+    external source), off the training loop's thread; each worker imports the plugin once at start.
     ``pipeline_kwargs`` go to the DALI ``Pipeline`` (e.g. ``exec_async=False`` for timing)."""
     device_id = pipeline_device_id(device)
     decoder_device = "mixed" if device == "gpu" else "cpu"
@@ -103,9 +105,11 @@ def build_object_aware_pipeline(source: ObjectAwareSource, view_fn, *, device: s
     def pipeline():
         names = source.output_names
         data = dict(zip(names, fn.external_source(source, num_outputs=len(names), batch=True,
-                                                  batch_info=True, parallel=False)))
+                                                  batch_info=True, parallel=py_workers > 0)))
         return object_aware_graph(data, source.settings, source.n_views, view_fn, decoder_device)
 
+    if py_workers > 0:
+        pipeline_kwargs.update(py_num_workers=py_workers, py_start_method="spawn")
     pipe = pipeline(batch_size=source.batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
                     prefetch_queue_depth=prefetch_queue_depth, **pipeline_kwargs)
     pipe.build()

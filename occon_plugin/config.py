@@ -80,7 +80,8 @@ def complete_pretrain_cfg(cfg: DictConfig, known_methods) -> DictConfig:
     set_default(cfg, "auto_resume.enabled", False)
     set_default(cfg, "wandb.enabled", False)
     set_default(cfg, "wandb.project", "occon-plugin")
-    set_default(cfg, "dali.device", "gpu")
+    set_default(cfg, "dali.device", "gpu")       # "cpu" runs the DALI pipeline without a GPU
+    set_default(cfg, "dali.py_workers", 0)       # processes for the external source (0: in process)
     set_default(cfg, "accelerator", "auto")
     set_default(cfg, "devices", 1)
     set_default(cfg, "strategy", "auto")

@@ -38,6 +38,11 @@ class StoreMismatchEmpty(StoreError):
     """Every image was dropped by ``occon.missing=skip``."""
 
 
+# Unlabelled images get class 0 of a one-class online classifier: with solo-learn's ignore_index
+# (-1) every target would be ignored and the classifier's loss would be NaN (0 / 0).
+NO_LABEL_TARGET = 0
+
+
 class OcconPretrainDataset(Dataset):
     """Map-style dataset of one image folder / COCO json with the object-aware augmentations.
 
@@ -63,6 +68,13 @@ class OcconPretrainDataset(Dataset):
         self.bg_candidates = np.zeros(0, dtype=np.int64)
         if self.cfg.active:
             self._attach_store()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.images.classes) if self.labels is not None else 1
+
+    def target(self, index: int) -> int:
+        return self.labels[index] if self.labels is not None else NO_LABEL_TARGET
 
     def _attach_store(self) -> None:
         self.store = Store.open(self.cfg.store)
@@ -140,7 +152,7 @@ class OcconPretrainDataset(Dataset):
         info["no_entry"] = torch.tensor(self.cfg.active and entry is None)
         info["replaced"] = torch.tensor(replaced)
         self.counts["mix_skipped"] += sum(plan.mix_skipped)
-        target = self.labels[index] if self.labels is not None else -1
+        target = self.target(index)
         return index, views, target, info
 
 

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from occon_plugin import host, register
 from occon_plugin.cli._hydra import absolutize_config_path
 from occon_plugin.config import ConfigError, complete_pretrain_cfg
+from occon_plugin.images import list_images
 from occon_plugin.tracking import make_wandb_logger
 
 
@@ -57,6 +58,12 @@ def pretrain(cfg: DictConfig) -> Path:
     OmegaConf.save(cfg, out_dir / "config.yaml")
 
     train_loader, datamodule = build_train_data(cfg)
+    # The host's online classifier is sized by the data: class sub-folders, or one dummy class.
+    images = list_images(cfg.data.train_path, OmegaConf.select(cfg, "data.image_root", default=None))
+    num_classes = len(images.classes) if images.labels is not None else 1
+    if int(cfg.data.num_classes) != num_classes:
+        print(f"[occon] data.num_classes={cfg.data.num_classes} -> {num_classes} (classes under data.train_path)")
+        cfg.data.num_classes = num_classes
     model = host.build_method(cfg.method, cfg)
 
     ckpt_path = None

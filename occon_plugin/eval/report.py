@@ -80,3 +80,64 @@ def init_wandb(cfg, out_dir, job_type: str):
     return wandb.init(mode="online" if online else "offline", dir=str(out_dir), project=wb.get("project", "occon"),
                       entity=wb.get("entity"), name=wb.get("name"), job_type=job_type,
                       config=OmegaConf.to_container(cfg, resolve=True))
+
+
+def markdown_table(rows: List[Dict[str, Any]], columns: List[tuple[str, str]], digits: int = 3) -> str:
+    """A GitHub markdown table of ``rows`` with ``columns`` = [(key, header), ...]; floats rounded to
+    ``digits``, missing or None values shown as an en dash."""
+    def cell(value) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, float):
+            return f"{value:.{digits}f}"
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header for _, header in columns) + " |",
+             "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def image_grid(tiles: List[List[Any]], column_titles: List[str], tile_height: int = 120, gap: int = 4,
+               title_height: int = 18):
+    """Rows of RGB uint8 tiles resized to ``tile_height`` (aspect kept; each column as wide as its widest
+    tile) on a white canvas, with a title above each column. Returns an RGB uint8 array."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    if not tiles or any(len(row) != len(column_titles) for row in tiles):
+        raise ValueError(f"every row needs {len(column_titles)} tiles (one per column title)")
+    scaled = [[Image.fromarray(np.asarray(t, dtype=np.uint8)).resize(
+        (max(1, round(t.shape[1] * tile_height / t.shape[0])), tile_height), Image.BILINEAR) for t in row]
+        for row in tiles]
+    widths = [max(row[c].width for row in scaled) for c in range(len(column_titles))]
+    canvas = Image.new("RGB", (sum(widths) + gap * (len(widths) + 1),
+                               title_height + len(scaled) * (tile_height + gap) + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = gap
+    for c, title in enumerate(column_titles):
+        draw.text((x, 3), title, fill="black")
+        for r, row in enumerate(scaled):
+            canvas.paste(row[c], (x + (widths[c] - row[c].width) // 2, title_height + gap + r * (tile_height + gap)))
+        x += widths[c] + gap
+    return np.asarray(canvas)
+
+
+def save_png_palette(array, path, colors: int = 256) -> Path:
+    """An RGB uint8 array as an 8-bit palette PNG (small files for docs), written atomically."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).quantize(colors=colors).save(buf, format="PNG", optimize=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -3,8 +3,8 @@
 Batches are a seeded permutation of all images cut into ``batch_size`` pieces; each image's
 negatives are the rest of its batch, so a batch never depends on how many ranks run: rank ``r``
 of ``w`` takes batches ``r, r + w, ...``. The last batch is topped up to ``batch_size`` with the
-images that follow it in the (wrapped) permutation, used as negatives only; a batch left with
-fewer than two readable images is topped up the same way. A resumed run skips batches whose
+first images of the permutation, used as negatives only (their own batch writes them); a batch
+left with fewer than two readable images borrows negatives the same way. A resumed run skips batches whose
 images are all written and recomputes partly written ones with the same members.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 class DataSettings:
     path: str = "???"               # image folder or COCO json
     image_root: Optional[str] = None  # COCO only: folder of the json's file_names
+    workers: int = 4                # threads decoding images
 
 
 @dataclass
@@ -97,6 +99,7 @@ def check_settings(s: LocalizeSettings) -> None:
     need(s.cam.temperature > 0, "cam.temperature", "must be > 0", s.cam.temperature)
     need(s.cam.early_exit_tol is None or s.cam.early_exit_tol >= 0, "cam.early_exit_tol", "must be >= 0 or null",
          s.cam.early_exit_tol)
+    need(s.data.workers >= 1, "data.workers", "must be >= 1", s.data.workers)
     need(s.crf.iters >= 1, "crf.iters", "must be >= 1", s.crf.iters)
     need(s.crf.workers >= 0, "crf.workers", "must be >= 0", s.crf.workers)
     need(0.0 < s.threshold <= 1.0, "threshold", "must be in (0, 1]", s.threshold)
@@ -163,10 +166,14 @@ def _barrier(world_size: int) -> None:
         torch.distributed.barrier()
 
 
-def _to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
+def to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 HWC image -> float (3, size, size) in [0, 1] (antialiased bilinear), the ContraCAM input."""
     x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x.clamp_(0.0, 1.0)[0]
+
+
+_to_model_input = to_model_input  # old private name, still used by scripts/eval/localization_report.py
 
 
 def _overlay_png(image: np.ndarray, mask_u8: np.ndarray, boxes: list[list[float]]) -> bytes:
@@ -185,20 +192,22 @@ class _Localizer:
         self.crf_params = CrfParams(**{k: v for k, v in asdict(s.crf).items() if k not in ("enabled", "workers")})
         self.n_ok = self.n_bad = self.n_new = 0
         self.order = np.random.default_rng(s.seed).permutation(len(images))
+        self.readers = ThreadPoolExecutor(max_workers=max(1, s.data.workers))
 
-    def _load(self, index: int, record: bool) -> np.ndarray | None:
-        """The image, or None if unreadable; ``record``: write a bad image's entry (once)."""
+    def _read(self, index: int) -> np.ndarray | BadImageError:
         try:
             return load_image(self.images.root, self.images.paths[index])
         except BadImageError as err:
-            path = self.images.paths[index]
-            if record and path not in self.writer.done_paths():
-                log.warning("skipping %s", err)
-                self.writer.write(StoreEntry(path=path, width=0, height=0, boxes=[], bg_rect=None,
-                                             status=f"bad_image: {err.reason}"), None)
-                self.n_bad += 1
-                self.n_new += 1
-            return None
+            return err
+
+    def _record_bad(self, err: BadImageError, index: int) -> None:
+        path = self.images.paths[index]
+        if path not in self.writer.done_paths():
+            log.warning("skipping %s", err)
+            self.writer.write(StoreEntry(path=path, width=0, height=0, boxes=[], bg_rect=None,
+                                         status=f"bad_image: {err.reason}"), None)
+            self.n_bad += 1
+            self.n_new += 1
 
     def run_batch(self, batch: np.ndarray, n_members: int) -> int:
         """Localize one batch; only the first ``n_members`` entries are written (the rest are top-up).
@@ -206,12 +215,15 @@ class _Localizer:
         done = self.writer.done_paths()
         self.n_new = 0
         members, loaded = [], []
-        for k, index in enumerate(batch):
-            image = self._load(int(index), record=k < n_members)
-            if image is not None:
-                members.append((int(index), k < n_members))
-                loaded.append(image)
-        # Too few readable images for negatives: borrow the images that follow in the permutation.
+        # Decoding runs in threads (PIL releases the GIL); results are used in batch order.
+        for k, image in enumerate(self.readers.map(self._read, [int(i) for i in batch])):
+            if isinstance(image, BadImageError):
+                if k < n_members:  # a top-up image's own batch records it
+                    self._record_bad(image, int(batch[k]))
+                continue
+            members.append((int(batch[k]), k < n_members))
+            loaded.append(image)
+        # Fewer than two readable images: borrow more from the start of the permutation as negatives.
         in_batch = set(int(i) for i in batch)
         for index in self.order:
             if len(loaded) >= 2 or len(in_batch) == len(self.order):
@@ -219,8 +231,8 @@ class _Localizer:
             if int(index) in in_batch:
                 continue
             in_batch.add(int(index))
-            image = self._load(int(index), record=False)
-            if image is not None:
+            image = self._read(int(index))
+            if not isinstance(image, BadImageError):
                 members.append((int(index), False))
                 loaded.append(image)
         targets = [k for k, (index, own) in enumerate(members) if own and self.images.paths[index] not in done]
@@ -229,7 +241,7 @@ class _Localizer:
         if len(loaded) < 2:
             raise RuntimeError("ContraCAM needs at least 2 readable images (the negatives); "
                                f"{self.images.root} has fewer")
-        x = torch.stack([_to_model_input(img, self.s.image_size) for img in loaded]).to(self.device)
+        x = torch.stack([to_model_input(img, self.s.image_size) for img in loaded]).to(self.device)
         c = self.s.cam
         result = contracam(self.model, x, iters=c.iters, nsr=c.nsr, temperature=c.temperature, expand=c.expand,
                            early_exit_tol=c.early_exit_tol, fill=c.fill)
@@ -298,15 +310,16 @@ def run_localize(s: LocalizeSettings) -> dict:
     todo = sum(sum(images.paths[i] not in done for i in batch[:n]) for batch, n in mine)
 
     executor = make_crf_executor(s.crf.workers) if s.crf.enabled and s.crf.workers > 1 else None
+    localizer = _Localizer(s, images, model, device, writer, executor)
     start = time.perf_counter()
     try:
-        localizer = _Localizer(s, images, model, device, writer, executor)
         with tqdm(total=todo, unit="img", desc=f"localize[{rank}]", disable=not s.progress or rank != 0,
                   dynamic_ncols=True) as bar:
             for batch, n_members in mine:
                 written = localizer.run_batch(batch, n_members)
                 bar.update(written)
     finally:
+        localizer.readers.shutdown()
         if executor is not None:
             executor.shutdown()
     seconds = time.perf_counter() - start

@@ -27,13 +27,13 @@ class StoreWriter:
     """
 
     def __init__(self, out_dir: str | Path, settings: dict, model_hash: str, *, resume: bool = True,
-                 rank: int = 0, world_size: int = 1, prepare: bool | None = None):
+                 rank: int = 0, world_size: int = 1):
         self.out_dir = Path(out_dir)
         self.settings = json.loads(json.dumps(settings))  # plain JSON types, comparable after a round trip
         self.model_hash = model_hash
         self.rank, self.world_size = rank, world_size
         # Rank 0 creates/clears the store and writes the first manifest; other ranks only append.
-        if prepare if prepare is not None else rank == 0:
+        if rank == 0:
             self._prepare(resume)
         else:
             self._check_manifest(self._read_manifest())

@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from occon_plugin.augment.dataset import NO_LABEL_TARGET
 from occon_plugin.augment.dali.datamodule import build_dali_datamodule, build_dali_loader, build_dali_source
 from occon_plugin.augment.dali.pipeline import build_object_aware_pipeline
 from occon_plugin.augment.dali.single import identity_view
@@ -127,7 +128,7 @@ def test_loader_yields_solo_batches_deterministically(photo_data, device):
     batches = list(loader)
     assert len(batches) == 2
     indexes, views, targets, info = batches[0]
-    assert indexes.shape == (3,) and targets.tolist() == [-1, -1, -1]
+    assert indexes.shape == (3,) and targets.tolist() == [NO_LABEL_TARGET] * 3
     assert len(views) == 2 and all(v.shape == (3, 3, CROP, CROP) and v.dtype == torch.float32 for v in views)
     assert all(v.device.type == ("cuda" if device == "gpu" else "cpu") for v in views)
     assert all(torch.isfinite(v).all() and v.std() > 0.1 for v in views)
@@ -180,6 +181,8 @@ def test_baseline_without_occon_and_the_datamodule(photo_data):
     ({"augmentations": [{**AUG, "equalization": {"prob": 0.1}}]}, "augmentations[0].equalization.prob"),
     ({"occon": {"bg_mixup": {"enabled": True, "p_mix": 2}}}, "occon.bg_mixup.p_mix=2 must be in [0, 1]"),
     ({"dali": {"py_workers": -1}}, "dali.py_workers=-1 must be an integer >= 0"),
+    ({"augmentations": [{**AUG, "color_jitter": {**AUG["color_jitter"], "hue": 0.7}}]},
+     "augmentations[0].color_jitter.hue=0.7 must be in [0, 0.5]"),
     ({"data": {"train_path": None}}, "data.train_path is required"),
 ])
 def test_bad_config_names_the_key(photo_data, change, message):
@@ -292,3 +295,36 @@ def test_store_missing_an_image_follows_the_policy(photo_data, tmp_path, policy)
     assert all(v.shape == (n_kept, 3, CROP, CROP) for v in views)
     with pytest.raises(Exception, match="astronaut.png"):
         build_dali_source(OmegaConf.merge(cfg, {"occon": {"missing": "error"}}))
+
+
+def test_oa_crop_windows_follow_exif_orientation(tmp_path):
+    """Store sizes and boxes are in the EXIF-rotated frame (``images.image_size``); the slice decode
+    must cut the same window from the rotated image that a full decode shows."""
+    from PIL import Image
+    from nvidia.dali import fn, pipeline_def, types
+
+    skdata = pytest.importorskip("skimage.data")
+    (tmp_path / "images").mkdir()
+    photo = Image.fromarray(skdata.coffee())  # 600 x 400 as stored; EXIF 6 = shown rotated, 400 x 600
+    exif = photo.getexif()
+    exif[274] = 6
+    path = tmp_path / "images" / "rotated.jpg"
+    photo.save(path, quality=95, exif=exif.tobytes())
+    box = [0.1, 0.5, 0.6, 0.9]
+    with StoreWriter(tmp_path / "store", settings={}, model_hash="none") as writer:
+        writer.write(StoreEntry("rotated.jpg", 400, 600, boxes=[box], bg_rect=[0, 0, 40, 40]),
+                     np.zeros((600, 400), np.uint8))
+        writer.close()
+    source, _ = build_dali_source(make_cfg(tmp_path, {"oa_crop": {"enabled": True}}, batch_size=1))
+    crop = np.array(build_object_aware_pipeline(source, identity_view, num_threads=1).run()[0][0])
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None)
+    def full_decode():
+        return fn.decoders.image(fn.external_source(lambda: [np.fromfile(path, np.uint8)], batch=True),
+                                 output_type=types.RGB)
+
+    pipe = full_decode()
+    pipe.build()
+    full = np.array(pipe.run()[0][0])
+    assert full.shape == (600, 400, 3)
+    np.testing.assert_array_equal(crop, full[300:540, 40:240])  # box_to_pixels(box, 400, 600)

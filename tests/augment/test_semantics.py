@@ -31,7 +31,7 @@ from torchvision.transforms import v2
 
 from occon_plugin.augment.config import OcconConfigError, parse_occon_config
 from occon_plugin.augment.semantics import Partner, box_to_pixels, choose_partner, plan_sample, sample_seed
-from occon_plugin.store import StoreEntry
+from occon_plugin.store import StoreEntry, mask_from_u8, mask_to_u8
 
 RRC_SIZE = 32
 HOST_SIZE = 64
@@ -68,8 +68,9 @@ def _torchvision_factory(occon: dict, standard: str, n_views: int):
 
 
 def _dali_factory(occon: dict, standard: str, n_views: int):
-    # B2 (DALI path) fills this in: return a sample_views with the contract above.
-    pytest.skip("the DALI pipeline has not joined the semantic suite yet (occon_plugin/augment/dali)")
+    from occon_plugin.augment.dali.single import semantic_suite_sample_views
+
+    return semantic_suite_sample_views(occon, standard, n_views, rrc_size=RRC_SIZE, host_aug=HOST_AUG)
 
 
 PIPELINE_FACTORIES = {"torchvision": _torchvision_factory, "dali": _dali_factory}
@@ -304,6 +305,7 @@ def test_real_photos_mix_exactly_and_host_views_are_well_formed(make_views):
     height, width = photo.shape[:2]
     yy, xx = np.mgrid[0:height, 0:width]
     mask = np.clip(1.5 - np.hypot((xx - 250) / 110, (yy - 200) / 150), 0, 1).astype(np.float32)  # soft face blob
+    mask = mask_from_u8(mask_to_u8(mask))  # as stored (8-bit PNG): what both pipelines read
     entry = StoreEntry("astronaut.png", width, height, boxes=[[0.2, 0.05, 0.8, 0.8]], bg_rect=[0, 0, 60, 60])
     partner = Partner.from_image(donor, bg_rect=[400, 0, 600, 120])
 

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms import v2
 
+from occon_plugin.augment.dataset import NO_LABEL_TARGET
 from occon_plugin.augment.config import parse_occon_config
 from occon_plugin.augment.dataset import (OcconPretrainDataset, SeededRandomSampler, build_pretrain_dataloader,
                                           build_view_transforms)
@@ -87,7 +88,7 @@ def test_oa_crop_and_bg_mixup_use_the_store_and_the_partner_background(two_image
     ds = OcconPretrainDataset(data, occon, [IDENTITY, IDENTITY], seed=0)
     assert ds.bg_candidates.tolist() == [1]
     index, views, target, info = ds[0]  # a.png: crop x 12..36, y 10..30; partner must be b.png
-    assert index == 0 and target == -1
+    assert index == 0 and target == NO_LABEL_TARGET
     assert bool(info["oa_crop"]) and info["mixed"].tolist() == [True, True]
     crop = images["a.png"][10:30, 12:36]
     mask = _mask()[10:30, 12:36]
@@ -217,7 +218,7 @@ def test_coco_json_source_with_a_store_from_ground_truth(coco128, tmp_path):
         "data": {"train_path": str(json_path), "num_workers": 0}, "optimizer": {"batch_size": 8},
         "augmentations": AUG, "occon": occon, "seed": 0}))
     indexes, views, targets, info = next(iter(loader))
-    assert len(loader.dataset) == 128 and (targets == -1).all()
+    assert len(loader.dataset) == 128 and (targets == NO_LABEL_TARGET).all()
     assert all(v.shape == (8, 3, 32, 32) and torch.isfinite(v).all() for v in views)
     with_boxes = torch.tensor([len(loader.dataset.entries[i].boxes) > 0 for i in indexes.tolist()])
     assert torch.equal(info["oa_crop"], with_boxes)

@@ -183,3 +183,20 @@ def test_overlays_written(photos, tmp_path):
                            "progress=false"))
     overlays = sorted(p.relative_to(out / "overlays").as_posix() for p in (out / "overlays").rglob("*.png"))
     assert overlays == sorted(mask_relpath(p)[len("masks/"):] for p, e in Store.open(out).entries.items() if e.ok)
+
+
+def test_batch_left_with_one_readable_image_borrows_negatives(photos, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ["a", "b", "c"]:
+        src = next(photos.rglob(f"{PHOTOS[['a', 'b', 'c'].index(name)]}.jpg"))
+        (data / f"{name}.jpg").write_bytes(src.read_bytes())
+    for name in ["x", "y", "z"]:
+        (data / f"{name}.jpg").write_bytes(b"not a jpeg")
+    s = _settings(f"data.path={data}", f"output_dir={tmp_path / 'store'}", "batch_size=2", "image_size=32",
+                  "cam.iters=1", "cam.expand=false", "crf.enabled=false", "progress=false")
+    summary = run_localize(s)
+    store = Store.open(tmp_path / "store")
+    assert (summary["written_ok"], summary["written_bad"]) == (3, 3)  # each image written exactly once
+    assert sorted(p for p, e in store.entries.items() if e.ok) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert store.manifest["counts"] == {"written": 6, "ok": 3, "skipped": 3}

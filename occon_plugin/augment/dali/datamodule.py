@@ -37,7 +37,7 @@ def records_from_dataset(dataset: OcconPretrainDataset, need_sizes: bool) -> lis
     root = Path(dataset.images.root)
     records = []
     for i, (path, entry) in enumerate(zip(dataset.paths, dataset.entries)):
-        target = dataset.labels[i] if dataset.labels is not None else -1
+        target = dataset.target(i)
         if entry is None:
             width = height = 0
             if need_sizes:

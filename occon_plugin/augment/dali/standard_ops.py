@@ -85,6 +85,8 @@ def views_from_cfg(augmentations) -> list[ViewOps]:
             raise ValueError(f"augmentations[{i}].equalization.prob > 0: equalization has no DALI op "
                              f"(solo-learn's DALI loader rejects it too); set it to 0 or use the torchvision loader")
         ops = ViewOps.from_cfg(entry)
+        if not 0.0 <= ops.hue <= 0.5:
+            raise ValueError(f"augmentations[{i}].color_jitter.hue={ops.hue} must be in [0, 0.5] (torchvision's range)")
         if ops.num_crops < 1:
             raise ValueError(f"augmentations[{i}].num_crops={ops.num_crops} must be >= 1")
         views.extend([ops] * ops.num_crops)

@@ -13,6 +13,7 @@ speaks solo-learn main's config schema; this module translates.
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any, Dict, Tuple
 
 import warnings
@@ -249,3 +250,8 @@ def make_trainer(cfg: DictConfig, **overrides):
 
 def describe() -> str:
     return f"solo-learn {SOLO_VERSION} ({GENERATION} API) on Lightning {LIGHTNING_VERSION}"
+
+
+READY = True  # fully imported: the registration hook in occon_plugin/__init__.py may use this module
+if "occon_plugin.methods" not in sys.modules:  # (else occon_plugin.methods is importing us: it registers)
+    import occon_plugin.methods  # noqa: E402,F401  (registers the object-aware methods)

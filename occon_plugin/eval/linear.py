@@ -75,8 +75,8 @@ def fit_logreg(X, y, n_classes: int, l2: float, max_iter: int = 1000,
     else:
         W = torch.zeros(X.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
         b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-9,
-                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-6,
+                            tolerance_change=1e-8, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()

@@ -34,4 +34,7 @@ def register() -> Dict[str, type]:
     return {name: host.METHODS[name] for name in OCCON_METHODS}
 
 
+# Importing this module (which imports solo-learn through occon_plugin.host) registers the methods.
+register()
+
 __all__ = ["BYOLOccon", "MoCoV2Occon", "OCCON_METHODS", "PARENT_METHOD", "register", "ENTRY_POINT_GROUP"]

@@ -36,14 +36,22 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from occon_plugin.host import CHECKPOINT_LAYOUTS as _HOST_LAYOUTS
-
-# The host's table (solo-learn generations) plus layouts written by code outside solo-learn.
-CHECKPOINT_LAYOUTS: Dict[str, Dict[str, str]] = {
-    **_HOST_LAYOUTS,
+# Layouts written by code outside solo-learn; solo-learn's own come from the host adapter.
+EXTRA_LAYOUTS: Dict[str, Dict[str, str]] = {
     "authors-2021": {"backbone": "encoder.", "momentum_backbone": "_encoder.",
                      "projector": "projector.", "momentum_projector": "_projector."},
 }
+
+
+def checkpoint_layouts() -> Dict[str, Dict[str, str]]:
+    """The host's solo-learn layouts first, then :data:`EXTRA_LAYOUTS` (name -> role -> key prefix).
+
+    Imported on first use: the host adapter imports solo-learn and Lightning, which evaluation and
+    localization never need otherwise.
+    """
+    from occon_plugin.host import CHECKPOINT_LAYOUTS
+
+    return {**CHECKPOINT_LAYOUTS, **EXTRA_LAYOUTS}
 BN_EPS = 1e-5  # BatchNorm1d default; eps is not part of a state_dict
 FORMAT = "occon-ckpt/1"
 # torchvision ResNet depth by (blocks in layer3, bottleneck?)
@@ -157,15 +165,16 @@ def _detect_layout(state: Dict[str, Any], path: Path) -> tuple[str, str]:
             return 0
         return sum(any(k.startswith(p) for p in prefixes.values()) for k in state)
 
-    scores = {name: covered(prefixes) for name, prefixes in CHECKPOINT_LAYOUTS.items()}
+    layouts = checkpoint_layouts()
+    scores = {name: covered(prefixes) for name, prefixes in layouts.items()}
     best = max(scores, key=scores.get)  # first of equals: the host's own layouts come first
     if scores[best] > 0:
-        return best, CHECKPOINT_LAYOUTS[best]["backbone"]
+        return best, layouts[best]["backbone"]
     if "conv1.weight" in state:
         return "torchvision", ""
     raise CheckpointError(
         f"{path}: no known key layout; expected keys starting with one of "
-        f"{sorted({p['backbone'] for p in CHECKPOINT_LAYOUTS.values()})} or a bare torchvision ResNet "
+        f"{sorted({p['backbone'] for p in layouts.values()})} or a bare torchvision ResNet "
         f"(conv1.weight, layer1.*). First keys found: {sorted(state)[:8]}")
 
 
@@ -205,7 +214,7 @@ def load_checkpoint(path, use_momentum: bool = False) -> Dict[str, Any]:
         backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
         projector_state: Dict[str, torch.Tensor] = {}
     else:
-        prefixes = CHECKPOINT_LAYOUTS[layout]
+        prefixes = checkpoint_layouts()[layout]
         which = "momentum_" if use_momentum else ""
         backbone = _sub_dict(state, prefixes[which + "backbone"])
         if not backbone:

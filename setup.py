@@ -20,6 +20,7 @@ setup(
     packages=find_packages(include=["occon_plugin", "occon_plugin.*"]),
     package_data={"occon_plugin": ["configs/*.yaml", "configs/**/*.yaml"]},
     include_package_data=True,
+    data_files=[("share/occon-plugin/zoo", ["zoo/manifest.yaml"])],
     # Deliberately loose: the user's environment (and its solo-learn) decides the versions.
     install_requires=[
         "torch>=1.10",
@@ -46,6 +47,10 @@ setup(
             "occon-linear = occon_plugin.cli.linear:main",
             "occon-localize = occon_plugin.cli.localize:main",
             "occon-demo = occon_plugin.cli.demo:main",
+            "occon-eval-localization = occon_plugin.cli.eval_localization:main",
+            "occon-eval-linear = occon_plugin.cli.eval_linear:main",
+            "occon-eval-bgchallenge = occon_plugin.cli.eval_bgchallenge:main",
+            "occon-zoo = occon_plugin.cli.zoo:main",
         ],
         # Discovery for hosts/tools: name -> method class.
         "solo_learn.methods": [

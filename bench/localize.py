@@ -46,6 +46,37 @@ CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 CLOCK = CLOCKS["wall"]
 
 
+def folder_batch(folder: Path, size: int, count: int) -> torch.Tensor:
+    """The first ``count`` JPEG/PNG files under ``folder`` (sorted), resized to size x size, in [0,1]."""
+    from PIL import Image
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
+    if len(files) < 2:
+        raise SystemExit(f"--images {folder}: need at least 2 .jpg/.png files, found {len(files)}")
+    images = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+              for f in files]
+    return torch.cat([F.interpolate(i, size=(size, size), mode="bilinear", antialias=True) for i in images]).clamp(0, 1)
+
+
+def tol_sweep(spec: str, x: torch.Tensor, args, device: torch.device) -> None:
+    """What early exit saves (backbone forwards) and what it changes (agreement with the fixed-T mask)."""
+    from occon_plugin.localize import contracam, load_cam_model
+
+    model = load_cam_model(spec, device)
+    print(f"| model | expansion | early_exit_tol | backbone forwards / image | mean abs diff | max abs diff | "
+          f"IoU of masks > 0.5 vs fixed T={args.iters} |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for expand in (False, True):
+        fixed = contracam(model, x, iters=args.iters, expand=expand).mask
+        for tol in args.tol_sweep:
+            result = contracam(model, x, iters=args.iters, expand=expand, early_exit_tol=tol)
+            diff = (result.mask - fixed).abs()
+            a, b = result.mask > 0.5, fixed > 0.5
+            iou = ((a & b).flatten(1).sum(1) / (a | b).flatten(1).sum(1).clamp_min(1)).mean().item()
+            print(f"| {spec} | {'14x14' if expand else '7x7'} | {tol:g} | {result.iterations.float().mean():.2f} | "
+                  f"{diff.mean():.4f} | {diff.max():.3f} | {iou:.3f} |")
+
+
 def timed(fn, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -145,6 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default=None,
                         help="cpu = this process's CPU time (steadier on a shared machine), wall = elapsed "
                              "(default: cpu on --device cpu, wall on cuda)")
+    parser.add_argument("--images", type=Path, default=None,
+                        help="folder of .jpg/.png images to use instead of the scikit-image photos (first --batch, sorted)")
+    parser.add_argument("--tol-sweep", type=float, nargs="+", default=None, metavar="TOL",
+                        help="instead of timing: for each TOL, backbone forwards per image and agreement with fixed T")
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True,
                         help="also time crf_refine per image if occon_plugin.localize.crf exists (default: on)")
     args = parser.parse_args(argv)
@@ -157,10 +192,14 @@ def main(argv: list[str] | None = None) -> None:
     CLOCK = CLOCKS[clock]
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    x = photo_batch(args.size, args.batch).to(device)
+    x = (folder_batch(args.images, args.size, args.batch) if args.images else photo_batch(args.size, args.batch)).to(device)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device={device} ({machine}), clock={clock}, torch threads={torch.get_num_threads()}, batch={args.batch}x{args.size}^2, "
           f"repeats={args.repeats}, torch {torch.__version__}")
+    if args.tol_sweep:
+        for spec in args.models:
+            tol_sweep(spec, x, args, device)
+        return
     rows = []
     for spec in args.models:
         rows.extend(bench_model(spec, x, args, device))

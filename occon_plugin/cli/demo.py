@@ -8,7 +8,8 @@
 3. ``scripts/pretrain/main_pretrain.py``: ``mocov2_occon`` and ``byol_occon`` with OA-Crop + BG-Mixup
    from those stores, a few CPU optimizer steps each, checkpoints written;
 4. ``scripts/linear/main_linear.py`` loads the ``mocov2_occon`` checkpoint and trains the host's
-   linear classifier; the paper's L-BFGS linear evaluation runs on frozen features;
+   linear classifier; ``scripts/eval/main_linear.py`` runs the paper's L-BFGS linear evaluation on
+   its frozen features;
 5. prints where every output went.
 
 Each stage is the real command a user would type (printed before it runs).
@@ -166,10 +167,16 @@ def main(argv: list[str] | None = None) -> None:
     run([py, SCRIPTS / "linear" / "main_linear.py", "--config-path", SCRIPTS / "linear" / "custom",
          "--config-name", "linear.yaml", f"++pretrained_feature_extractor={checkpoints['mocov2_occon']['checkpoint']}",
          f"++data.train_path={probe / 'train'}", f"++data.val_path={probe / 'val'}", "++data.num_workers=0",
-         "++optimizer.batch_size=16", "++max_steps=3", "++max_epochs=3", f"++crop_size={args.crop_size}",
+         "++optimizer.batch_size=16", "++max_steps=5", "++max_epochs=3", f"++crop_size={args.crop_size}",
          "++accelerator=cpu", f"++output_dir={out / 'linear'}", "++wandb.enabled=true", "++wandb.offline=true",
          "++log_every_n_steps=1"], log)
     linear = last_json_line(log, "[occon] linear evaluation done: ")
+    log = logs / "eval-linear-lbfgs.log"
+    run([py, SCRIPTS / "eval" / "main_linear.py", f"model={checkpoints['mocov2_occon']['checkpoint']}",
+         f"train_dir={probe / 'train'}", f"test_dir={probe / 'val'}", "fast=true", "num_workers=0",
+         f"crop={args.crop_size}", f"resize={args.crop_size}", f"output_dir={out / 'eval_linear'}",
+         "progress=false"], log)
+    lbfgs = last_json_line(log, "[occon] eval_linear done: ")
 
     overlays = sorted((store / "overlays").rglob("*.png"))
     summary = {
@@ -180,7 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         "optimizer steps": {m: c["global_step"] for m, c in checkpoints.items()},
         "linear (host LinearModel, photo-identity probe)": {"steps": linear["global_step"],
                                                             "metrics": linear["metrics"]},
-        "W&B offline runs": str(out / "trained_models"),
+        "linear (paper protocol: L-BFGS on frozen features, photo-identity probe)": {
+            "test_acc": lbfgs["test_acc"], "best_l2": lbfgs["best_l2"], "results": str(out / "eval_linear")},
+        "W&B offline runs": [str(out / "trained_models"), str(out / "linear"), str(out / "eval_linear")],
         "logs": str(logs),
         "wall time (s)": round(time.time() - start),
     }

@@ -4,7 +4,8 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 import hydra
 from omegaconf import DictConfig
@@ -22,8 +23,13 @@ def run(cfg: DictConfig) -> dict:
               num_workers=int(cfg.num_workers), device=device, progress=bool(cfg.progress))
     train = extract_features(model, cfg.train_dir, **kw)
     test = extract_features(model, cfg.test_dir, classes=train.classes, **kw)
+    groups = None
+    if cfg.val_group_regex:  # e.g. COCO-Crop: crops of one photo share the stem before "_<ann id>"
+        pattern = re.compile(str(cfg.val_group_regex))
+        groups = [m.group(1) if (m := pattern.search(PurePosixPath(p).stem)) else p for p in train.paths]
     res = linear_eval(train.X, train.y, test.X, test.y, n_classes=len(train.classes), fast=bool(cfg.fast),
-                      l2_values=as_list(cfg.l2_values), val_fraction=float(cfg.val_fraction), seed=int(cfg.seed))
+                      l2_values=as_list(cfg.l2_values), val_fraction=float(cfg.val_fraction), seed=int(cfg.seed),
+                      groups=groups)
     row = {"model": info["model"], "train": Path(str(cfg.train_dir)).name, "test": Path(str(cfg.test_dir)).name,
            "test_acc": res["test_acc"], "best_l2": res["best_l2"], "val_acc": res["val_acc"],
            "n_train": res["n_train"], "n_val": res["n_val"], "n_test": res["n_test"],

@@ -88,21 +88,34 @@ def fit_logreg(X, y, n_classes: int, l2: float, max_iter: int = 1000,
     return LinearClassifier(mean, std, W.detach(), b.detach(), float(l2))
 
 
-def stratified_split(y, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val): ``val_fraction`` of each class held out (at least one sample stays in train)."""
+def stratified_split(y, val_fraction: float, seed: int = 0, groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): ``val_fraction`` of each class held out (at least one sample stays in train).
+
+    With ``groups`` (one id per sample, e.g. the source photo of a crop), whole groups are held out
+    instead (about ``val_fraction`` of the samples), so no group is on both sides.
+    """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")
     y = np.asarray(y)
     rng = np.random.default_rng(seed)
     train, val = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_val = min(int(round(len(idx) * val_fraction)), len(idx) - 1)
-        val.extend(idx[:n_val])
-        train.extend(idx[n_val:])
-    if not val:
-        raise ValueError(f"the validation split is empty ({len(y)} samples, val_fraction={val_fraction}); "
-                         "use more training images or a larger val_fraction")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if len(groups) != len(y):
+            raise ValueError(f"{len(groups)} group ids for {len(y)} samples")
+        target = int(round(len(y) * val_fraction))
+        for g in rng.permutation(np.unique(groups)):
+            members = np.flatnonzero(groups == g)
+            (val if len(val) < target else train).extend(members)
+    else:
+        for c in np.unique(y):
+            idx = rng.permutation(np.flatnonzero(y == c))
+            n_val = min(int(round(len(idx) * val_fraction)), len(idx) - 1)
+            val.extend(idx[:n_val])
+            train.extend(idx[n_val:])
+    if not val or not train:
+        raise ValueError(f"the validation split is empty or takes everything ({len(y)} samples, "
+                         f"val_fraction={val_fraction}); use more training images or another val_fraction")
     return np.sort(np.array(train)), np.sort(np.array(val))
 
 
@@ -120,12 +133,12 @@ def select_l2(X_train, y_train, X_val, y_val, n_classes: int, l2_values: Sequenc
 
 
 def fit_with_validation(X, y, n_classes: Optional[int] = None, l2_values: Sequence[float] = tuple(l2_grid()),
-                        val_fraction: float = 0.2, seed: int = 0, max_iter: int = 1000
+                        val_fraction: float = 0.2, seed: int = 0, max_iter: int = 1000, groups=None
                         ) -> tuple[LinearClassifier, dict]:
     """Choose l2 on a split of (X, y), then refit on all of (X, y). Returns (classifier, selection info)."""
     X, y = _check(X, y, "training set")
     n_classes = int(n_classes if n_classes is not None else y.max() + 1)
-    tr, va = stratified_split(y, val_fraction, seed)
+    tr, va = stratified_split(y, val_fraction, seed, groups)
     best_l2, table = select_l2(X[tr], y[tr], X[va], y[va], n_classes, l2_values, max_iter)
     clf = fit_logreg(X, y, n_classes, best_l2, max_iter)
     info = {"best_l2": best_l2, "val_acc": max(r["val_acc"] for r in table), "l2_table": table,
@@ -135,12 +148,13 @@ def fit_with_validation(X, y, n_classes: Optional[int] = None, l2_values: Sequen
 
 def linear_eval(X_train, y_train, X_test, y_test, n_classes: Optional[int] = None, fast: bool = False,
                 l2_values: Optional[Sequence[float]] = None, val_fraction: float = 0.2, seed: int = 0,
-                max_iter: Optional[int] = None) -> dict:
-    """Test accuracy of the validated, refitted classifier; ``fast`` uses 8 l2 values and 100 iterations."""
+                max_iter: Optional[int] = None, groups=None) -> dict:
+    """Test accuracy of the validated, refitted classifier; ``fast`` uses 8 l2 values and 100 iterations.
+    ``groups``: see :func:`stratified_split`."""
     X_test, y_test = _check(X_test, y_test, "test set")
     if l2_values is None:
         l2_values = l2_grid(FAST_GRID_SIZE if fast else FULL_GRID_SIZE)
     if max_iter is None:
         max_iter = 100 if fast else 1000
-    clf, info = fit_with_validation(X_train, y_train, n_classes, l2_values, val_fraction, seed, max_iter)
+    clf, info = fit_with_validation(X_train, y_train, n_classes, l2_values, val_fraction, seed, max_iter, groups)
     return {"test_acc": clf.accuracy(X_test, y_test), "n_test": int(len(y_test)), **info}

@@ -7,6 +7,9 @@ i.e. the positive key is always the ORIGINAL image's z, and the negatives are ev
 (original and masked, of every iteration so far, the current one included) of the OTHER images.
 The image's own masked versions are never its negatives: Eq. (3) removes x^l from each B^l.
 Negatives are whatever the batch holds (the paper uses random batches of 64).
+fill: Eq. (3) writes (1 - M) * x; Algorithm 1 fades to a mask colour. The default "mean" (the
+model's normalisation mean) is (1 - M) * x applied to the normalised input; "black" is Eq. (3)
+literally in pixel space.
 
 Cost: one backbone forward per iteration under no_grad; the gradient comes from a backward
 through the head only (see cam.py).

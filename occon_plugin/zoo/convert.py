@@ -14,6 +14,7 @@ Sources, recognised by key layout (never by file name):
 * solo-learn 1.0.2 Lightning checkpoints: ``encoder.*``, ``projector.*``, ``momentum_encoder.*``;
 * the paper authors' Lightning checkpoints (alinlab/object-aware-contrastive): ``encoder.*``,
   ``projector.*``, ``_encoder.*``, ``_projector.*``;
+* facebookresearch/moco checkpoints: ``module.encoder_q.*`` (head ``encoder_q.fc.*``), ``encoder_k.*``;
 * solo-learn main: ``backbone.*``, ``projector.*``, ``momentum_backbone.*``;
 * a bare torchvision ResNet state_dict (``conv1.weight``, ``layer1.*``, ...);
 * occon checkpoints themselves.
@@ -40,6 +41,9 @@ import torch
 EXTRA_LAYOUTS: Dict[str, Dict[str, str]] = {
     "authors-2021": {"backbone": "encoder.", "momentum_backbone": "_encoder.",
                      "projector": "projector.", "momentum_projector": "_projector."},
+    # facebookresearch/moco (the paper's MoCov2 baseline): the MLP head is the ResNet's ``fc``
+    "moco-official": {"backbone": "encoder_q.", "momentum_backbone": "encoder_k.",
+                      "projector": "encoder_q.fc.", "momentum_projector": "encoder_k.fc."},
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import sys
 import shutil
 import tempfile
 import urllib.error
@@ -22,8 +23,11 @@ import yaml
 
 REQUIRED_FIELDS = ("name", "architecture", "host_generation", "method", "dataset", "epochs", "metrics",
                    "url", "sha256", "license")
-# Repository checkout: <repo>/zoo/manifest.yaml beside the package.
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "zoo" / "manifest.yaml"
+# Repository checkout: <repo>/zoo/manifest.yaml beside the package; a regular (non-editable)
+# install ships it to <prefix>/share/occon-plugin/zoo/ (setup.py data_files).
+_CHECKOUT_MANIFEST = Path(__file__).resolve().parents[2] / "zoo" / "manifest.yaml"
+_INSTALLED_MANIFEST = Path(sys.prefix) / "share" / "occon-plugin" / "zoo" / "manifest.yaml"
+DEFAULT_MANIFEST = _CHECKOUT_MANIFEST if _CHECKOUT_MANIFEST.is_file() else _INSTALLED_MANIFEST
 
 
 class ZooError(RuntimeError):

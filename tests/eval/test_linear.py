@@ -76,3 +76,10 @@ def test_bad_inputs():
         fit_with_validation(np.array([[np.nan], [1.0]]), np.array([0, 1]))
     with pytest.raises(ValueError, match="test set"):
         linear_eval(np.zeros((4, 2)), np.array([0, 0, 1, 1]), np.zeros((3, 2)), np.zeros(2))
+
+
+def test_group_split_keeps_each_group_on_one_side():
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1, 0, 1])
+    groups = np.array(["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"])
+    tr, va = stratified_split(y, 0.4, seed=1, groups=groups)
+    assert set(groups[tr]).isdisjoint(groups[va]) and len(va) == 4 and len(tr) + len(va) == 10

@@ -157,3 +157,16 @@ def test_bad_inputs_have_clear_errors(tmp_path):
         save_occon_checkpoint({"format": FORMAT, "arch": "resnet18", "backbone": {"a": torch.zeros(1)},
                                "projector_dims": None, "meta": {}}, tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_official_moco_layout_takes_its_head_from_fc(tmp_path, parts):
+    online, momentum, proj = parts
+    state = {**prefixed("module.encoder_q.", {**online, **prefixed("fc.", proj)}),
+             **prefixed("module.encoder_k.", {**momentum, **prefixed("fc.", proj)}),
+             "module.queue": torch.zeros(16, 4), "module.queue_ptr": torch.zeros(1, dtype=torch.long)}
+    torch.save({"epoch": 800, "arch": "resnet18", "state_dict": state}, tmp_path / "moco.pth.tar")
+    d = load_checkpoint(tmp_path / "moco.pth.tar")
+    assert d["meta"]["source_layout"] == "moco-official" and d["meta"]["epoch"] == 800
+    assert_same(d["backbone"], online)
+    assert_same(d["projector"], proj)
+    assert_same(load_checkpoint(tmp_path / "moco.pth.tar", use_momentum=True)["backbone"], momentum)

@@ -208,21 +208,31 @@ def build_view_transforms(augmentations: Any) -> list[ViewTransform]:
     return transforms
 
 
-def build_pretrain_dataloader(cfg: Any) -> DataLoader:
-    """The training loader from ``cfg.data.train_path`` (+ optional ``cfg.data.image_root`` for a COCO
-    json), ``cfg.data.num_workers``, ``cfg.optimizer.batch_size``, ``cfg.augmentations``,
-    ``cfg.occon`` and ``cfg.seed``. Store mismatches are reported here, before training."""
+def loader_settings(cfg: Any) -> tuple[str, int, int]:
+    """(``data.train_path``, ``optimizer.batch_size``, ``seed``), checked; shared by both pipelines."""
     train_path = _select(cfg, "data.train_path")
     if train_path is None:
         raise ValueError("data.train_path is required: an image folder or a COCO json")
     batch_size = _select(cfg, "optimizer.batch_size")
     if batch_size is None or int(batch_size) < 1:
         raise ValueError(f"optimizer.batch_size={batch_size!r} must be a positive integer")
+    return train_path, int(batch_size), int(_select(cfg, "seed", 0))
+
+
+def build_dataset(cfg: Any, view_transforms: Sequence[ViewTransform]) -> "OcconPretrainDataset":
+    """The images of ``data.train_path`` paired with the ``occon`` store (validated here)."""
+    train_path, _, seed = loader_settings(cfg)
+    return OcconPretrainDataset(train_path, _select(cfg, "occon"), view_transforms, seed=seed,
+                                image_root=_select(cfg, "data.image_root"))
+
+
+def build_pretrain_dataloader(cfg: Any) -> DataLoader:
+    """The training loader from ``cfg.data.train_path`` (+ optional ``cfg.data.image_root`` for a COCO
+    json), ``cfg.data.num_workers``, ``cfg.optimizer.batch_size``, ``cfg.augmentations``,
+    ``cfg.occon`` and ``cfg.seed``. Store mismatches are reported here, before training."""
+    train_path, batch_size, seed = loader_settings(cfg)
     num_workers = int(_select(cfg, "data.num_workers", 0))
-    seed = int(_select(cfg, "seed", 0))
-    view_transforms = build_view_transforms(_select(cfg, "augmentations"))
-    dataset = OcconPretrainDataset(train_path, _select(cfg, "occon"), view_transforms, seed=seed,
-                                   image_root=_select(cfg, "data.image_root"))
+    dataset = build_dataset(cfg, build_view_transforms(_select(cfg, "augmentations")))
     if len(dataset) < int(batch_size):
         raise ValueError(f"data.train_path={train_path} has {len(dataset)} images, fewer than "
                          f"optimizer.batch_size={batch_size} (drop_last=True would give no batch)")

@@ -13,10 +13,8 @@ freezes it and trains the host's linear classifier on an image folder with class
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -24,7 +22,7 @@ from torchvision import datasets
 from torchvision.transforms import v2 as T
 
 from occon_plugin import host
-from occon_plugin.cli._hydra import absolutize_config_path
+from occon_plugin.cli._hydra import solo_style_main
 from occon_plugin.config import ConfigError, check_existing_path, require, set_default
 from occon_plugin.tracking import make_wandb_logger
 
@@ -119,18 +117,7 @@ def linear_eval(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.2", config_path=None, config_name=None)
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        linear_eval(cfg)
-    except ConfigError as err:
-        print(f"[occon] config error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
-def main() -> None:
-    absolutize_config_path()
-    _hydra_main()
+main = solo_style_main(linear_eval)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from occon_plugin import host, register
-from occon_plugin.cli._hydra import absolutize_config_path
-from occon_plugin.config import ConfigError, complete_pretrain_cfg
+from occon_plugin.cli._hydra import solo_style_main
+from occon_plugin.config import complete_pretrain_cfg
 from occon_plugin.images import list_images
 from occon_plugin.tracking import make_wandb_logger
 
@@ -123,18 +121,7 @@ def pretrain(cfg: DictConfig) -> Path:
     return final
 
 
-@hydra.main(version_base="1.2", config_path=None, config_name=None)
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        pretrain(cfg)
-    except ConfigError as err:
-        print(f"[occon] config error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
-def main() -> None:
-    absolutize_config_path()
-    _hydra_main()
+main = solo_style_main(pretrain)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass
 class CrfParams:
     """pydensecrf README defaults: Gaussian sxy=3 compat=3, bilateral sxy=80 srgb=13 compat=10."""
 

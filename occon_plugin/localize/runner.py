@@ -53,15 +53,11 @@ class CamSettings:
 
 
 @dataclass
-class CrfSettings:
+class CrfSettings(CrfParams):
+    """The CRF's own parameters (:class:`CrfParams`, the paper's defaults) plus how to run it."""
+
     enabled: bool = True
     workers: int = 1                # processes; <= 1 runs CRF in the main process
-    iters: int = 5
-    gauss_sxy: float = 3.0
-    gauss_compat: float = 3.0
-    bilateral_sxy: float = 80.0
-    bilateral_srgb: float = 13.0
-    bilateral_compat: float = 10.0
 
 
 @dataclass

@@ -46,7 +46,7 @@ from occon_plugin.images import BadImageError, load_image  # noqa: E402
 from occon_plugin.localize.backbones import DEFAULT_SPEC, load_cam_model  # noqa: E402
 from occon_plugin.localize.crf import CrfParams, crf_refine_many, make_crf_executor  # noqa: E402
 from occon_plugin.localize.runner import (CamSettings, CrfSettings, DataSettings, LocalizeSettings,  # noqa: E402
-                                          _to_model_input, run_localize)
+                                          run_localize, to_model_input)
 from occon_plugin.store import Store, mask_to_u8  # noqa: E402
 
 ANNOTATIONS = Path("annotations") / "instances_train2017.json"
@@ -203,7 +203,7 @@ def run_classifier(images: dict[str, np.ndarray], image_size: int, batch: int = 
     rels = list(images)
     for start in range(0, len(rels), batch):
         chunk = rels[start:start + batch]
-        x = torch.stack([_to_model_input(images[rel], image_size) for rel in chunk])
+        x = torch.stack([to_model_input(images[rel], image_size) for rel in chunk])
         cams, top1 = classifier_cam(model, classifier, x)
         cams_x, _ = classifier_cam(model, classifier, x, expand=True, classes=top1)
         for k, rel in enumerate(chunk):

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import skimage.data
+import skimage.io
 import torch
 import torch.nn.functional as F
 
@@ -127,3 +128,34 @@ def test_bad_images_are_rejected_with_a_reason(lite0, bad, message):
 def test_bad_fill_is_rejected(lite0):
     with pytest.raises(ValueError, match="fill"):
         contracam(lite0, photos(32), iters=2, fill="grey")
+
+
+@pytest.mark.shared_data
+def test_masks_find_coco_objects_better_than_a_centre_prior(lite0, coco128):
+    """Real multi-object photos: T=1 masks overlap the ground-truth objects more than a centred blob
+    does, and negative-signal removal is what makes that work (paper Table 1, App. C.1)."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(coco128 / "annotations" / "instances_train2017.json"))
+    images, truths = [], []
+    for image_id in sorted(coco.getImgIds())[:32]:
+        info = coco.loadImgs(image_id)[0]
+        photo = skimage.io.imread(coco128 / "images" / info["file_name"])
+        photo = np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3]
+        truth = np.zeros(photo.shape[:2], bool)
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id)):
+            truth |= coco.annToMask(ann).astype(bool)
+        images.append(F.interpolate(torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255, size=(224, 224),
+                                    mode="bilinear", antialias=True))
+        truths.append(F.interpolate(torch.from_numpy(truth)[None, None].float(), size=(224, 224))[0, 0] > 0.5)
+    x, truth = torch.cat(images).clamp(0, 1), torch.stack(truths)
+
+    def miou(masks):
+        hit = masks[:, 0] > 0.5
+        return ((hit & truth).flatten(1).sum(1) / (hit | truth).flatten(1).sum(1).clamp_min(1)).mean().item()
+
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, 224), torch.linspace(-1, 1, 224), indexing="ij")
+    centre = torch.exp(-(xs ** 2 + ys ** 2) / 0.5).expand(len(x), 1, 224, 224)
+    contra, no_nsr = miou(contracam(lite0, x, iters=1).mask), miou(contracam(lite0, x, iters=1, nsr=False).mask)
+    assert contra > miou(centre) + 0.03, (contra, miou(centre))
+    assert contra > no_nsr + 0.05, (contra, no_nsr)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from occon_plugin.augment.dataset import OcconPretrainDataset, _select
+from occon_plugin.augment.dataset import OcconPretrainDataset, _select, build_dataset, loader_settings
 from occon_plugin.host import LightningDataModule
 from occon_plugin.images import BadImageError, image_size
 
@@ -95,16 +95,9 @@ def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> tuple
     """The object-aware source (images, store entries, decisions) and the per-view standard ops
     from ``cfg.data.train_path`` (+ ``cfg.data.image_root``), ``cfg.optimizer.batch_size``,
     ``cfg.augmentations``, ``cfg.occon`` and ``cfg.seed``; the store is validated here."""
-    train_path = _select(cfg, "data.train_path")
-    if train_path is None:
-        raise ValueError("data.train_path is required: an image folder or a COCO json")
-    batch_size = _select(cfg, "optimizer.batch_size")
-    if batch_size is None or int(batch_size) < 1:
-        raise ValueError(f"optimizer.batch_size={batch_size!r} must be a positive integer")
-    seed = int(_select(cfg, "seed", 0))
+    train_path, batch_size, seed = loader_settings(cfg)
     views = views_from_cfg(_select(cfg, "augmentations"))
-    dataset = OcconPretrainDataset(train_path, _select(cfg, "occon"), [_identity] * len(views), seed=seed,
-                                   image_root=_select(cfg, "data.image_root"))
+    dataset = build_dataset(cfg, [_identity] * len(views))
     records = records_from_dataset(dataset, need_sizes=dataset.cfg.oa_crop)
     if len(records) // num_shards < int(batch_size):
         raise ValueError(f"data.train_path={train_path} has {len(records)} images, fewer than "

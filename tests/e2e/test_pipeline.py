@@ -51,24 +51,77 @@ def pretrain_cmd(method, photos, store, out, fmt, steps=3):
             f"++checkpoint.dir={out}", "++wandb.enabled=true", "++wandb.offline=true", *kw]
 
 
-@pytest.mark.parametrize("method,fmt", [("mocov2_occon", "image_folder"), ("byol_occon", "dali")])
-def test_localize_pretrain_linear(photos_and_store, method, fmt):
-    root, photos, store = photos_and_store
-    assert len((store / "index.jsonl").read_text().splitlines()) == len(PHOTOS)
+def pretrain(root, photos, store, method, fmt) -> Path:
     out = root / f"trained-{method}-{fmt}"
     log = run(pretrain_cmd(method, photos, store, out, fmt), cwd=root)
     result = done_line(log, "[occon] pretraining done: ")
     ckpt = Path(result["checkpoint"])
     assert result["global_step"] == 3 and ckpt.is_file()
     assert list((ckpt.parent / "wandb").glob("offline-run-*")), "W&B offline run files next to the checkpoint"
+    return ckpt
 
+
+def linear_steps(root, photos, ckpt) -> int:
     probe = make_probe_dataset(sorted(photos.glob("*.jpg")), root / "probe", crops_per_split=(2, 1))
     log = run([SCRIPTS / "linear" / "main_linear.py", "--config-path", SCRIPTS / "linear" / "custom",
                "--config-name", "linear.yaml", f"++pretrained_feature_extractor={ckpt}",
                f"++data.train_path={probe / 'train'}", "++data.num_workers=0", "++optimizer.batch_size=4",
                "++max_steps=2", "++max_epochs=1", "++crop_size=64", "++accelerator=cpu",
                f"++output_dir={root / 'linear'}", "++wandb.enabled=false"], cwd=root)
-    assert done_line(log, "[occon] linear evaluation done: ")["global_step"] == 2
+    return done_line(log, "[occon] linear evaluation done: ")["global_step"]
+
+
+@pytest.fixture(scope="module")
+def mocov2_checkpoint(photos_and_store):
+    root, photos, store = photos_and_store
+    return pretrain(root, photos, store, "mocov2_occon", "image_folder")
+
+
+def test_mocov2_occon_image_folder_then_linear(photos_and_store, mocov2_checkpoint):
+    root, photos, store = photos_and_store
+    assert len((store / "index.jsonl").read_text().splitlines()) == len(PHOTOS)
+    assert linear_steps(root, photos, mocov2_checkpoint) == 2
+
+
+def test_byol_occon_dali_cpu_then_linear(photos_and_store):
+    root, photos, store = photos_and_store
+    ckpt = pretrain(root, photos, store, "byol_occon", "dali")
+    assert linear_steps(root, photos, ckpt) == 2
+
+
+@pytest.mark.parametrize("layout", ["solo-1.0.2", "solo-main"])
+def test_zoo_converts_a_pretrained_checkpoint_and_localizes_with_it(photos_and_store, mocov2_checkpoint, layout,
+                                                                   tmp_path):
+    import torch
+
+    from occon_plugin import host
+
+    root, photos, _ = photos_and_store
+    src = mocov2_checkpoint
+    ours = host.CHECKPOINT_LAYOUTS[host.CHECKPOINT_LAYOUT]
+    if layout != host.CHECKPOINT_LAYOUT:  # the other generation's key names, same weights
+        theirs = host.CHECKPOINT_LAYOUTS[layout]
+        ckpt = torch.load(src, map_location="cpu", weights_only=False)
+        renamed = {}
+        for key, value in ckpt["state_dict"].items():
+            for part in ("momentum_backbone", "backbone"):
+                if key.startswith(ours[part]):
+                    key = theirs[part] + key[len(ours[part]):]
+                    break
+            renamed[key] = value
+        ckpt["state_dict"] = renamed
+        src = tmp_path / "other-layout.ckpt"
+        torch.save(ckpt, src)
+    converted = tmp_path / "mocov2.occon.pt"
+    run([REPO / "occon_plugin" / "cli" / "zoo.py", "convert", src, converted], cwd=tmp_path)
+    store = tmp_path / "store"
+    run([SCRIPTS / "localize" / "main_localize.py", f"data.path={photos}", f"output_dir={store}",
+         f"model={converted}", "cam.iters=1", "crf.enabled=false", "batch_size=8", "image_size=96",
+         "progress=false"], cwd=tmp_path)
+    entries = [json.loads(l) for l in (store / "index.jsonl").read_text().splitlines()]
+    assert len(entries) == len(PHOTOS) and all(e["status"] == "ok" for e in entries)
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["model"] == str(converted)
 
 
 def test_store_for_another_folder_is_rejected_before_training(photos_and_store, tmp_path):

@@ -1,9 +1,6 @@
 """Backbones for CAM: expansion trick, checkpoint loading, closed-form gradient on the real model."""
-import numpy as np
 import pytest
-import skimage.data
 import torch
-import torch.nn.functional as F
 import torchvision
 
 from occon_plugin.localize.backbones import OCCON_CKPT_FORMAT, build_projector, load_cam_model
@@ -11,16 +8,8 @@ from occon_plugin.localize.cam import activation_gradient_from_pooled
 from occon_plugin.localize.score import contrastive_score
 
 
-def photos(size: int, names=("astronaut", "chelsea", "coffee")) -> torch.Tensor:
-    """Real photos from scikit-image, resized to size x size, float in [0,1]."""
-    batch = [torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, n)()[..., :3])).permute(2, 0, 1) for n in names]
-    return torch.cat([F.interpolate(b[None].float() / 255, size=(size, size), mode="bilinear", antialias=True)
-                      for b in batch]).clamp(0, 1)
 
 
-@pytest.fixture(scope="module")
-def lite0():
-    return load_cam_model("efficientnet-lite0")
 
 
 @pytest.mark.parametrize("spec", ["torchvision:resnet18", "efficientnet-lite0"])
@@ -53,7 +42,7 @@ def test_lite0_default_uses_lite_normalisation_and_identity_head(lite0):
     assert torch.equal(lite0.head(pooled), pooled)
 
 
-def test_closed_form_gradient_on_the_real_lite0(lite0):
+def test_closed_form_gradient_on_the_real_lite0(photos, lite0):
     x = photos(64).requires_grad_(True)  # query = astronaut; the other two photos are its negatives
     with torch.enable_grad():
         activations = lite0.features(x)
@@ -82,7 +71,7 @@ def _occon_checkpoint(path, with_projector: bool):
 
 
 @pytest.mark.parametrize("with_projector", [True, False])
-def test_occon_checkpoint_loads_backbone_and_projector(tmp_path, with_projector):
+def test_occon_checkpoint_loads_backbone_and_projector(photos, tmp_path, with_projector):
     path = tmp_path / "model.pt"
     net, projector = _occon_checkpoint(path, with_projector)
     model = load_cam_model(str(path))

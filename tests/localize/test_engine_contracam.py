@@ -1,31 +1,21 @@
 """Iterative ContraCAM (paper Eq. 3) on real photos with the real EfficientNet-Lite0."""
 import numpy as np
 import pytest
-import skimage.data
 import skimage.io
 import torch
 import torch.nn.functional as F
 
-from occon_plugin.localize.backbones import load_cam_model
 from occon_plugin.localize.contracam import contracam
 from occon_plugin.localize.score import contrastive_score
 
 TAU = 0.2
 
 
-def photos(size: int, names=("astronaut", "chelsea", "coffee")) -> torch.Tensor:
-    """Real photos from scikit-image, resized to size x size, float in [0,1]."""
-    batch = [torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, n)()[..., :3])).permute(2, 0, 1) for n in names]
-    return torch.cat([F.interpolate(b[None].float() / 255, size=(size, size), mode="bilinear", antialias=True)
-                      for b in batch]).clamp(0, 1)
 
 
-@pytest.fixture(scope="module")
-def lite0():
-    return load_cam_model("efficientnet-lite0")
 
 
-def test_single_iteration_on_real_photos(lite0):
+def test_single_iteration_on_real_photos(photos, lite0):
     x = photos(224)
     result = contracam(lite0, x, iters=1)
     assert result.mask.shape == (3, 1, 224, 224) and result.mask.dtype == torch.float32
@@ -69,7 +59,7 @@ def _reference_two_iterations(model, x, own_masked_as_negative: bool):
     return torch.maximum(cam1, cam2)
 
 
-def test_two_iterations_match_eq3_with_explicit_negatives(lite0):
+def test_two_iterations_match_eq3_with_explicit_negatives(photos, lite0):
     x = photos(64)
     got = contracam(lite0, x, iters=2, temperature=TAU).mask
     torch.testing.assert_close(got, _reference_two_iterations(lite0, x, own_masked_as_negative=False),
@@ -79,7 +69,7 @@ def test_two_iterations_match_eq3_with_explicit_negatives(lite0):
     assert (got - other_reading).abs().max() > 1e-2
 
 
-def test_early_exit_counts_and_tol_zero_equals_fixed_t(lite0):
+def test_early_exit_counts_and_tol_zero_equals_fixed_t(photos, lite0):
     x = photos(64, names=("astronaut", "chelsea", "coffee", "rocket"))
     fixed = contracam(lite0, x, iters=6)
     assert fixed.iterations.tolist() == [6, 6, 6, 6]
@@ -97,7 +87,7 @@ def test_early_exit_counts_and_tol_zero_equals_fixed_t(lite0):
     assert never_again.mask.min() >= 0 and never_again.mask.max() <= 1
 
 
-def test_expansion_and_nsr_switches_change_the_mask(lite0):
+def test_expansion_and_nsr_switches_change_the_mask(photos, lite0):
     x = photos(128)
     base = contracam(lite0, x, iters=1).mask
     assert (contracam(lite0, x, iters=1, expand=True).mask - base).abs().max() > 0.05
@@ -107,7 +97,7 @@ def test_expansion_and_nsr_switches_change_the_mask(lite0):
         assert lite0.features(x).shape[-2:] == (4, 4)
 
 
-def test_fill_colour_matters_only_from_the_second_iteration(lite0):
+def test_fill_colour_matters_only_from_the_second_iteration(photos, lite0):
     x = photos(64)
     black, mean = contracam(lite0, x, iters=1, fill="black").mask, contracam(lite0, x, iters=1).mask
     torch.testing.assert_close(black, mean)
@@ -120,12 +110,12 @@ def test_fill_colour_matters_only_from_the_second_iteration(lite0):
     (lambda x: x[:1], "at least 2"),
     (lambda x: x[:, :1], r"\(B,3,H,W\)"),
 ])
-def test_bad_images_are_rejected_with_a_reason(lite0, bad, message):
+def test_bad_images_are_rejected_with_a_reason(photos, lite0, bad, message):
     with pytest.raises(ValueError, match=message):
         contracam(lite0, bad(photos(32)), iters=1)
 
 
-def test_bad_fill_is_rejected(lite0):
+def test_bad_fill_is_rejected(photos, lite0):
     with pytest.raises(ValueError, match="fill"):
         contracam(lite0, photos(32), iters=2, fill="grey")
 

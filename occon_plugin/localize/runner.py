@@ -169,7 +169,6 @@ def to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
     return x.clamp_(0.0, 1.0)[0]
 
 
-_to_model_input = to_model_input  # old private name, still used by scripts/eval/localization_report.py
 
 
 def _overlay_png(image: np.ndarray, mask_u8: np.ndarray, boxes: list[list[float]]) -> bytes:

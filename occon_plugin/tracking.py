@@ -34,8 +34,9 @@ def make_wandb_logger(cfg: DictConfig, save_dir: Path, run_id: Optional[str] = N
 
     save_dir.mkdir(parents=True, exist_ok=True)
     offline = wandb_offline(cfg)
-    if offline:
-        os.environ.setdefault("WANDB_MODE", "offline")
+    # Lightning only sets WANDB_MODE for offline runs, which wandb ignores once a run was set up
+    # in this process; an explicit mode always wins.
+    extra = {"mode": "offline"} if offline else {}
     logger = host.WandbLogger(
         name=str(cfg.name),
         project=str(OmegaConf.select(cfg, "wandb.project", default="occon-plugin")),
@@ -44,6 +45,7 @@ def make_wandb_logger(cfg: DictConfig, save_dir: Path, run_id: Optional[str] = N
         save_dir=str(save_dir),
         id=run_id,
         resume="allow" if run_id else None,
+        **extra,
     )
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return logger

@@ -201,37 +201,46 @@ def training_step_output_loss(out: Any):
 # --------------------------------------------------------------------------------------------
 # Data: the host's per-view transform from one item of main's ``augmentations`` list.
 # --------------------------------------------------------------------------------------------
-def build_view_transform(aug_cfg: DictConfig, mean=(0.485, 0.456, 0.406), std=(0.228, 0.224, 0.225)):
+# Keys of one item of main's ``augmentations`` list; a missing key means "off" on both hosts.
+VIEW_DEFAULTS = {
+    "rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
+    "color_jitter": {"prob": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0},
+    "grayscale": {"prob": 0.0},
+    "gaussian_blur": {"prob": 0.0, "sigma_min": 0.1, "sigma_max": 2.0},
+    "solarization": {"prob": 0.0},
+    "equalization": {"prob": 0.0},
+    "horizontal_flip": {"prob": 0.0},
+    "crop_size": 224,
+    "num_crops": 1,
+}
+
+
+def build_view_transform(aug_cfg, mean=(0.485, 0.456, 0.406), std=(0.228, 0.224, 0.225)):
     """The host's own single-view pretraining transform (PIL image -> normalised tensor)."""
-    if GENERATION == "main":  # pragma: no cover - exercised in the solo-learn main venv
+    aug = OmegaConf.merge(OmegaConf.create(VIEW_DEFAULTS), aug_cfg)
+    if GENERATION == "main":
         from solo.data.pretrain_dataloader import build_transform_pipeline
 
-        return build_transform_pipeline("custom", aug_cfg)
+        aug.mean, aug.std = list(mean), list(std)
+        return build_transform_pipeline("custom", aug)
     from solo.utils.pretrain_dataloader import CustomTransform
 
-    def prob(key: str, default: float) -> float:
-        return float(_select(aug_cfg, key, default))
-
-    crop_scale_min = prob("rrc.crop_min_scale", 0.08)
-    crop_scale_max = prob("rrc.crop_max_scale", 1.0)
-    if not bool(_select(aug_cfg, "rrc.enabled", True)):
-        crop_scale_min = crop_scale_max = 1.0
-    for unsupported in ("equalization.prob",):
-        if prob(unsupported, 0.0) > 0:
-            raise ValueError(f"augmentations: {unsupported} > 0 is not supported by solo-learn 1.0.2")
+    if aug.equalization.prob > 0:
+        raise ValueError("augmentations: equalization.prob > 0 is not supported by solo-learn 1.0.2")
+    scale = (aug.rrc.crop_min_scale, aug.rrc.crop_max_scale) if aug.rrc.enabled else (1.0, 1.0)
     return CustomTransform(
-        brightness=prob("color_jitter.brightness", 0.4),
-        contrast=prob("color_jitter.contrast", 0.4),
-        saturation=prob("color_jitter.saturation", 0.4),
-        hue=prob("color_jitter.hue", 0.1),
-        color_jitter_prob=prob("color_jitter.prob", 0.8),
-        gray_scale_prob=prob("grayscale.prob", 0.2),
-        horizontal_flip_prob=prob("horizontal_flip.prob", 0.5),
-        gaussian_prob=prob("gaussian_blur.prob", 0.5),
-        solarization_prob=prob("solarization.prob", 0.0),
-        min_scale=crop_scale_min,
-        max_scale=crop_scale_max,
-        crop_size=int(_select(aug_cfg, "crop_size", 224)),
+        brightness=aug.color_jitter.brightness,
+        contrast=aug.color_jitter.contrast,
+        saturation=aug.color_jitter.saturation,
+        hue=aug.color_jitter.hue,
+        color_jitter_prob=aug.color_jitter.prob,
+        gray_scale_prob=aug.grayscale.prob,
+        horizontal_flip_prob=aug.horizontal_flip.prob,
+        gaussian_prob=aug.gaussian_blur.prob,
+        solarization_prob=aug.solarization.prob,
+        min_scale=scale[0],
+        max_scale=scale[1],
+        crop_size=int(aug.crop_size),
         mean=mean,
         std=std,
     )

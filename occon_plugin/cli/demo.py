@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from occon_plugin.atomic import atomic_path
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
@@ -59,9 +59,8 @@ def export_skimage_photos(dst: Path, names=SKIMAGE_PHOTOS, max_side: int | None 
             pil = Image.fromarray(image[..., :3].astype(np.uint8))
             if max_side and max(pil.size) > max_side:
                 pil.thumbnail((max_side, max_side), Image.BICUBIC)
-            tmp = target.with_suffix(".tmp.jpg")
-            pil.save(tmp, quality=95)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                pil.save(tmp, quality=95)
         written.append(target)
     return written
 
@@ -87,9 +86,8 @@ def make_probe_dataset(images: list[Path], dst: Path, crops_per_split=(6, 3), se
                     continue
                 side = int(min(w, h) * rng.uniform(0.4, 0.9))
                 x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-                tmp = target.with_suffix(".tmp.jpg")
-                image.crop((x, y, x + side, y + side)).resize((160, 160)).save(tmp, quality=90)
-                os.replace(tmp, target)
+                with atomic_path(target) as tmp:
+                    image.crop((x, y, x + side, y + side)).resize((160, 160)).save(tmp, quality=90)
     return dst
 
 
@@ -150,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
                  ["++method_kwargs.proj_hidden_dim=512", "++method_kwargs.pred_hidden_dim=512"])
         cmd = [py, SCRIPTS / "pretrain" / "main_pretrain.py",
                "--config-path", SCRIPTS / "pretrain" / "custom", "--config-name", f"{method}.yaml",
-               f"++name=demo", f"++data.train_path={images_dir}", "++data.num_workers=0",
+               "++name=demo", f"++data.train_path={images_dir}", "++data.num_workers=0",
                f"++occon.store={store}",
                "++occon.oa_crop.enabled=true", "++occon.bg_mixup.enabled=true",
                f"++optimizer.batch_size={args.batch_size}", f"++max_steps={args.steps}", "++max_epochs=100",

@@ -11,13 +11,13 @@ writes ``<checkpoint.dir>/<method>/<name>/{last.ckpt,final.ckpt,config.yaml}``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from occon_plugin import host, register
+from occon_plugin.atomic import atomic_path
 from occon_plugin.cli._hydra import solo_style_main
 from occon_plugin.config import complete_pretrain_cfg
 from occon_plugin.images import list_images
@@ -26,12 +26,6 @@ from occon_plugin.tracking import make_wandb_logger
 
 def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.checkpoint.dir) / str(cfg.method) / str(cfg.name)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def build_train_data(cfg: DictConfig):
@@ -101,21 +95,20 @@ def pretrain(cfg: DictConfig) -> Path:
         trainer.fit(model, train_dataloaders=train_loader, ckpt_path=ckpt_path)
 
     final = out_dir / "final.ckpt"
-    atomic_torch_save(
-        {
-            "state_dict": model.state_dict(),
-            "global_step": trainer.global_step,
-            "epoch": trainer.current_epoch,
-            "occon": {
-                "method": str(cfg.method),
-                "backbone": str(cfg.backbone.name),
-                "host_generation": host.GENERATION,
-                "checkpoint_layout": host.CHECKPOINT_LAYOUT,
-                "cfg": OmegaConf.to_container(cfg, resolve=True),
-            },
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "global_step": trainer.global_step,
+        "epoch": trainer.current_epoch,
+        "occon": {
+            "method": str(cfg.method),
+            "backbone": str(cfg.backbone.name),
+            "host_generation": host.GENERATION,
+            "checkpoint_layout": host.CHECKPOINT_LAYOUT,
+            "cfg": OmegaConf.to_container(cfg, resolve=True),
         },
-        final,
-    )
+    }
+    with atomic_path(final) as tmp:
+        torch.save(checkpoint, tmp)
     summary = {"checkpoint": str(final), "global_step": int(trainer.global_step), "host": host.describe()}
     print("[occon] pretraining done: " + json.dumps(summary))
     return final

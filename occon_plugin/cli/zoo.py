@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from occon_plugin.zoo.registry import ZooError, fetch, get_entry, load_manifest, local_path, verify
+from occon_plugin.zoo.registry import ZooError, fetch, get_entry, load_manifest, verify
 
 
 def _list(args) -> int:

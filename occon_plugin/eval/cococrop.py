@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from occon_plugin.images import BadImageError, list_images, load_image
+from occon_plugin.atomic import atomic_path
 
 
 def crop_box(x: float, y: float, w: float, h: float, width: int, height: int, margin: float) -> tuple[int, ...]:
@@ -67,9 +66,7 @@ def build_coco_crop(json_path, out_dir, image_root=None, margin: float = 0.2, mi
                     bad.append(str(err))
                     continue
                 x0, y0, x1, y1 = crop_box(*ann["bbox"], image.shape[1], image.shape[0], margin)
-                fd, tmp = tempfile.mkstemp(suffix=".jpg", dir=folder)
-                os.close(fd)
-                Image.fromarray(image[y0:y1, x0:x1]).save(tmp, quality=95)
-                os.replace(tmp, target)
+                with atomic_path(target, suffix=".jpg") as tmp:
+                    Image.fromarray(image[y0:y1, x0:x1]).save(tmp, quality=95)
             counts[split] += 1
     return {"classes": kept, "train": counts["train"], "test": counts["test"], "bad_images": bad}

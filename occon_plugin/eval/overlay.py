@@ -1,13 +1,12 @@
 """Overlays for eyes: a CAM heat map blended over the image, with predicted and GT boxes (PIL only)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+from occon_plugin.atomic import atomic_path
 
 PRED_COLOR = (255, 255, 0)  # yellow: estimated boxes
 GT_COLOR = (0, 255, 0)  # green: ground truth
@@ -39,13 +38,6 @@ def render_overlay(image: np.ndarray, cam: np.ndarray, pred_boxes: Optional[Sequ
 def save_png(array: np.ndarray, path) -> Path:
     """Write an RGB uint8 array as PNG atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -4,24 +4,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-
-def atomic_write_text(path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from occon_plugin.atomic import atomic_path, atomic_write_text  # noqa: F401  (re-exported)
 
 
 def _json_default(value: Any):
@@ -65,7 +51,8 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 
 
 def init_wandb(cfg, out_dir, job_type: str):
-    """A W&B run, offline unless ``WANDB_API_KEY`` is set and ``wandb.offline=false``; None if disabled.
+    """A W&B run (offline by the project's one rule, :func:`occon_plugin.tracking.wandb_offline`);
+    None if disabled.
 
     ``cfg.wandb``: ``{enabled: bool, offline: bool, project: str, entity: str|null, name: str|null}``.
     """
@@ -75,7 +62,9 @@ def init_wandb(cfg, out_dir, job_type: str):
     import wandb
     from omegaconf import OmegaConf
 
-    online = bool(os.environ.get("WANDB_API_KEY")) and not wb.get("offline", True)
+    from occon_plugin.tracking import wandb_offline
+
+    online = not wandb_offline(OmegaConf.create({"wandb": dict(wb)}))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return wandb.init(mode="online" if online else "offline", dir=str(out_dir), project=wb.get("project", "occon"),
                       entity=wb.get("entity"), name=wb.get("name"), job_type=job_type,
@@ -130,14 +119,6 @@ def save_png_palette(array, path, colors: int = 256) -> Path:
 
     buf = io.BytesIO()
     Image.fromarray(np.asarray(array, dtype=np.uint8)).quantize(colors=colors).save(buf, format="PNG", optimize=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    return Path(path)

@@ -1,9 +1,9 @@
 """The on-disk store layout (see docs/store-format.md) and its small shared helpers."""
 from __future__ import annotations
 
+from occon_plugin.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401  (part of the store API)
+
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -96,26 +96,6 @@ def decode_mask_png(path: Path) -> np.ndarray:
     if mask is None or mask.ndim != 2 or mask.dtype != np.uint8:
         raise ValueError(f"mask file {path} is not an 8-bit grayscale PNG")
     return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + fsync + ``os.replace``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_index_lines(path: Path) -> tuple[list[dict], int]:

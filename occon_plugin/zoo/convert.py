@@ -29,13 +29,12 @@ how CAMs and features are computed. Other projector layouts are dropped (``meta.
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+from occon_plugin.atomic import atomic_path
 
 # Layouts written by code outside solo-learn; solo-learn's own come from the host adapter.
 EXTRA_LAYOUTS: Dict[str, Dict[str, str]] = {
@@ -239,15 +238,8 @@ def save_occon_checkpoint(d: Dict[str, Any], path) -> Path:
     """Validate and write an occon checkpoint atomically (temp file in the same folder + rename)."""
     path = Path(path)
     validate_occon_checkpoint(d, "save_occon_checkpoint")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(d, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(d, tmp)
     return path
 
 

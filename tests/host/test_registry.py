@@ -1,5 +1,4 @@
 """Registration of the object-aware methods in the host's METHODS."""
-import warnings
 from importlib.metadata import entry_points
 
 import pytest

@@ -246,6 +246,12 @@ def build_view_transform(aug_cfg, mean=(0.485, 0.456, 0.406), std=(0.228, 0.224,
     )
 
 
+# Trainer keywords that keep a loader's own (DDP-aware) sampler instead of Lightning's.
+KEEP_SAMPLER: Dict[str, Any] = (
+    {"use_distributed_sampler": False} if GENERATION == "main" else {"replace_sampler_ddp": False}
+)
+
+
 def make_trainer(cfg: DictConfig, **overrides):
     """A Lightning ``Trainer`` from the cfg's top-level Lightning keys (unknown keys ignored)."""
     valid = inspect.signature(Trainer.__init__).parameters

@@ -156,29 +156,49 @@ class OcconPretrainDataset(Dataset):
         return index, views, target, info
 
 
+def _distributed_rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class SeededRandomSampler(Sampler):
     """Shuffles like ``RandomSampler`` and gives every sample its own seed: yields ``(index, seed)``.
 
     Both come from ``[seed, epoch]``; ``epoch`` advances on each pass (and follows Lightning's
     ``set_epoch`` calls), so augmentations differ per epoch yet a run is reproducible and does not
-    depend on which worker loads which sample.
+    depend on which worker loads which sample. Under DDP each rank takes every ``world``-th entry of
+    the same global order (ranks are read when iterating, after Lightning set up the process group;
+    Lightning must not swap in its own sampler, see ``host.KEEP_SAMPLER``), so the samples and their
+    seeds do not depend on the number of processes.
     """
 
-    def __init__(self, n: int, seed: int = 0):
+    def __init__(self, n: int, seed: int = 0, rank: int | None = None, num_replicas: int | None = None):
         self.n, self.seed, self.epoch = int(n), int(seed), 0
+        self.rank, self.num_replicas = rank, num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def _shard(self) -> tuple[int, int]:
+        rank, world = _distributed_rank_and_world()
+        return (rank if self.rank is None else self.rank,
+                world if self.num_replicas is None else self.num_replicas)
+
     def __len__(self) -> int:
-        return self.n
+        return self.n // self._shard()[1]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        rank, world = self._shard()
         rng = np.random.default_rng([self.seed & (2**63 - 1), self.epoch])
         order = rng.permutation(self.n)
         seeds = rng.integers(2**62, size=self.n)
         self.epoch += 1
-        return iter(zip(order.tolist(), seeds.tolist()))
+        per_rank = self.n // world  # equal shares: the remainder is dropped this epoch, as DistributedSampler
+        mine = slice(rank, per_rank * world, world)
+        return iter(zip(order[mine].tolist(), seeds[mine].tolist()))
 
 
 def _select(cfg: Any, key: str, default: Any = None) -> Any:

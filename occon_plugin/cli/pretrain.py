@@ -88,6 +88,7 @@ def pretrain(cfg: DictConfig) -> Path:
         callbacks=callbacks,
         enable_checkpointing=bool(cfg.checkpoint.enabled),
         default_root_dir=str(out_dir),
+        **host.KEEP_SAMPLER,  # the pipelines shard per rank themselves (same samples for any world size)
     )
     if datamodule is not None:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

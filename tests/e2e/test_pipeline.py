@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from occon_plugin.cli.demo import export_skimage_photos, make_probe_dataset
+from occon_plugin.cli.demo import make_probe_dataset
+from occon_plugin.images.bundled import export_skimage_photos
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"

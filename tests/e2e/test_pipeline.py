@@ -136,3 +136,16 @@ def test_store_for_another_folder_is_rejected_before_training(photos_and_store, 
     message = proc.stdout + proc.stderr
     assert "3" in message and "retina.jpg" in message  # how many and which images lack an entry
     assert "Epoch 0" not in message  # nothing trained
+
+
+def test_interrupted_pretraining_resumes_from_last_checkpoint(photos_and_store, tmp_path):
+    root, photos, store = photos_and_store
+    base = [a for a in pretrain_cmd("mocov2_occon", photos, store, tmp_path / "t", "image_folder", steps=2)
+            if not str(a).startswith("++max_steps")]
+    # 8 photos / batch 4 = 2 steps per epoch: the first run stops after epoch 0 with last.ckpt written
+    first = done_line(run(base + ["++max_steps=2", "++auto_resume.enabled=true"], cwd=tmp_path),
+                      "[occon] pretraining done: ")
+    assert first["global_step"] == 2
+    log = run(base + ["++max_steps=4", "++auto_resume.enabled=true"], cwd=tmp_path)
+    assert "[occon] resuming from" in log and "last.ckpt" in log
+    assert done_line(log, "[occon] pretraining done: ")["global_step"] == 4

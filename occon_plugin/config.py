@@ -15,8 +15,12 @@ class ConfigError(ValueError):
     """A config key is missing or holds a bad value; the message names the key."""
 
 
-def select(cfg: DictConfig, key: str, default: Any = None) -> Any:
-    return OmegaConf.select(cfg, key, default=default)
+def select(cfg: DictConfig | dict, key: str, default: Any = None) -> Any:
+    """``cfg.<key>`` (dotted, ``a[0].b`` too) of a DictConfig or plain dict; ``default`` if missing or null."""
+    if isinstance(cfg, dict):
+        cfg = OmegaConf.create(cfg)
+    value = OmegaConf.select(cfg, key, default=default)
+    return default if value is None else value
 
 
 def set_default(cfg: DictConfig, key: str, value: Any) -> None:

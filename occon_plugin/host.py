@@ -120,7 +120,10 @@ _patch_momentum_batch_end()
 # Constructors: the plugin speaks main's cfg; 1.0.2 wants flat keyword arguments.
 # --------------------------------------------------------------------------------------------
 def _select(cfg: DictConfig, key: str, default: Any = None) -> Any:
-    value = OmegaConf.select(cfg, key, default=default)
+    """:func:`occon_plugin.config.select` as plain Python values (the 1.0.2 constructors want them)."""
+    from occon_plugin.config import select
+
+    value = select(cfg, key, default)
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 

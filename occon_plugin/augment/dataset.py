@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from occon_plugin.augment.config import OcconConfig, parse_occon_config
 from occon_plugin.augment.semantics import Partner, choose_partner, sample_seed
 from occon_plugin.augment.torchvision_pipeline import TorchvisionObjectAware, ViewTransform
+from occon_plugin.config import select
 from occon_plugin.images import BadImageError, list_images, load_image
 from occon_plugin.store import Store, StoreError, validate_store
 
@@ -201,14 +202,6 @@ class SeededRandomSampler(Sampler):
         return iter(zip(order[mine].tolist(), seeds[mine].tolist()))
 
 
-def _select(cfg: Any, key: str, default: Any = None) -> Any:
-    from omegaconf import OmegaConf
-
-    cfg = cfg if not isinstance(cfg, dict) else OmegaConf.create(cfg)
-    value = OmegaConf.select(cfg, key, default=default)
-    return default if value is None else value
-
-
 def build_view_transforms(augmentations: Any) -> list[ViewTransform]:
     """solo-learn main's ``augmentations`` list -> one host transform per view (``num_crops`` each)."""
     from omegaconf import OmegaConf
@@ -220,7 +213,7 @@ def build_view_transforms(augmentations: Any) -> list[ViewTransform]:
     transforms: list[ViewTransform] = []
     for i, item in enumerate(augmentations):
         item = OmegaConf.create(item) if isinstance(item, dict) else item
-        num_crops = int(_select(item, "num_crops", 1))
+        num_crops = int(select(item, "num_crops", 1))
         if num_crops < 1:
             raise ValueError(f"augmentations[{i}].num_crops={num_crops} must be >= 1")
         transform = host.build_view_transform(item)
@@ -230,20 +223,20 @@ def build_view_transforms(augmentations: Any) -> list[ViewTransform]:
 
 def loader_settings(cfg: Any) -> tuple[str, int, int]:
     """(``data.train_path``, ``optimizer.batch_size``, ``seed``), checked; shared by both pipelines."""
-    train_path = _select(cfg, "data.train_path")
+    train_path = select(cfg, "data.train_path")
     if train_path is None:
         raise ValueError("data.train_path is required: an image folder or a COCO json")
-    batch_size = _select(cfg, "optimizer.batch_size")
+    batch_size = select(cfg, "optimizer.batch_size")
     if batch_size is None or int(batch_size) < 1:
         raise ValueError(f"optimizer.batch_size={batch_size!r} must be a positive integer")
-    return train_path, int(batch_size), int(_select(cfg, "seed", 0))
+    return train_path, int(batch_size), int(select(cfg, "seed", 0))
 
 
 def build_dataset(cfg: Any, view_transforms: Sequence[ViewTransform]) -> "OcconPretrainDataset":
     """The images of ``data.train_path`` paired with the ``occon`` store (validated here)."""
     train_path, _, seed = loader_settings(cfg)
-    return OcconPretrainDataset(train_path, _select(cfg, "occon"), view_transforms, seed=seed,
-                                image_root=_select(cfg, "data.image_root"))
+    return OcconPretrainDataset(train_path, select(cfg, "occon"), view_transforms, seed=seed,
+                                image_root=select(cfg, "data.image_root"))
 
 
 def build_pretrain_dataloader(cfg: Any) -> DataLoader:
@@ -251,8 +244,8 @@ def build_pretrain_dataloader(cfg: Any) -> DataLoader:
     json), ``cfg.data.num_workers``, ``cfg.optimizer.batch_size``, ``cfg.augmentations``,
     ``cfg.occon`` and ``cfg.seed``. Store mismatches are reported here, before training."""
     train_path, batch_size, seed = loader_settings(cfg)
-    num_workers = int(_select(cfg, "data.num_workers", 0))
-    dataset = build_dataset(cfg, build_view_transforms(_select(cfg, "augmentations")))
+    num_workers = int(select(cfg, "data.num_workers", 0))
+    dataset = build_dataset(cfg, build_view_transforms(select(cfg, "augmentations")))
     if len(dataset) < int(batch_size):
         raise ValueError(f"data.train_path={train_path} has {len(dataset)} images, fewer than "
                          f"optimizer.batch_size={batch_size} (drop_last=True would give no batch)")

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from occon_plugin.augment.dataset import OcconPretrainDataset, _select, build_dataset, loader_settings
+from occon_plugin.augment.dataset import OcconPretrainDataset, build_dataset, loader_settings
+from occon_plugin.config import select
 from occon_plugin.host import LightningDataModule
 from occon_plugin.images import BadImageError, image_size
 
@@ -96,7 +97,7 @@ def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> tuple
     from ``cfg.data.train_path`` (+ ``cfg.data.image_root``), ``cfg.optimizer.batch_size``,
     ``cfg.augmentations``, ``cfg.occon`` and ``cfg.seed``; the store is validated here."""
     train_path, batch_size, seed = loader_settings(cfg)
-    views = views_from_cfg(_select(cfg, "augmentations"))
+    views = views_from_cfg(select(cfg, "augmentations"))
     dataset = build_dataset(cfg, [_identity] * len(views))
     records = records_from_dataset(dataset, need_sizes=dataset.cfg.oa_crop)
     if len(records) // num_shards < int(batch_size):
@@ -107,7 +108,7 @@ def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> tuple
 
 
 def dali_device(cfg: Any) -> str:
-    device = str(_select(cfg, "dali.device", "gpu"))
+    device = str(select(cfg, "dali.device", "gpu"))
     if device not in ("gpu", "cpu"):
         raise ValueError(f"dali.device={device!r} must be 'gpu' or 'cpu'")
     if device == "gpu" and not torch.cuda.is_available():
@@ -120,12 +121,12 @@ def build_dali_loader(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> Objec
     ``cfg.data.num_workers`` (DALI threads) and ``cfg.dali.py_workers`` (processes running the
     external source; default 0 = in the training process)."""
     device = dali_device(cfg)
-    py_workers = _select(cfg, "dali.py_workers", 0)
+    py_workers = select(cfg, "dali.py_workers", 0)
     if not isinstance(py_workers, int) or isinstance(py_workers, bool) or py_workers < 0:
         raise ValueError(f"dali.py_workers={py_workers!r} must be an integer >= 0")
     source, views = build_dali_source(cfg, shard_id, num_shards)
-    return ObjectAwareDALILoader(source, views, device=device, seed=int(_select(cfg, "seed", 0)),
-                                 num_threads=max(1, int(_select(cfg, "data.num_workers", 2))),
+    return ObjectAwareDALILoader(source, views, device=device, seed=int(select(cfg, "seed", 0)),
+                                 num_threads=max(1, int(select(cfg, "data.num_workers", 2))),
                                  py_workers=py_workers)
 
 

@@ -10,9 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A config key is missing or holds a bad value; the message names the key."""
+from occon_plugin.errors import ConfigError  # noqa: F401  (re-exported)
 
 
 def select(cfg: DictConfig | dict, key: str, default: Any = None) -> Any:

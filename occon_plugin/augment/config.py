@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from occon_plugin.errors import ConfigError
 from occon_plugin.store import POLICIES
 
 # Paper §3.3 / App. E.2: p_mix = 0.4 for MoCo v2 (0.3 for BYOL); App. B.3: masks binarized at 0.2.
@@ -16,7 +17,7 @@ _OA_CROP_KEYS = {"enabled"}
 _BG_MIXUP_KEYS = {"enabled", "p_mix", "hard", "hard_threshold", "views"}
 
 
-class OcconConfigError(ValueError):
+class OcconConfigError(ConfigError):
     """An ``occon.*`` value that cannot be used; the message names the key and what to do."""
 
 

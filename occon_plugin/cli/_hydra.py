@@ -1,12 +1,32 @@
 """Small helpers shared by the Hydra entry points."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, TypeVar
 
 import hydra
 from omegaconf import DictConfig
+
+from occon_plugin.errors import USAGE_EXIT_CODE, OcconError, format_error
+
+F = TypeVar("F", bound=Callable)
+
+
+def exit_on_bad_input(fn: F) -> F:
+    """Run ``fn``; an :class:`~occon_plugin.errors.OcconError` (bad input) becomes one line on
+    stderr and exit status 2. Put it *under* ``@hydra.main`` so Hydra never sees the error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OcconError as err:
+            print(format_error(err), file=sys.stderr)
+            sys.exit(USAGE_EXIT_CODE)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def absolutize_config_path(argv: Optional[List[str]] = None) -> None:
@@ -26,16 +46,12 @@ def absolutize_config_path(argv: Optional[List[str]] = None) -> None:
 
 def solo_style_main(job: Callable[[DictConfig], object]) -> Callable[[], None]:
     """A console entry point running ``job(cfg)`` on the YAML given by ``--config-path/--config-name``
-    (solo-learn's command line); a :class:`~occon_plugin.config.ConfigError` exits 2 with its message."""
-    from occon_plugin.config import ConfigError
+    (solo-learn's command line); bad input (:class:`~occon_plugin.errors.OcconError`) exits 2 with one line."""
 
     @hydra.main(version_base="1.2", config_path=None, config_name=None)
+    @exit_on_bad_input
     def _hydra_main(cfg: DictConfig) -> None:
-        try:
-            job(cfg)
-        except ConfigError as err:
-            print(f"[occon] config error: {err}", file=sys.stderr)
-            sys.exit(2)
+        job(cfg)
 
     def main() -> None:
         absolutize_config_path()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish, setup_torch
 from occon_plugin.eval.bgchallenge import background_challenge
 from occon_plugin.zoo.models import load_feature_model
@@ -30,6 +31,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="eval_bgchallenge", version_base="1.2")
+@exit_on_bad_input
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 import hydra
 from omegaconf import DictConfig
 
+from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish, setup_torch
 from occon_plugin.eval.features import extract_features
 from occon_plugin.eval.linear import linear_eval
@@ -40,6 +41,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="eval_linear", version_base="1.2")
+@exit_on_bad_input
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish
 from occon_plugin.eval.groundtruth import iter_ground_truth
 from occon_plugin.eval.localization import evaluate_localization
@@ -52,6 +53,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="eval_localization", version_base="1.2")
+@exit_on_bad_input
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

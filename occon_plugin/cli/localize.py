@@ -12,6 +12,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from occon_plugin.cli._hydra import exit_on_bad_input
+from occon_plugin.errors import ConfigError
 from occon_plugin.localize.runner import LocalizeSettings, check_settings, run_localize
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
@@ -25,7 +27,7 @@ def settings_from_config(cfg: DictConfig) -> LocalizeSettings:
         settings = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
-        raise ValueError(f"bad localize config{f' key {key!r}' if key else ''}: {getattr(err, 'msg', err)}") from None
+        raise ConfigError(f"bad localize config{f' key {key!r}' if key else ''}: {getattr(err, 'msg', err)}") from None
     check_settings(settings)
     return settings
 
@@ -59,6 +61,7 @@ def _report(summary: dict) -> None:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="localize", version_base="1.2")
+@exit_on_bad_input
 def main(cfg: DictConfig) -> None:
     settings = settings_from_config(cfg)
     _init_distributed(settings)

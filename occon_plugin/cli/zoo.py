@@ -5,7 +5,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from occon_plugin.zoo.registry import ZooError, fetch, get_entry, load_manifest, verify
+from occon_plugin.errors import USAGE_EXIT_CODE, OcconError, format_error
+from occon_plugin.zoo.registry import fetch, get_entry, load_manifest, verify
 
 
 def _list(args) -> int:
@@ -74,8 +75,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ZooError, FileNotFoundError, ValueError) as err:
-        print(f"occon-zoo: error: {err}", file=sys.stderr)
+    except OcconError as err:
+        print(format_error(err), file=sys.stderr)
+        return USAGE_EXIT_CODE
+    except (FileNotFoundError, ValueError) as err:
+        print(format_error(err), file=sys.stderr)
         return 1
 
 

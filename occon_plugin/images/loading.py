@@ -6,12 +6,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from occon_plugin.errors import DataError
+
 # EXIF orientations that swap width and height (transpose, rotate 90/270, transverse).
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 _EXIF_ORIENTATION_TAG = 274
 
 
-class BadImageError(Exception):
+class BadImageError(DataError):
     """An image that cannot be decoded; long runs catch it, count it and go on."""
 
     def __init__(self, path: str | Path, reason: str):

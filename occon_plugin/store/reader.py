@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from occon_plugin.errors import DataError
 from occon_plugin.store.format import (INDEX_FILE, MANIFEST_FILE, RANK_INDEX_GLOB, SCHEMA_NAME, SCHEMA_VERSION,
                                        StoreEntry, decode_mask_png, mask_from_u8, mask_relpath,
                                        read_index_lines)
 
 
-class StoreError(RuntimeError):
+class StoreError(DataError, RuntimeError):
     """A store folder that cannot be used as it is."""
 
 

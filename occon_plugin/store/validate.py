@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from occon_plugin.errors import DataError
 from occon_plugin.images import BadImageError, ImageList, image_size
 from occon_plugin.store.reader import Store
 
@@ -10,7 +11,7 @@ POLICIES = ("error", "skip", "full_image")
 _SHOW = 10
 
 
-class StoreMismatchError(RuntimeError):
+class StoreMismatchError(DataError, RuntimeError):
     """The store does not cover the image list (missing, extra or changed images)."""
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from occon_plugin.errors import DataError
 from occon_plugin.store.format import (INDEX_FILE, MANIFEST_FILE, MASK_DIR, RANK_INDEX_GLOB, SCHEMA_NAME,
                                        SCHEMA_VERSION, StoreEntry, atomic_write_bytes, atomic_write_json,
                                        encode_mask_png, mask_relpath, rank_index_file, read_index_lines)
 
 
-class StoreSettingsMismatchError(RuntimeError):
+class StoreSettingsMismatchError(DataError, RuntimeError):
     """Resuming into a store that was started with other settings or another model."""
 
 

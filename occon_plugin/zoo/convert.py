@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+
 from occon_plugin.atomic import atomic_path
+from occon_plugin.errors import CheckpointError  # noqa: F401  (re-exported)
 
 # Layouts written by code outside solo-learn; solo-learn's own come from the host adapter.
 EXTRA_LAYOUTS: Dict[str, Dict[str, str]] = {
@@ -62,10 +64,6 @@ _RESNETS = {(2, False): "resnet18", (6, False): "resnet34", (6, True): "resnet50
             (23, True): "resnet101", (36, True): "resnet152"}
 _MLP_KEYS = {"0.weight", "0.bias", "2.weight", "2.bias"}  # Linear, ReLU, Linear
 _BN_KEYS = {"1.weight", "1.bias", "1.running_mean", "1.running_var"}  # Linear, BN, ReLU, Linear
-
-
-class CheckpointError(ValueError):
-    """A checkpoint whose layout is not one this module reads; the message says what was found."""
 
 
 class _StandIn:

@@ -21,6 +21,8 @@ from urllib.parse import urlparse
 
 import yaml
 
+from occon_plugin.errors import OcconError
+
 REQUIRED_FIELDS = ("name", "architecture", "host_generation", "method", "dataset", "epochs", "metrics",
                    "url", "sha256", "license")
 # Repository checkout: <repo>/zoo/manifest.yaml beside the package; a regular (non-editable)
@@ -30,7 +32,7 @@ _INSTALLED_MANIFEST = Path(sys.prefix) / "share" / "occon-plugin" / "zoo" / "man
 DEFAULT_MANIFEST = _CHECKOUT_MANIFEST if _CHECKOUT_MANIFEST.is_file() else _INSTALLED_MANIFEST
 
 
-class ZooError(RuntimeError):
+class ZooError(OcconError, RuntimeError):
     """A zoo operation that cannot be done; the message says why and what to do."""
 
 

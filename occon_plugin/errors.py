@@ -1,0 +1,35 @@
+"""The one error root of occon-plugin.
+
+Every error raised for *bad input* (a config key, a file, a store, a checkpoint, ground truth)
+derives from :class:`OcconError`. The command-line entry points catch it and print one line
+``[occon] error: <message>`` to stderr and exit with status 2 (a usage error); anything else is a
+bug and keeps its traceback. Messages name the key or file and say what to do.
+
+Subclasses keep a second, built-in base (``ValueError``, ``RuntimeError``) where callers relied on
+it before this module existed.
+"""
+from __future__ import annotations
+
+USAGE_EXIT_CODE = 2
+
+
+class OcconError(Exception):
+    """Bad input: the message names the key or file and what to do. CLIs: one line, exit 2."""
+
+
+class ConfigError(OcconError, ValueError):
+    """A config key is missing or holds a bad value; the message names the key."""
+
+
+class DataError(OcconError):
+    """A dataset, image folder, annotation file or store that cannot be used as it is."""
+
+
+class CheckpointError(OcconError, ValueError):
+    """A checkpoint that cannot be read or mapped to a supported model."""
+
+
+def format_error(err: BaseException) -> str:
+    """The one-line form the CLIs print (newlines folded)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"[occon] error: {text}"

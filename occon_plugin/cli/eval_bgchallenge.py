@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish, setup_torch
 from occon_plugin.eval.bgchallenge import background_challenge
-from occon_plugin.zoo.models import load_feature_model
+from occon_plugin.models import load_feature_model
 
 
 def run(cfg: DictConfig) -> dict:

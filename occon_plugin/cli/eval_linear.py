@@ -14,7 +14,7 @@ from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish, setup_torch
 from occon_plugin.eval.features import extract_features
 from occon_plugin.eval.linear import linear_eval
-from occon_plugin.zoo.models import load_feature_model
+from occon_plugin.models import load_feature_model
 
 
 def run(cfg: DictConfig) -> dict:

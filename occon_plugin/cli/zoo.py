@@ -37,13 +37,21 @@ def _verify(args) -> int:
 
 
 def _convert(args) -> int:
-    from occon_plugin.zoo.convert import load_checkpoint, save_occon_checkpoint
+    from occon_plugin.models.checkpoint import mlp_layers
+    from occon_plugin.zoo.convert import convert
 
-    d = load_checkpoint(args.src, use_momentum=args.momentum)
-    save_occon_checkpoint(d, args.dst)
-    proj = d["projector_dims"] or "none"
-    print(f"{args.src} ({d['meta'].get('source_layout', 'occon')}) -> {args.dst}: {d['arch']}, projector {proj}")
-    for key in ("projector_bn_folded", "projector_dropped"):
+    d = convert(args.src, args.dst, use_momentum=args.momentum)
+
+    def head(state):
+        if state is None:
+            return "none"
+        return "-".join(l[0] if l[0] != "linear" else f"linear({l[1]}->{l[2]})" for l in mlp_layers(state))
+
+    stem = " (CIFAR stem)" if d["arch_kwargs"].get("cifar_stem") else ""
+    print(f"{args.src} ({d['meta'].get('source_layout', 'occon')}) -> {args.dst}: {d['arch']}{stem}, "
+          f"projector {head(d['projector'])}, predictor {head(d.get('predictor'))}, "
+          f"normalization {d['normalization']['source']}")
+    for key in ("projector_dropped", "predictor_dropped", "stripped_prefixes", "backbone_head_dropped"):
         if key in d["meta"]:
             print(f"  {key}: {d['meta'][key]}")
     return 0
@@ -63,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", default=None, help="file to check (default: where fetch puts it)")
     p.add_argument("--dir", default=None)
     p.set_defaults(func=_verify)
-    p = sub.add_parser("convert", help="convert a solo-learn / authors' / torchvision checkpoint to occon-ckpt/1")
+    p = sub.add_parser("convert", help="convert a solo-learn / authors' / torchvision / timm checkpoint to occon-ckpt/2")
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--momentum", action="store_true", help="take the momentum encoder and projector")

@@ -1,9 +1,10 @@
 """Localization baselines that use no contrastive score: classifier Grad-CAM, a centred Gaussian, the whole image.
 
 * Classifier CAM: Grad-CAM of the top-1 ImageNet logit through the EfficientNet-Lite0 classifier
-  ``_fc`` (which ``load_cam_model`` drops from ``z``). The weights are Eq. (2) of the paper with the
-  class logit in place of the contrastive score: ``alpha_k = ReLU(mean_ij d logit_c / dA_kij)``; the map
-  itself comes from :func:`occon_plugin.localize.cam.cam_from_activations`.
+  ``_fc`` (which the model loader drops from ``z``). It runs on the same CAM engine as ContraCAM
+  (:func:`occon_plugin.localize.engine.run_cam`, T=1) with the class logit as the score
+  (:class:`~occon_plugin.localize.engine.ClassifierScore`) in place of the contrastive score: the weights
+  are Eq. (2) of the paper, ``alpha_k = ReLU(mean_ij d logit_c / dA_kij)``.
 * Centred Gaussian prior: the "objects sit in the middle" guess, a fixed map with no image input.
 * Whole image: the whole frame as mask and as the one box.
 """
@@ -16,8 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from occon_plugin.eval.boxes import CORLOC_IOU, box_iou_inclusive, resize_boxes
-from occon_plugin.localize.backbones import CamModel
-from occon_plugin.localize.cam import cam_from_activations
+from occon_plugin.localize.cam import activation_gradient_from_pooled, cam_from_weights, relu_mean_weights
+from occon_plugin.localize.engine import ClassifierScore, run_cam
+from occon_plugin.models import CamModel
 
 DEFAULT_SIGMA_FRACTION = 0.25
 
@@ -44,38 +46,32 @@ def classifier_gradcam(activations: Tensor, classifier: nn.Module, classes: Tens
                        size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
     """Grad-CAM (B,1,H,W) in [0,1] of class logits for activations A (B,K,h,w) and the classes used (B,).
 
-    The classifier reads globally average-pooled A, as in the network. ``classes`` None: the top-1
-    class of each image. A map with no positive evidence is all zeros (never NaN).
+    The classifier reads globally average-pooled A, as in the network (so dS/dA is the closed form of
+    the engine). ``classes`` None: the top-1 class of each image. A map with no positive evidence is all
+    zeros (never NaN).
     """
     if activations.dim() != 4:
         raise ValueError(f"activations must be (B,K,h,w); got {tuple(activations.shape)}")
+    activations = activations.detach()
+    score = ClassifierScore(classifier, classes)
     with torch.enable_grad():
-        pooled = CamModel.pool(activations.detach()).requires_grad_(True)
-        logits = classifier(pooled)
-        if classes is None:
-            classes = logits.argmax(dim=1)
-        classes = torch.as_tensor(classes, device=logits.device).long().reshape(-1)
-        if classes.shape[0] != logits.shape[0]:
-            raise ValueError(f"{classes.shape[0]} classes for a batch of {logits.shape[0]} images")
-        score = logits.gather(1, classes[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, pooled)
-    return cam_from_activations(activations.detach(), grad, nsr=True, size=size), classes.detach()
+        pooled = activations.mean(dim=(2, 3)).requires_grad_(True)
+        (grad_pooled,) = torch.autograd.grad(score(pooled, []).sum(), pooled)
+    grad = activation_gradient_from_pooled(grad_pooled, tuple(activations.shape[-2:]))
+    return cam_from_weights(activations, relu_mean_weights(grad, activations), size), score.used.detach()
 
 
 def classifier_cam(model: CamModel, classifier: nn.Module, images: Tensor, expand: bool = False,
                    classes: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Classifier Grad-CAM of images (B,3,H,W) in [0,1] at the input size, and the classes used.
 
+    The engine's driver with ``iters=1`` and :class:`ClassifierScore`; the classifier reads
+    ``z = model.head(pooled)`` (the pooled feature itself for EfficientNet-Lite0, which has no projector).
     ``expand``: the same stride-1 last stage as ContraCAM's expansion trick (14x14 maps at 224).
     """
-    was_training = model.training
-    model.eval()  # BatchNorm on running statistics
-    try:
-        with torch.no_grad(), model.expansion(expand):
-            activations = model.features(images)
-    finally:
-        model.train(was_training)
-    return classifier_gradcam(activations, classifier, classes, size=tuple(images.shape[-2:]))
+    score = ClassifierScore(classifier, classes)
+    result = run_cam(model, images, score, relu_mean_weights, iters=1, expand=expand)
+    return result.mask, score.used.detach()
 
 
 def centered_gaussian(height: int, width: int, sigma_fraction: float = DEFAULT_SIGMA_FRACTION,

@@ -1,6 +1,9 @@
-"""Frozen features of an image folder: resize 256, centre crop 224 (configurable), ImageNet normalization.
+"""Frozen features of an image folder: resize 256, centre crop 224 (configurable), images in [0, 1].
 
-Unreadable images are skipped and counted (never fatal); labels come from the class sub-folders.
+The model normalizes its input itself, with the constants it was trained with
+(:class:`occon_plugin.models.FeatureModel`, from :func:`occon_plugin.models.load_feature_model`), so the
+transform here has no Normalize. Unreadable images are skipped and counted (never fatal); labels come from
+the class sub-folders.
 """
 from __future__ import annotations
 
@@ -14,13 +17,11 @@ from torchvision.transforms import v2 as T
 
 from occon_plugin.images import BadImageError, ImageList, list_images, load_image
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-def center_crop_transform(resize: int = 256, crop: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def center_crop_transform(resize: int = 256, crop: int = 224):
+    """PIL/uint8 image -> float (3, crop, crop) in [0, 1]: shorter side to ``resize`` (antialiased), centre crop."""
     return T.Compose([T.ToImage(), T.Resize(resize, antialias=True), T.CenterCrop(crop),
-                      T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)])
+                      T.ToDtype(torch.float32, scale=True)])
 
 
 class _Images(Dataset):
@@ -74,7 +75,7 @@ def labelled_listing(folder, classes: Optional[Sequence[str]] = None) -> tuple[I
 def extract_features(model: torch.nn.Module, folder, classes: Optional[Sequence[str]] = None,
                      resize: int = 256, crop: int = 224, batch_size: int = 64, num_workers: int = 0,
                      device: str = "cpu", progress: bool = True) -> Features:
-    """Run ``model`` (images -> (B, D) features) in eval mode over a class-folder tree."""
+    """Run ``model`` (images (B,3,H,W) in [0,1] -> (B, D) features) in eval mode over a class-folder tree."""
     from tqdm import tqdm
 
     listing, classes, labels = labelled_listing(folder, classes)

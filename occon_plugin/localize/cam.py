@@ -1,22 +1,48 @@
-"""Class activation map of paper Eq. (2) from spatial activations and the score's gradient.
+"""Class activation maps from activations and the score's gradient: the weight functions and the map.
+
+Paper Eq. (2)::
 
     alpha_k = ReLU(mean_ij dS/dA_kij),   CAM = Normalize(ReLU(sum_k alpha_k A_k))
 
-z depends on A only through global average pooling p_k = mean_ij A_kij, so
-dS/dA_kij = dS/dp_k / (h*w) for every (i, j): the gradient w.r.t. the pooled vector (a backward
-through the head only) gives alpha without any backward through the backbone.
+A *weight function* maps ``(grad, A)`` (both (B,K,h,w)) to channel weights (B,K); the default is
+:func:`relu_mean_weights` (the ReLU is the paper's negative-signal removal); :func:`mean_weights` is the
+ablation without it. A new CAM variant (Grad-CAM++, ...) is one more such function.
+
+When the pooled feature is the global average of A (CNNs), dS/dA_kij = dS/dp_k / (h*w) for every
+(i, j) (:func:`activation_gradient_from_pooled`): the gradient w.r.t. the pooled vector (a backward
+through the head only) gives the weights without any backward through the backbone.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+WeightFn = Callable[[Tensor, Tensor], Tensor]
+"""``weights(grad (B,K,h,w), activations (B,K,h,w)) -> (B,K)`` channel weights of the CAM."""
+
 
 def activation_gradient_from_pooled(grad_pooled: Tensor, spatial_size: tuple[int, int]) -> Tensor:
-    """dS/dA (B,K,h,w) from dS/dp (B,K): each position receives 1/(h*w) of the pooled gradient."""
+    """dS/dA (B,K,h,w) from dS/dp (B,K) under global average pooling: each position gets 1/(h*w) of it."""
     h, w = spatial_size
     return (grad_pooled / (h * w))[:, :, None, None].expand(-1, -1, h, w)
+
+
+def relu_mean_weights(grad: Tensor, activations: Tensor) -> Tensor:
+    """Paper Eq. (2): alpha_k = ReLU(mean_ij dS/dA_kij) (negative-signal removal). (B,K,h,w) -> (B,K)."""
+    return grad.mean(dim=(2, 3)).clamp_min(0)
+
+
+def mean_weights(grad: Tensor, activations: Tensor) -> Tensor:
+    """Grad-CAM weights without negative-signal removal (the paper's ablation): mean_ij dS/dA_kij."""
+    return grad.mean(dim=(2, 3))
+
+
+def weights_for(nsr: bool) -> WeightFn:
+    """The paper's weights with (``nsr=True``) or without negative-signal removal."""
+    return relu_mean_weights if nsr else mean_weights
 
 
 def normalize_per_image(maps: Tensor) -> Tensor:
@@ -34,21 +60,29 @@ def normalize_per_image(maps: Tensor) -> Tensor:
     return torch.where(varies, normalized, torch.zeros_like(maps))
 
 
-def cam_from_activations(A: Tensor, grad_pooled: Tensor, nsr: bool = True,
-                         size: tuple[int, int] | None = None) -> Tensor:
-    """CAM (B,1,H,W) in [0,1] from activations A (B,K,h,w) and dS/dpooled (B,K).
+def cam_from_weights(activations: Tensor, weights: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+    """CAM (B,1,H,W) in [0,1] = Normalize(ReLU(sum_k w_k A_k)), upsampled to ``size``.
 
-    nsr: negative-signal removal (ReLU on alpha); off only for the ablation.
-    size: output (H,W); the map is upsampled bilinearly *before* min-max so the returned mask spans
-    exactly [0,1] at the size it is used (bilinear upsampling never leaves the [min,max] range).
+    activations (B,K,h,w), weights (B,K). The map is upsampled bilinearly *before* min-max so the returned
+    mask spans exactly [0,1] at the size it is used (bilinear upsampling never leaves the [min,max] range).
     """
-    if A.dim() != 4 or grad_pooled.shape != A.shape[:2]:
-        raise ValueError(f"need A (B,K,h,w) and grad_pooled (B,K); got {tuple(A.shape)} and {tuple(grad_pooled.shape)}")
-    h, w = A.shape[-2:]
-    alpha = grad_pooled / (h * w)  # mean_ij dS/dA_kij
-    if nsr:
-        alpha = alpha.clamp_min(0)
-    cam = torch.einsum("bk,bkhw->bhw", alpha.to(A.dtype), A).unsqueeze(1).clamp_min(0)
+    if activations.dim() != 4 or weights.shape != activations.shape[:2]:
+        raise ValueError(f"need activations (B,K,h,w) and weights (B,K); got {tuple(activations.shape)} "
+                         f"and {tuple(weights.shape)}")
+    h, w = activations.shape[-2:]
+    cam = torch.einsum("bk,bkhw->bhw", weights.to(activations.dtype), activations).unsqueeze(1).clamp_min(0)
     if size is not None and tuple(size) != (h, w):
         cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
     return normalize_per_image(cam)
+
+
+def cam_from_activations(A: Tensor, grad_pooled: Tensor, nsr: bool = True,
+                         size: tuple[int, int] | None = None) -> Tensor:
+    """CAM (B,1,H,W) in [0,1] from activations A (B,K,h,w) and dS/dpooled (B,K) under global average pooling.
+
+    nsr: negative-signal removal (ReLU on alpha); off only for the ablation.
+    """
+    if A.dim() != 4 or grad_pooled.shape != A.shape[:2]:
+        raise ValueError(f"need A (B,K,h,w) and grad_pooled (B,K); got {tuple(A.shape)} and {tuple(grad_pooled.shape)}")
+    grad = activation_gradient_from_pooled(grad_pooled, tuple(A.shape[-2:]))
+    return cam_from_weights(A, weights_for(nsr)(grad, A), size)

@@ -69,7 +69,7 @@ def test_gradcam_of_constant_features_is_zero_not_nan():
 
 @pytest.fixture(scope="module")
 def lite0():
-    from occon_plugin.localize.backbones import load_cam_model
+    from occon_plugin.models import load_cam_model
 
     return load_cam_model("efficientnet-lite0"), load_imagenet_classifier()
 

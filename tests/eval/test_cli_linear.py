@@ -10,7 +10,7 @@ from occon_plugin.cli.eval_bgchallenge import run as run_bg
 from occon_plugin.cli.eval_common import CONFIG_DIR
 from occon_plugin.cli.eval_linear import run as run_linear
 from occon_plugin.eval.cococrop import crop_box
-from occon_plugin.zoo.models import load_feature_model
+from occon_plugin.models import load_feature_model
 
 COLOURS = {"00_red": (220, 20, 20), "01_blue": (20, 20, 220)}
 

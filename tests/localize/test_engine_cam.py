@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from occon_plugin.localize.backbones import CamModel
+from occon_plugin.models import Activations, CamModel, ModelSpec, Normalization
 from occon_plugin.localize.cam import activation_gradient_from_pooled, cam_from_activations
 from occon_plugin.localize.score import contrastive_score
 
@@ -11,7 +11,8 @@ def tiny_cam_model() -> CamModel:
     torch.manual_seed(0)
     trunk = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, stride=2, padding=1), nn.ReLU())
     head = nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 4))
-    return CamModel(trunk, trunk, head, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), None, "tiny").eval()
+    spec = ModelSpec("tiny", "cnn", Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
+    return CamModel(spec, trunk, lambda t, x: Activations(t(x)), head).eval()
 
 
 def _batch_score(model, activations):

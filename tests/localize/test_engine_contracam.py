@@ -5,7 +5,7 @@ import skimage.io
 import torch
 import torch.nn.functional as F
 
-from occon_plugin.localize.contracam import contracam
+from occon_plugin.localize.engine import contracam
 from occon_plugin.localize.score import contrastive_score
 
 TAU = 0.2

@@ -5,8 +5,17 @@ import pytest
 import torch
 import torchvision
 
-from occon_plugin.zoo.convert import (
-    FORMAT, CheckpointError, build_backbone, build_projector, load_checkpoint, save_occon_checkpoint)
+from occon_plugin.models import model_from_record
+from occon_plugin.models.checkpoint import mlp_layers
+from occon_plugin.zoo.convert import FORMAT, CheckpointError, load_checkpoint, save_occon_checkpoint
+
+
+def build_backbone(d):
+    return model_from_record(d).backbone
+
+
+def build_projector(d):
+    return model_from_record(d).projector
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +50,11 @@ def test_solo_lightning_layouts_round_trip(tmp_path, parts, enc, mom, layout):
     d = load_checkpoint(tmp_path / "last.ckpt")
     assert d["format"] == FORMAT and d["arch"] == "resnet18"
     assert d["meta"]["source_layout"] == layout and d["meta"]["epoch"] == 3
-    assert d["meta"]["hparams.method"] == "mocov2plus" and d["meta"]["cifar_stem"] is False
+    assert d["meta"]["hparams.method"] == "mocov2plus" and d["arch_kwargs"]["cifar_stem"] is False
+    assert d["family"] == "resnet" and d["normalization"]["std"][0] == (0.228 if layout == "solo-1.0.2" else 0.229)
     assert_same(d["backbone"], online)
     assert_same(d["projector"], proj)
-    assert d["projector_dims"] == [512, 64, 16]
+    assert mlp_layers(d["projector"]) == [("linear", 512, 64, True), ("act",), ("linear", 64, 16, True)]
     assert_same(load_checkpoint(tmp_path / "last.ckpt", use_momentum=True)["backbone"], momentum)
     # occon -> disk -> occon is lossless, and the backbone loads strictly into torchvision
     save_occon_checkpoint(d, tmp_path / "out" / "model.pt")
@@ -79,25 +89,30 @@ def test_bare_torchvision_state_dict(tmp_path, parts):
     assert_same(d["backbone"], online)
 
 
-def test_byol_bn_projector_is_folded_exactly(tmp_path, parts):
+def test_byol_bn_projector_and_predictor_are_kept_exactly(tmp_path, parts):
     online, _, _ = parts
     head = bn_head(bias0=True)
-    torch.save({"state_dict": {**prefixed("backbone.", online), **prefixed("projector.", head.state_dict())}},
-               tmp_path / "byol.ckpt")
+    torch.manual_seed(5)
+    predictor = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+                                    torch.nn.Linear(16, 8)).eval()
+    torch.save({"state_dict": {**prefixed("backbone.", online), **prefixed("projector.", head.state_dict()),
+                               **prefixed("predictor.", predictor.state_dict())}}, tmp_path / "byol.ckpt")
     d = load_checkpoint(tmp_path / "byol.ckpt")
-    assert d["meta"]["projector_bn_folded"] is True and d["projector_dims"] == [512, 32, 8]
+    assert [l[0] for l in mlp_layers(d["projector"])] == ["linear", "bn", "act", "linear"]
     x = torch.randn(5, 512)
-    torch.testing.assert_close(build_projector(d)(x), head(x), rtol=1e-5, atol=1e-5)
+    loaded = model_from_record(d)
+    torch.testing.assert_close(loaded.projector(x), head(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loaded.predictor(head(x)), predictor(head(x)), rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_projector_layout_is_dropped_with_a_note(tmp_path, parts):
     online, _, _ = parts
-    head = torch.nn.Sequential(torch.nn.Linear(512, 8))
+    head = torch.nn.ModuleDict({"proj": torch.nn.Linear(512, 8)})
     torch.save({"state_dict": {**prefixed("backbone.", online), **prefixed("projector.", head.state_dict())}},
                tmp_path / "odd_head.ckpt")
     d = load_checkpoint(tmp_path / "odd_head.ckpt")
-    assert d["projector"] is None and d["projector_dims"] is None
-    assert "neither" in d["meta"]["projector_dropped"]
+    assert d["projector"] is None
+    assert "not an nn.Sequential" in d["meta"]["projector_dropped"]
 
 
 def test_authors_checkpoint_with_foreign_pickled_classes_is_read_without_importing_them(tmp_path, parts):
@@ -140,7 +155,7 @@ def test_cifar_stem_and_resnet50_are_recognised(tmp_path):
     net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
     torch.save({"state_dict": prefixed("backbone.", net.state_dict())}, tmp_path / "r50.ckpt")
     d = load_checkpoint(tmp_path / "r50.ckpt")
-    assert d["arch"] == "resnet50" and d["meta"]["cifar_stem"] is True
+    assert d["arch"] == "resnet50" and d["arch_kwargs"]["cifar_stem"] is True and d["arch_kwargs"]["stem_padding"] == 2
     assert_same(build_backbone(d).state_dict(), net.state_dict())
 
 
@@ -154,8 +169,8 @@ def test_bad_inputs_have_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="junk.ckpt: cannot be read"):
         load_checkpoint(tmp_path / "junk.ckpt")
     with pytest.raises(CheckpointError, match="lacks the key 'projector'"):
-        save_occon_checkpoint({"format": FORMAT, "arch": "resnet18", "backbone": {"a": torch.zeros(1)},
-                               "projector_dims": None, "meta": {}}, tmp_path / "x.pt")
+        save_occon_checkpoint({"format": FORMAT, "family": "resnet", "arch": "resnet18", "arch_kwargs": {},
+                               "backbone": {"a": torch.zeros(1)}, "normalization": {}, "meta": {}}, tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
 
 

@@ -1,17 +1,67 @@
-"""The object-aware methods and their registration in solo-learn's ``METHODS``."""
+"""The object-aware methods, derived from :mod:`occon_plugin.methods.table`, and their registration
+in solo-learn's ``METHODS``.
+
+For every row of the table whose parent the installed solo-learn has, this module defines
+``class <Class>(OcconMethodMixin, <parent class>)`` (e.g. ``SimCLROccon(OcconMethodMixin, SimCLR)``)
+as a module attribute, so ``occon_plugin.methods:<Class>`` (the entry points) and pickling find it.
+A row whose parent the host lacks (solo-learn 1.0.2 has no ``mocov3``, ``mae``, ``vibcreg``,
+``all4one``) is not registered; asking for its class raises :class:`MethodUnavailable` naming the
+missing parent.
+"""
 from __future__ import annotations
 
 import warnings
 from typing import Dict
 
 from occon_plugin import host
-from occon_plugin.methods.byol_occon import BYOLOccon
-from occon_plugin.methods.mocov2_occon import MoCoV2Occon
+from occon_plugin.errors import ConfigError
+from occon_plugin.methods import table
+from occon_plugin.methods.base import OcconMethodMixin
 
-OCCON_METHODS: Dict[str, type] = {"mocov2_occon": MoCoV2Occon, "byol_occon": BYOLOccon}
-# The method each object-aware method extends (for docs, tests and the zoo).
-PARENT_METHOD: Dict[str, str] = {"mocov2_occon": "mocov2plus", "byol_occon": "byol"}
-ENTRY_POINT_GROUP = "solo_learn.methods"
+ENTRY_POINT_GROUP = table.ENTRY_POINT_GROUP
+
+
+class MethodUnavailable(ConfigError, AttributeError):
+    """An object-aware method whose parent the installed solo-learn does not have."""
+
+
+def derive(name: str, parent: str, class_name: str) -> type:
+    """``class <class_name>(OcconMethodMixin, host.METHODS[parent])``: the parent plus the object-aware
+    batch handling of :class:`OcconMethodMixin`, nothing else (no overridden loss, network or hook)."""
+    parent_cls = host.METHODS[parent]
+    doc = (f"solo-learn's ``{parent}`` ({parent_cls.__module__}.{parent_cls.__qualname__}) trained on the "
+           f"object-aware positives of :mod:`occon_plugin.augment` (``method: {name}``).")
+    return type(class_name, (OcconMethodMixin, parent_cls),
+                {"__module__": __name__, "__qualname__": class_name, "__doc__": doc,
+                 "occon_name": name, "occon_parent": parent})
+
+
+# name -> class of every object-aware method the installed host can run
+OCCON_METHODS: Dict[str, type] = {}
+# name -> parent method name, for those same methods (docs, tests, the zoo)
+PARENT_METHOD: Dict[str, str] = {}
+# name -> why it is not available on this host (its parent is missing)
+UNAVAILABLE: Dict[str, str] = {}
+_CLASS_OF_NAME: Dict[str, str] = {}
+
+for _name, _parent, _class_name, _family in table.ROWS:
+    _CLASS_OF_NAME[_class_name] = _name
+    if _parent in host.METHODS:
+        OCCON_METHODS[_name] = globals()[_class_name] = derive(_name, _parent, _class_name)
+        PARENT_METHOD[_name] = _parent
+    else:
+        UNAVAILABLE[_name] = (f"method {_name} extends solo-learn's {_parent!r}, which solo-learn "
+                              f"{host.SOLO_VERSION} ({host.GENERATION} API) does not have; "
+                              f"install solo-learn main to use it")
+del _name, _parent, _class_name, _family
+
+
+def __getattr__(attr: str):
+    """A class of the table that this host cannot build: a clear error instead of a bare AttributeError."""
+    name = _CLASS_OF_NAME.get(attr)
+    if name is not None and name in UNAVAILABLE:
+        raise MethodUnavailable(UNAVAILABLE[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 def register() -> Dict[str, type]:
@@ -37,4 +87,5 @@ def register() -> Dict[str, type]:
 # Importing this module (which imports solo-learn through occon_plugin.host) registers the methods.
 register()
 
-__all__ = ["BYOLOccon", "MoCoV2Occon", "OCCON_METHODS", "PARENT_METHOD", "register", "ENTRY_POINT_GROUP"]
+__all__ = ["OCCON_METHODS", "PARENT_METHOD", "UNAVAILABLE", "MethodUnavailable", "ENTRY_POINT_GROUP",
+           "derive", "register", *(cls.__name__ for cls in OCCON_METHODS.values())]

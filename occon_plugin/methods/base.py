@@ -1,23 +1,54 @@
-"""What the two object-aware methods add to their host parents.
+"""What every object-aware method adds to its host parent: :class:`OcconMethodMixin`.
 
-The object-aware augmentations (OA-Crop, BG-Mixup) happen in the data pipeline
-(:mod:`occon_plugin.augment`), before the standard augmentations, as the paper prescribes.
-The pipeline appends a fourth batch element with what it did to each sample; the methods
-log it and hand the usual ``[indexes, views, targets]`` to the host's training step, so a
-batch without that element trains exactly like the parent method.
+The object-aware augmentations (OA-Crop, BG-Mixup; paper §2.3) happen in the data pipeline, before
+the standard augmentations of every view. A pipeline that ran them appends a fourth batch element
+with what it did to each sample; the methods log it (``occon/*_frac``) and hand the usual
+``[indexes, views, targets]`` to the host's training step.
+
+Three ways data reaches a method, one rule — *a method whose ``occon`` section enables an
+augmentation never trains without it*:
+
+* the plugin's own pipelines (``occon-pretrain``: torchvision v2 or DALI) already yield the 4-element
+  batches;
+* solo-learn's own ``main_pretrain.py`` (main, ``data.format=image_folder``, labelled or
+  ``no_labels``): :meth:`OcconMethodMixin.setup` (Lightning's first hook of ``trainer.fit``) reaches
+  the loader given to ``trainer.fit`` and makes its dataset object-aware in place
+  (:mod:`occon_plugin.augment.host_dataset`; the store keyed by the dataset's own paths). It must be
+  this hook: Lightning 2.x creates the loader's iterator -- forking the worker processes, each with
+  its own copy of the dataset -- in ``fit_loop.setup_data``, which the host's
+  ``configure_optimizers`` already triggers (``trainer.estimated_stepping_batches`` for its
+  warmup-cosine schedule), before ``on_fit_start`` and ``on_train_start``.
+  :meth:`OcconMethodMixin.on_train_start` then checks, on the loader Lightning really iterates
+  (``self.trainer.train_dataloader``, as the host's SwAV / DeepClusterV2 read it), that the change
+  is there, and logs the W&B pictures;
+* where the host cannot carry them — its DALI data module, solo-learn 1.0.2's argparse
+  ``main_pretrain.py`` (no ``occon`` section), a dataset without image files — the run stops before
+  the first step with one line naming ``occon-pretrain`` (same YAML).
+
+With ``occon`` absent (or ``occon.enabled: false``, or both augmentations off) the method is exactly
+its parent: nothing above runs and 3-element batches go straight to the host's training step.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from occon_plugin import host
+from occon_plugin.augment.config import OcconConfig, parse_occon_config
+from occon_plugin.cli._hydra import current_plugin_command, in_foreign_hydra_app, stop_run
+from occon_plugin.config import select
+from occon_plugin.errors import ConfigError, OcconError
+
+log = logging.getLogger(__name__)
 
 # Per-sample record of the object-aware pipelines: ``oa_crop`` (B,) a box was used,
 # ``mixed`` (B, n_views) the view was BG-mixed, plus counters such as ``replaced`` (bad image
 # swapped for another) or ``no_entry`` (no store entry). Each is logged as a fraction.
 OCCON_INFO_KEYS = ("oa_crop", "mixed")
+_ABSENT = object()
 
 
 def split_occon_batch(batch: Sequence[Any]) -> Tuple[list, Optional[Dict[str, torch.Tensor]]]:
@@ -35,6 +66,18 @@ def split_occon_batch(batch: Sequence[Any]) -> Tuple[list, Optional[Dict[str, to
     )
 
 
+def view_count(cfg: Any) -> int:
+    """Views per sample: ``data.num_large_crops + data.num_small_crops`` (set by the host's and the
+    plugin's ``parse_cfg``), else the ``num_crops`` of ``augmentations`` summed, else 2."""
+    large = select(cfg, "data.num_large_crops")
+    if large is not None:
+        return int(large) + int(select(cfg, "data.num_small_crops", 0))
+    augs = select(cfg, "augmentations")
+    if augs:
+        return sum(int(select(a, "num_crops", 1)) for a in augs)
+    return 2
+
+
 class OcconMethodMixin:
     """Mixed in before a host method class (``class X(OcconMethodMixin, MoCoV2Plus)``)."""
 
@@ -43,20 +86,179 @@ class OcconMethodMixin:
 
     def __init__(self, cfg=None, **kwargs):
         # solo-learn main calls Method(cfg); 1.0.2's own scripts call Method(**kwargs).
+        occon_raw = kwargs.pop("occon", _ABSENT)
         if cfg is not None:
             args, kwargs = host.parent_init_args(cfg)
+            if occon_raw is _ABSENT:
+                occon_raw = select(cfg, "occon")
+            n_views, seed = view_count(cfg), int(select(cfg, "seed", 5))
         else:
             args = ()
-        super().__init__(*args, **kwargs)
+            if occon_raw is _ABSENT:
+                stop_run(ConfigError(
+                    f"solo-learn {host.SOLO_VERSION}'s argparse main_pretrain.py builds "
+                    f"`{getattr(self, 'occon_name', type(self).__name__)}` from command-line arguments, which "
+                    f"cannot carry the `occon` section (store, OA-Crop, BG-Mixup): run the plugin's script "
+                    f"with a YAML instead: {current_plugin_command()}"))
+            n_views = int(kwargs.get("num_large_crops", 2)) + int(kwargs.get("num_small_crops", 0))
+            seed = 5
+        try:
+            occon = parse_occon_config(occon_raw, n_views=n_views, check_store=False)
+        except OcconError as err:
+            stop_run(err)
+        if occon.active and cfg is not None and select(cfg, "data.format") == "dali" and in_foreign_hydra_app():
+            # solo-learn's own main_pretrain.py with data.format=dali: its DALI data module builds the
+            # batches; stop now (its setup() runs before any hook of ours, and needs a GPU)
+            stop_run(ConfigError(self._occon_foreign_datamodule_message("PretrainDALIDataModule")))
+        with _as_parent_method(cfg, getattr(type(self), "occon_parent", None)):
+            super().__init__(*args, **kwargs)
+        self.occon: OcconConfig = occon
+        self._occon_raw = _plain(occon_raw)
+        self._occon_n_views = n_views
+        self._occon_seed = seed
+        self._occon_pictures_logged = False
+
+    # ---------------------------------------------------------------- Lightning hooks
+    def setup(self, stage: Optional[str] = None):
+        """Lightning's first hook of ``trainer.fit`` (before ``configure_optimizers``, whose
+        ``estimated_stepping_batches`` already iterates the training loader in Lightning 2.x)."""
+        parent = getattr(super(), "setup", None)
+        if parent is not None:
+            parent(stage)
+        if not self.occon.active or stage != "fit":  # TrainerFn.FITTING is a str enum: == "fit"
+            return
+        try:
+            self._occon_check_fit()
+            # before Lightning creates the loader's iterator (and so forks its worker processes)
+            self._occon_attach_to_host_data(host.pending_train_dataloaders(self.trainer))
+        except OcconError as err:
+            stop_run(err)
+
+    def on_train_start(self):
+        parent = getattr(super(), "on_train_start", None)
+        if parent is not None:
+            parent()
+        if self.occon.active:
+            try:
+                datasets = self._occon_check_object_aware(host.train_dataloaders(self.trainer))
+            except OcconError as err:
+                stop_run(err)
+            self._occon_log_pictures(datasets)
 
     def training_step(self, batch: Sequence[Any], batch_idx: int):
         batch, info = split_occon_batch(batch)
         if info is not None:
             self._log_occon_info(info)
+        elif self.occon.active:
+            stop_run(ConfigError(
+                "the `occon` section enables "
+                f"{' and '.join(n for n, on in (('OA-Crop', self.occon.oa_crop), ('BG-Mixup', self.occon.bg_mixup.enabled)) if on)}"
+                " but the training batches come without the object-aware record (3 elements): the data "
+                f"pipeline did not run them; use the plugin's pipeline: {current_plugin_command()}"))
         return super().training_step(batch, batch_idx)
+
+    # ---------------------------------------------------------------- helpers
+    def _occon_check_fit(self) -> None:
+        """Before anything runs: the store exists, and the data comes from a pipeline that can run
+        the object-aware augmentations."""
+        parse_occon_config(self._occon_raw, n_views=self._occon_n_views, check_store=True)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and not type(datamodule).__module__.startswith("occon_plugin."):
+            raise ConfigError(self._occon_foreign_datamodule_message(type(datamodule).__name__))
+
+    @staticmethod
+    def _occon_foreign_datamodule_message(name: str) -> str:
+        kind = "DALI data module" if "dali" in name.lower() else "data module"
+        return (f"the host's {kind} ({name}) cannot run OA-Crop / BG-Mixup before its augmentations: run the "
+                f"plugin's script, whose data.format=dali pipeline does (same YAML): {current_plugin_command()}")
+
+    def _occon_attach_to_host_data(self, loaders: list) -> None:
+        """Make the host's training dataset(s) object-aware in place (no-op for the plugin's own
+        pipelines and for data modules, which :meth:`_occon_check_fit` vetted)."""
+        from occon_plugin.augment.host_dataset import (HostObjectAware, host_samples, host_view_transforms,
+                                                       is_object_aware, make_object_aware)
+
+        for loader in loaders:
+            dataset = getattr(loader, "dataset", None)
+            if dataset is None:
+                raise ConfigError(f"the training loader ({type(loader).__name__}) is not a torch DataLoader: the "
+                                  f"object-aware augmentations cannot run in it; use {current_plugin_command()}")
+            if is_object_aware(dataset):
+                continue
+            samples = host_samples(dataset)
+            views = host_view_transforms(getattr(dataset, "transform", None))
+            if len(views) != self._occon_n_views:
+                raise ConfigError(f"the host's transform makes {len(views)} views per image but the config "
+                                  f"says {self._occon_n_views} (data.num_large_crops + data.num_small_crops)")
+            make_object_aware(dataset, HostObjectAware(samples, views, self._occon_raw, seed=self._occon_seed))
+            log.info("occon: the host's %s under %s now runs OA-Crop=%s BG-Mixup=%s before its augmentations",
+                     type(dataset).__name__, samples.root, self.occon.oa_crop, self.occon.bg_mixup.enabled)
+
+    def _occon_check_object_aware(self, loaders: list) -> list:
+        """Right before the first step: every loader Lightning iterates yields object-aware samples
+        (else stop: never train silently without the augmentations). Returns their datasets."""
+        from occon_plugin.augment.host_dataset import is_object_aware
+
+        if getattr(self.trainer, "datamodule", None) is not None:
+            return []  # the plugin's DALI data module (a foreign one stopped in setup)
+        datasets = []
+        for loader in loaders:
+            dataset = getattr(loader, "dataset", None)
+            if dataset is None or not is_object_aware(dataset):
+                self._occon_attach_to_host_data([loader])  # names what is wrong (no image files, ...)
+                raise ConfigError(
+                    f"the training data ({type(dataset).__name__}) was not made object-aware before Lightning "
+                    f"started loading it (is it passed to trainer.fit?); use {current_plugin_command()}")
+            datasets.append(dataset)
+        return datasets
+
+    def _occon_log_pictures(self, datasets: list) -> None:
+        """Once per run, on W&B: a few samples' views with OA-Crop boxes and BG-Mixup flags."""
+        if self._occon_pictures_logged or getattr(self.trainer, "global_rank", 0) != 0:
+            return
+        from occon_plugin import tracking
+
+        logger = tracking.wandb_logger_of(self.trainer)
+        if logger is None:
+            return
+        from occon_plugin.augment.host_dataset import occon_dataset_of
+
+        occon_dataset = next((d for d in map(occon_dataset_of, datasets) if d is not None), None)
+        if occon_dataset is None:  # the plugin's DALI pipeline: the same decisions, drawn with torchvision
+            cfg = getattr(self, "_occon_run_cfg", None)
+            if cfg is None:
+                return
+            from occon_plugin.augment.dataset import build_dataset, build_view_transforms
+
+            occon_dataset = build_dataset(cfg, build_view_transforms(select(cfg, "augmentations")))
+        tracking.log_augmentation_examples(logger, occon_dataset)
+        self._occon_pictures_logged = True
 
     def _log_occon_info(self, info: Dict[str, torch.Tensor]) -> None:
         names = {"oa_crop": "oa_crop_frac", "mixed": "bg_mixed_frac"}
         stats = {f"occon/{names.get(k, k + '_frac')}": v.float().mean()
                  for k, v in info.items() if torch.is_tensor(v)}
         self.log_dict(stats, on_epoch=True, sync_dist=True)
+
+
+@contextlib.contextmanager
+def _as_parent_method(cfg: Any, parent: Optional[str]):
+    """``cfg.method`` reads as the parent's name while the parent's ``__init__`` runs: solo-learn
+    main picks the backbone constructor by it (``vit_*`` for ``mae`` / ``mocov3`` are their own
+    ViTs), so ``mae_occon`` must build what ``mae`` builds. The same cfg object (the host fills its
+    defaults in place, as for the parent); ``method`` is restored afterwards."""
+    method = select(cfg, "method") if cfg is not None else None
+    if parent is None or method is None or method == parent:
+        yield
+        return
+    cfg.method = parent
+    try:
+        yield
+    finally:
+        cfg.method = method
+
+
+def _plain(value: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

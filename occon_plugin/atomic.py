@@ -1,30 +1,80 @@
-"""Nothing half-written: every file the plugin writes goes through :func:`atomic_path`."""
+"""Nothing half-written: every file the plugin writes goes through :func:`atomic_path`.
+
+Files get the permissions a plain ``open(path, "w")`` would give (``0o666`` minus the process
+umask), not the ``0600`` of a temporary file, so a shared store or checkpoint folder stays
+readable by the people the umask allows.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from occon_plugin.errors import OutputError
+
+# OSErrors that mean "this output location cannot be written": named, one line, exit 2 in the CLIs.
+OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
+
+
+def output_error(path, exc: OSError) -> OutputError:
+    """``exc`` as an :class:`OutputError` naming ``path`` and what to do."""
+    hint = ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "choose a writable output folder")
+    return OutputError(f"cannot write {path}: {exc.strerror or exc} ({hint})")
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows; else set-and-restore)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """``0o666 & ~umask``: what ``open(path, "w")`` creates."""
+    return 0o666 & ~_umask()
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block succeeds it is fsync'ed and renamed
-    onto ``path`` (``os.replace``), when it fails it is removed. ``suffix`` (default: the target's
-    own) lets libraries that pick a format by extension (PIL, OpenCV) write to it."""
+    """Yield a temporary path beside ``path``; when the block succeeds it is fsync'ed, given the
+    umask's permissions and renamed onto ``path`` (``os.replace``), when it fails it is removed.
+    ``suffix`` (default: the target's own) lets libraries that pick a format by extension (PIL,
+    OpenCV) write to it. A killed process leaves at most a hidden ``.<name>.*`` temp file beside
+    the untouched target. Raises OSError (e.g. a read-only or full folder) with the target named."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                               suffix=path.suffix if suffix is None else suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                   suffix=path.suffix if suffix is None else suffix)
+    except OSError as exc:
+        if exc.errno in OUTPUT_ERRNOS:
+            raise output_error(path, exc) from exc
+        raise
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in OUTPUT_ERRNOS and not isinstance(exc, OutputError):
+            raise output_error(path, exc) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

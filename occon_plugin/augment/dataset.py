@@ -23,16 +23,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from occon_plugin.augment.config import OcconConfig, parse_occon_config
-from occon_plugin.augment.semantics import Partner, choose_partner, sample_seed
+from occon_plugin.augment.semantics import Partner, choose_partner, replacement_index, sample_seed
 from occon_plugin.augment.torchvision_pipeline import TorchvisionObjectAware, ViewTransform
 from occon_plugin.config import select
-from occon_plugin.images import BadImageError, list_images, load_image
-from occon_plugin.store import Store, StoreError, validate_store
+from occon_plugin.errors import ConfigError, DataError
+from occon_plugin.images import BadImageError, ImageInfo, check_images, examples, list_images, load_image
+from occon_plugin.store import Store, StoreError, ValidationReport, validate_store
 
 log = logging.getLogger(__name__)
 
 MAX_BAD_IN_A_ROW = 20  # a sample gives up after this many unreadable replacements (a broken dataset)
-_REPLACE_STREAM = 2
 
 
 class StoreMismatchEmpty(StoreError):
@@ -49,12 +49,20 @@ class OcconPretrainDataset(Dataset):
 
     ``occon_cfg``: the ``occon`` config section (None or disabled: exactly the host baseline);
     ``view_transforms``: one standard transform per view (PIL -> tensor), e.g. from
-    :func:`build_view_transforms`. The store is opened and checked against the image list here,
-    before any training starts.
+    :func:`build_view_transforms`. Before any training step (and shared with the DALI pipeline,
+    which builds its samples from this object):
+
+    1. the folder is listed by ImageFolder's conventions (files skipped on purpose are reported);
+    2. with an object-aware augmentation on, the store is validated against the images
+       (fingerprints, entries, masks; ``occon.missing`` decides: stop, drop, or use without store);
+    3. unreadable images are dropped and counted: store entries that failed localization, and
+       every image the store does not vouch for is checked by the shared decode rule.
+
+    ``startup`` holds the counts of steps 1-3; ``info[i]`` the header facts of image ``i``.
     """
 
     def __init__(self, source: str | Path, occon_cfg: Any, view_transforms: Sequence[ViewTransform],
-                 seed: int = 0, image_root: str | Path | None = None):
+                 seed: int = 0, image_root: str | Path | None = None, workers: int | None = None):
         if len(view_transforms) < 1:
             raise ValueError("view_transforms is empty: the augmentations config must produce at least one view")
         self.images = list_images(source, image_root)
@@ -65,10 +73,23 @@ class OcconPretrainDataset(Dataset):
         self.paths = list(self.images.paths)
         self.labels = list(self.images.labels) if self.images.labels is not None else None
         self.store: Store | None = None
+        self.report: ValidationReport | None = None
         self.entries: list[Any] = [None] * len(self.paths)
+        self.info: list[ImageInfo | None] = [None] * len(self.paths)
         self.bg_candidates = np.zeros(0, dtype=np.int64)
+        self.startup: dict[str, Any] = {"listed": len(self.paths), "not_listed": self.images.n_skipped}
+        self.notes: list[str] = []
+        listing_note = self.images.skipped_summary()
+        if listing_note:
+            self.notes.append(listing_note)
         if self.cfg.active:
-            self._attach_store()
+            self._attach_store(workers)
+        self._drop_unreadable(workers)
+        self.bg_candidates = np.array([i for i, e in enumerate(self.entries)
+                                       if e is not None and e.ok and e.bg_rect is not None], dtype=np.int64)
+        self.startup["used"] = len(self.paths)
+        for note in self.notes:
+            log.warning("%s", note)
 
     @property
     def num_classes(self) -> int:
@@ -77,28 +98,71 @@ class OcconPretrainDataset(Dataset):
     def target(self, index: int) -> int:
         return self.labels[index] if self.labels is not None else NO_LABEL_TARGET
 
-    def _attach_store(self) -> None:
+    def _keep(self, keep: list[int]) -> None:
+        self.paths = [self.paths[i] for i in keep]
+        self.labels = [self.labels[i] for i in keep] if self.labels is not None else None
+        self.entries = [self.entries[i] for i in keep]
+        self.info = [self.info[i] for i in keep]
+
+    def _attach_store(self, workers: int | None) -> None:
         self.store = Store.open(self.cfg.store)
-        report = validate_store(self.store, self.images, self.cfg.missing)  # raises on mismatch under "error"
-        unusable = set(report.missing) | {path for path, _, _ in report.changed}
-        if unusable and self.cfg.missing == "skip":
-            keep = [i for i, p in enumerate(self.paths) if p not in unusable]
-            self.paths = [self.paths[i] for i in keep]
-            self.labels = [self.labels[i] for i in keep] if self.labels is not None else None
-            self.entries = [None] * len(self.paths)
-            if not self.paths:
-                raise StoreMismatchEmpty(f"occon.missing=skip left no image: none of the images under "
-                                         f"{self.images.root} has a usable entry in the store {self.store.root}")
+        # raises under occon.missing=error, naming the files; masks are read only if BG-Mixup uses them
+        report = validate_store(self.store, self.images, self.cfg.missing, check_masks=self.cfg.bg_mixup.enabled,
+                                workers=workers)
+        self.report = report
+        unusable = report.unusable
         for i, path in enumerate(self.paths):
             self.entries[i] = None if path in unusable else self.store.entries.get(path)
+        n_unusable = sum(p in unusable for p in self.paths)
+        if unusable and self.cfg.missing == "skip":
+            self._keep([i for i, p in enumerate(self.paths) if p not in unusable])
         self.counts["no_entry"] = sum(e is None for e in self.entries)
         self.counts["skipped_no_entry"] = len(self.images.paths) - len(self.paths)
         self.counts["failed_localization"] = len(report.failed)
+        self.startup.update(store_unusable=n_unusable, store_policy=self.cfg.missing, **{
+            f"store_{k}": v for k, v in report.counts.items() if k != "images"})
         if unusable:
-            log.warning("occon store %s: %s (policy occon.missing=%s)", self.store.root, report.summary(),
-                        self.cfg.missing)
-        self.bg_candidates = np.array([i for i, e in enumerate(self.entries)
-                                       if e is not None and e.ok and e.bg_rect is not None], dtype=np.int64)
+            what = "dropped" if self.cfg.missing == "skip" else "used without store information (full image)"
+            self.notes.append(f"occon store {self.store.root}: {report.summary()} -> {n_unusable} image(s) {what} "
+                              f"(occon.missing={self.cfg.missing})")
+        if not self.paths:
+            raise StoreMismatchEmpty(f"occon.missing=skip left no image: none of the images under "
+                                     f"{self.images.root} has a usable entry in the store {self.store.root}")
+
+    def _drop_unreadable(self, workers: int | None) -> None:
+        """Drop the images neither pipeline could decode (the same ones for both), counted."""
+        vouched = [i for i, e in enumerate(self.entries) if e is not None and e.ok and e.fingerprint]
+        failed = {i: e.status for i, e in enumerate(self.entries) if e is not None and not e.ok}
+        vouched_set = set(vouched)
+        others = [i for i in range(len(self.paths)) if i not in failed and i not in vouched_set]
+        bad: dict[str, str] = {self.paths[i]: reason for i, reason in failed.items()}
+        for indexes, decode in ((vouched, False), (others, True)):
+            checked = check_images(self.images.root, [self.paths[i] for i in indexes], decode=decode, workers=workers)
+            bad.update(checked.bad)
+            for i in indexes:
+                self.info[i] = checked.info.get(self.paths[i])
+        self.startup.update(unreadable=len(bad), checked_by_decoding=len(others))
+        if bad:
+            self.counts["unreadable_at_start"] = len(bad)
+            self._keep([i for i, p in enumerate(self.paths) if p not in bad])
+            shown = [f"{p} ({r})" for p, r in list(bad.items())[:5]]
+            self.notes.append(f"{len(bad)} unreadable image(s) under {self.images.root} skipped (both pipelines): "
+                              + examples(shown, len(bad)))
+        if not self.paths:
+            raise DataError(f"none of the {self.startup['listed']} images under {self.images.root} can be used: "
+                            + "; ".join(self.notes) + ". Check data.train_path")
+
+    def startup_summary(self) -> str:
+        """One line: how many listed images are used and why the others are not."""
+        s = self.startup
+        parts = [f"{s['used']} of {s['listed']} listed images used"]
+        if s.get("not_listed"):
+            parts.append(f"{s['not_listed']} files not listed on purpose")
+        if s.get("unreadable"):
+            parts.append(f"{s['unreadable']} unreadable skipped")
+        if s.get("store_unusable"):
+            parts.append(f"{s['store_unusable']} without a usable store entry (occon.missing={s['store_policy']})")
+        return "; ".join(parts)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -115,13 +179,17 @@ class OcconPretrainDataset(Dataset):
             log.warning("skipping %s (%d bad so far in this process)", exc, self.counts["bad_images"])
             return None
 
-    def _load_mask(self, index: int) -> np.ndarray:
+    def _load_mask(self, index: int) -> np.ndarray | None:
+        """The soft mask, or None (counted, named in the log) when it became unreadable after the
+        start-up validation: the sample is then not mixed, the run goes on."""
         path = self.paths[index]
         try:
             return self.store.load_mask(path)
         except (OSError, ValueError, KeyError, StoreError) as exc:
-            raise StoreError(f"cannot read the mask of {path} from the store {self.store.root} ({exc}); "
-                             f"the store is damaged: rebuild it with occon-localize") from exc
+            self.counts["mask_unreadable"] += 1
+            log.warning("mask of %s unreadable, sample not mixed (%d so far in this process): %s", path,
+                        self.counts["mask_unreadable"], exc)
+            return None
 
     def _partner(self, seed: int, index: int) -> Partner | None:
         if not self.cfg.bg_mixup.enabled:
@@ -139,9 +207,9 @@ class OcconPretrainDataset(Dataset):
         while image is None:  # bad file: replace by another index, drawn from the sample's seed
             attempts += 1
             if attempts > MAX_BAD_IN_A_ROW:
-                raise RuntimeError(f"{MAX_BAD_IN_A_ROW} unreadable images in a row (last: {self.paths[index]} "
+                raise DataError(f"{MAX_BAD_IN_A_ROW} unreadable images in a row (last: {self.paths[index]} "
                                    f"under {self.images.root}); check the dataset")
-            index = int(np.random.default_rng([seed, _REPLACE_STREAM, attempts]).integers(len(self.paths)))
+            index = replacement_index(seed, attempts, len(self.paths))
             image, replaced = self._load(index), True
 
         entry = self.entries[index]
@@ -149,6 +217,8 @@ class OcconPretrainDataset(Dataset):
         partner = self._partner(seed, index)
         plan = self.pipeline.plan(image.shape[1], image.shape[0], entry, has_mask, partner, seed)
         mask = self._load_mask(index) if any(plan.mixed) else None
+        if mask is None and any(plan.mixed):
+            plan = plan.without_mixing()
         views, info = self.pipeline.render(image, entry, mask, partner, plan)
         info["no_entry"] = torch.tensor(self.cfg.active and entry is None)
         info["replaced"] = torch.tensor(replaced)
@@ -209,13 +279,13 @@ def build_view_transforms(augmentations: Any) -> list[ViewTransform]:
     from occon_plugin import host
 
     if augmentations is None or len(augmentations) == 0:
-        raise ValueError("augmentations is empty: give a list of pipelines, e.g. one with num_crops: 2")
+        raise ConfigError("augmentations is empty: give a list of pipelines, e.g. one with num_crops: 2")
     transforms: list[ViewTransform] = []
     for i, item in enumerate(augmentations):
         item = OmegaConf.create(item) if isinstance(item, dict) else item
         num_crops = int(select(item, "num_crops", 1))
         if num_crops < 1:
-            raise ValueError(f"augmentations[{i}].num_crops={num_crops} must be >= 1")
+            raise ConfigError(f"augmentations[{i}].num_crops={num_crops} must be >= 1")
         transform = host.build_view_transform(item)
         transforms.extend([transform] * num_crops)
     return transforms
@@ -225,18 +295,32 @@ def loader_settings(cfg: Any) -> tuple[str, int, int]:
     """(``data.train_path``, ``optimizer.batch_size``, ``seed``), checked; shared by both pipelines."""
     train_path = select(cfg, "data.train_path")
     if train_path is None:
-        raise ValueError("data.train_path is required: an image folder or a COCO json")
+        raise ConfigError("data.train_path is required: an image folder or a COCO json")
     batch_size = select(cfg, "optimizer.batch_size")
-    if batch_size is None or int(batch_size) < 1:
-        raise ValueError(f"optimizer.batch_size={batch_size!r} must be a positive integer")
-    return train_path, int(batch_size), int(select(cfg, "seed", 0))
+    if isinstance(batch_size, bool) or not _is_int(batch_size) or int(batch_size) < 1:
+        raise ConfigError(f"optimizer.batch_size={batch_size!r} must be a positive integer")
+    seed = select(cfg, "seed", 0)
+    if isinstance(seed, bool) or not _is_int(seed):
+        raise ConfigError(f"seed={seed!r} must be an integer")
+    return train_path, int(batch_size), int(seed)
+
+
+def _is_int(value: Any) -> bool:
+    try:
+        return int(value) == float(value)
+    except (TypeError, ValueError):
+        return False
 
 
 def build_dataset(cfg: Any, view_transforms: Sequence[ViewTransform]) -> "OcconPretrainDataset":
     """The images of ``data.train_path`` paired with the ``occon`` store (validated here)."""
     train_path, _, seed = loader_settings(cfg)
-    return OcconPretrainDataset(train_path, select(cfg, "occon"), view_transforms, seed=seed,
-                                image_root=select(cfg, "data.image_root"))
+    dataset = OcconPretrainDataset(train_path, select(cfg, "occon"), view_transforms, seed=seed,
+                                   image_root=select(cfg, "data.image_root"))
+    s = dataset.startup
+    dropped = s["listed"] != s["used"] or s.get("not_listed") or s.get("store_unusable")
+    (log.warning if dropped else log.info)("[occon] data: %s", dataset.startup_summary())
+    return dataset
 
 
 def build_pretrain_dataloader(cfg: Any) -> DataLoader:
@@ -247,8 +331,9 @@ def build_pretrain_dataloader(cfg: Any) -> DataLoader:
     num_workers = int(select(cfg, "data.num_workers", 0))
     dataset = build_dataset(cfg, build_view_transforms(select(cfg, "augmentations")))
     if len(dataset) < int(batch_size):
-        raise ValueError(f"data.train_path={train_path} has {len(dataset)} images, fewer than "
-                         f"optimizer.batch_size={batch_size} (drop_last=True would give no batch)")
+        raise ConfigError(f"data.train_path={train_path} has {len(dataset)} usable images, fewer than "
+                          f"optimizer.batch_size={batch_size} (drop_last=True would give no batch): "
+                          f"lower optimizer.batch_size ({dataset.startup_summary()})")
     return DataLoader(dataset, batch_size=int(batch_size), sampler=SeededRandomSampler(len(dataset), seed),
                       num_workers=num_workers, drop_last=True, pin_memory=torch.cuda.is_available(),
                       persistent_workers=num_workers > 0)

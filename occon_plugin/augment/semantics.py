@@ -15,8 +15,8 @@ Paper (Mo et al. 2021) §2.3, App. B.3, E:
   of the authors' code).
 * x2 is one random OTHER sample per sample (:func:`choose_partner`), so when both views are mixed
   they carry the same background. The authors' released code mixes only the first view
-  (``bg_mixup.views: [0]`` reproduces that); the default ``[0, 1]`` follows the paper's text
-  ("independently applied on the patches").
+  (``bg_mixup.views: [0]`` reproduces that); the default, every view (multi-crop: the small crops
+  too), follows the paper's text ("independently applied on the patches").
 * A view that draws a mix but has no mask (x1 failed localization) or no partner background stays
   unmixed and is reported as ``mix_skipped``.
 * Both run before the standard augmentations (RandomResizedCrop, flip, colour, blur ...).
@@ -38,6 +38,7 @@ from occon_plugin.localize.background import background_image  # the one tiling 
 
 Rect = tuple[int, int, int, int]  # half-open pixel rectangle (left, top, right, bottom)
 _PARTNER_STREAM = 1
+_REPLACE_STREAM = 2
 _SEED_BOUND = 2**62
 
 
@@ -127,6 +128,12 @@ def choose_partner(seed: int, index: int, candidates: np.ndarray) -> int | None:
     if contains_self and pick >= pos:
         pick += 1
     return int(candidates[pick])
+
+
+def replacement_index(seed: int, attempt: int, n: int) -> int:
+    """The dataset index that stands in for a sample whose image became unreadable during training
+    (``attempt`` = 1, 2, ...), drawn from the sample's seed: both pipelines pick the same one."""
+    return int(np.random.default_rng([seed, _REPLACE_STREAM, attempt]).integers(n))
 
 
 def sample_seed(seed: int, index: int, epoch: int = 0) -> int:

@@ -60,8 +60,19 @@ class ObjectAwareInput:
     boxes: tv_tensors.BoundingBoxes | None     # XYXY pixels of the crop
 
 
+def _torch_ready(array: np.ndarray, dtype=None) -> np.ndarray:
+    """``array`` as torch.from_numpy takes it without a warning or an error: writable, no negative
+    strides (a copy only when needed: a read-only ``np.asarray(PIL image)``, a flipped view)."""
+    array = np.asarray(array, dtype=dtype)
+    if not array.flags.writeable or any(s < 0 for s in array.strides):
+        array = np.array(array, order="C", copy=True)
+    return array
+
+
 def to_tv_tensors(image: np.ndarray, mask: np.ndarray | None, boxes: Sequence[Sequence[float]]) -> ObjectAwareInput:
-    """Wrap an ``H x W x 3`` uint8 image, its soft mask and normalized boxes (no pixel copy)."""
+    """Wrap an ``H x W x 3`` uint8 image, its soft mask (``H x W``, any real dtype in [0, 1]) and
+    normalized boxes; no pixel copy unless an array is read-only or has negative strides."""
+    image = _torch_ready(image)
     height, width = image.shape[:2]
     tv_image = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
     tv_mask = None
@@ -69,7 +80,7 @@ def to_tv_tensors(image: np.ndarray, mask: np.ndarray | None, boxes: Sequence[Se
         if mask.shape != (height, width):  # the store keeps masks at image size; validation checked sizes
             raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}: "
                              f"the image changed after localization; rebuild its store entry")
-        tv_mask = tv_tensors.Mask(torch.from_numpy(np.asarray(mask, dtype=np.float32)))
+        tv_mask = tv_tensors.Mask(torch.from_numpy(_torch_ready(mask, np.float32)))
     tv_boxes = None
     if len(boxes) > 0:
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)

@@ -10,11 +10,35 @@ import hydra
 from omegaconf import DictConfig
 
 from occon_plugin.cli._hydra import exit_on_bad_input
+from occon_plugin.cli.overrides import exit_on_bad_overrides
 from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish
+from occon_plugin.errors import DataError
 from occon_plugin.eval.groundtruth import iter_ground_truth
 from occon_plugin.eval.localization import evaluate_localization
 from occon_plugin.eval.predictions import open_predictions
 from occon_plugin.eval.report import write_results
+
+
+def _loud_counts(res: dict, json_name: str) -> list[str]:
+    """Lines saying what was not scored and why (the lists are in the result JSON)."""
+    lines = []
+    n_scored = len(res["per_image"])
+    left_out = res["n_missing"] + res["n_failed"] + res["n_mismatched"]
+    if left_out:
+        lines.append(f"[occon] scored {n_scored} of {n_scored + left_out} ground-truth images: "
+                     f"{res['n_missing']} without a prediction, {res['n_failed']} unreadable at localization, "
+                     f"{res['n_mismatched']} mismatched (names in {json_name})")
+    for key, what in (("failed", "unreadable at localization"), ("missing", "without a prediction"),
+                      ("mismatched", "mismatched")):
+        if res[key]:
+            lines.append(f"  {what}: " + ", ".join(res[key][:5]) + (" ..." if len(res[key]) > 5 else ""))
+    if res["n_without_gt_mask"]:
+        lines.append(f"[occon] {res['n_without_gt_mask']} image(s) have box-only ground truth: scored for boxes, "
+                     f"not for mask mIoU")
+    if res["gt_problems"]:
+        lines.append(f"[occon] {len(res['gt_problems'])} annotation(s) left out of the ground truth, e.g. "
+                     + "; ".join(res["gt_problems"][:3]))
+    return lines
 
 
 def run(cfg: DictConfig) -> dict:
@@ -25,16 +49,22 @@ def run(cfg: DictConfig) -> dict:
         preds, gts, threshold=float(cfg.threshold), sweep=as_list(cfg.sweep) or [],
         boxes=bool(cfg.boxes.enabled), deltas=as_list(cfg.boxes.deltas), interval=float(cfg.boxes.interval),
         eval_size=cfg.boxes.eval_size, limit=cfg.limit, overlay_dir=out_dir / "overlays",
-        overlay_count=int(cfg.overlays), progress=bool(cfg.progress))
+        overlay_count=int(cfg.overlays), progress=bool(cfg.progress),
+        missing=str(cfg.get("missing", "error")), mismatch=str(cfg.get("mismatch", "error")))
     m = res["mask"]
-    summary = {"predictions": preds.kind, "n_images": m["n_images"], "n_missing": res["n_missing"],
-               f"mask_miou@{m['threshold']:g}": m["miou"]}
-    rows = [{"metric": f"mask_miou@{m['threshold']:g}", "value": m["miou"], "n_images": m["n_images"]}]
-    if "best_miou" in m:
-        summary.update(best_threshold=m["best_threshold"], best_miou=m["best_miou"])
-        rows.append({"metric": f"mask_miou@best({m['best_threshold']:g}, oracle)", "value": m["best_miou"],
-                     "n_images": m["n_images"]})
     box = res.get("boxes")
+    n_images = m["n_images"] if m else (box["n_images"] if box else len(res["per_image"]))
+    summary = {"predictions": preds.kind, "n_images": n_images, "n_missing": res["n_missing"],
+               "n_failed": res["n_failed"], "n_mismatched": res["n_mismatched"],
+               "n_without_gt_mask": res["n_without_gt_mask"]}
+    rows = []
+    if m is not None:
+        summary[f"mask_miou@{m['threshold']:g}"] = m["miou"]
+        rows.append({"metric": f"mask_miou@{m['threshold']:g}", "value": m["miou"], "n_images": m["n_images"]})
+        if "best_miou" in m:
+            summary.update(best_threshold=m["best_threshold"], best_miou=m["best_miou"])
+            rows.append({"metric": f"mask_miou@best({m['best_threshold']:g}, oracle)", "value": m["best_miou"],
+                         "n_images": m["n_images"]})
     if box is not None:
         summary.update(max_box_acc_v2=box["max_box_acc_v2"], corloc=box["corloc"],
                        n_without_gt_box=res["n_without_gt_box"])
@@ -43,18 +73,30 @@ def run(cfg: DictConfig) -> dict:
                   "n_images": box["n_images"]} for d, a in box["box_acc"].items()]
         rows.append({"metric": f"corloc (largest contour, iou>=0.5, cam t={box['corloc_threshold']:.2f})",
                      "value": box["corloc"], "n_images": box["n_images"]})
+    if not rows:
+        raise DataError("nothing to score: the ground truth has neither masks nor boxes for the predicted images")
     write_results(out_dir, "per_image", res["per_image"])
-    details = {"mask": m, "boxes": box, "missing": res["missing"], "overlays": res["overlays"]}
+    details = {"mask": m, "boxes": box, "missing": res["missing"], "failed": res["failed"],
+               "mismatched": res["mismatched"], "gt_problems": res["gt_problems"], "overlays": res["overlays"]}
 
     def images(wandb):
         return {"overlays": [wandb.Image(p, caption=Path(p).name) for p in res["overlays"]]} if res["overlays"] else {}
 
-    return finish(cfg, "eval_localization", rows, details, summary, wandb_extra=images)
+    out = finish(cfg, "eval_localization", rows, details, summary, wandb_extra=images)
+    for line in _loud_counts(res, str(out_dir / "eval_localization.json")):
+        print(line)
+    return out
+
+
+def main() -> None:
+    """The console command: overrides checked against eval_localization.yaml (one line, exit 2), then Hydra."""
+    exit_on_bad_overrides(Path(CONFIG_DIR) / "eval_localization.yaml")
+    _hydra_main()
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="eval_localization", version_base="1.2")
 @exit_on_bad_input
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
 
 

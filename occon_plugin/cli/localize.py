@@ -13,8 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from occon_plugin.cli._hydra import exit_on_bad_input
-from occon_plugin.errors import ConfigError
+from occon_plugin.cli.overrides import exit_on_bad_overrides
+from occon_plugin.errors import ConfigError, DataError
 from occon_plugin.localize.runner import LocalizeSettings, check_settings, run_localize
+from occon_plugin.tracking import log_localize_run, split_wandb_settings
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -47,22 +49,51 @@ def _init_distributed(settings: LocalizeSettings) -> None:
     dist.init_process_group("nccl" if use_cuda else "gloo")
 
 
+SHOW_BAD = 5
+
+
 def _report(summary: dict) -> None:
+    """Print where everything is, the first few bad images with their reasons (the rest: in the
+    manifest), what the listing skipped on purpose; raise :class:`DataError` (exit 2) when not one
+    image could be localized."""
     out = Path(summary["store"])
-    counts = summary["manifest"]["counts"]
+    manifest = summary["manifest"]
+    counts = manifest["counts"]
     print(f"occon-localize: store {out} has {counts['ok']} masks and {counts['skipped']} skipped images "
           f"of {summary['listed']} listed ({summary['written_ok'] + summary['written_bad']} written now, "
           f"{summary['already_done']} from before, {summary['seconds']} s)")
     print(f"  masks:    {out / 'masks'}\n  index:    {out / 'index.jsonl'}\n  manifest: {out / 'manifest.json'}")
     if (out / "overlays").is_dir():
         print(f"  overlays: {out / 'overlays'}")
-    if counts["skipped"]:
-        print(f"  skipped images (unreadable) are listed in {out / 'manifest.json'} under skipped_images")
+    skipped = manifest.get("skipped_images") or []
+    if skipped:
+        print(f"  {len(skipped)} unreadable image(s) skipped, first {min(SHOW_BAD, len(skipped))}:")
+        for item in skipped[:SHOW_BAD]:
+            print(f"    {item['path']}: {item['status']}")
+        if len(skipped) > SHOW_BAD:
+            print(f"    ... all {len(skipped)} with reasons in {out / 'manifest.json'} under skipped_images")
+    not_listed = summary.get("not_listed") or {}
+    if not_listed:
+        from occon_plugin.images import ImageList
+
+        note = ImageList(Path(str(manifest.get("data", ""))), [], skipped=not_listed).skipped_summary()
+        print(f"  {note}")
+    if counts["ok"] == 0:
+        first = "; ".join(f"{i['path']}: {i['status']}" for i in skipped[:3])
+        raise DataError(f"none of the {summary['listed']} images under {manifest.get('data')} could be read, so the "
+                        f"store {out} has no mask (first: {first}); check data.path")
+
+
+def main() -> None:
+    """The console command: overrides checked against localize.yaml (one line, exit 2), then Hydra."""
+    exit_on_bad_overrides(Path(CONFIG_DIR) / "localize.yaml")
+    _hydra_main()
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="localize", version_base="1.2")
 @exit_on_bad_input
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
+    cfg, wandb_cfg = split_wandb_settings(cfg)  # ++wandb.enabled=true: counts + overlays on W&B
     settings = settings_from_config(cfg)
     _init_distributed(settings)
     try:
@@ -74,6 +105,7 @@ def main(cfg: DictConfig) -> None:
             dist.destroy_process_group()
     if summary["rank"] == 0:
         _report(summary)
+        log_localize_run(wandb_cfg, summary, settings.data)
 
 
 if __name__ == "__main__":

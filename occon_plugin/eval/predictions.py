@@ -14,8 +14,18 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from occon_plugin.errors import DataError
 from occon_plugin.eval.boxes import normalize_cam
-from occon_plugin.store import Store
+from occon_plugin.images import file_fingerprint
+from occon_plugin.store import Store, StoreError
+
+
+class PredictionsNotFound(DataError, FileNotFoundError):
+    """The predictions path does not exist."""
+
+
+class PredictionError(DataError, ValueError):
+    """A prediction file that cannot be used; the message names it."""
 
 
 class CamFolder:
@@ -24,7 +34,8 @@ class CamFolder:
     def __init__(self, root):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"CAM folder {self.root} does not exist")
+            raise PredictionsNotFound(f"predictions {self.root} is neither a store (no manifest.json) nor an "
+                                      f"existing CAM folder")
 
     def _find(self, rel: str) -> Optional[Path]:
         stem = PurePosixPath(rel).with_suffix("")
@@ -34,32 +45,71 @@ class CamFolder:
                 return p
         return None
 
+    def status(self, rel: str) -> str:
+        return "ok" if self._find(rel) is not None else "missing"
+
+    def mismatch(self, rel: str, width: int, height: int, image_root: Optional[Path]) -> Optional[str]:
+        return None  # CAMs of any size are resized to the image by the protocol (wsolevaluation)
+
     def load(self, rel: str, width: int, height: int) -> Optional[np.ndarray]:
         path = self._find(rel)
         if path is None:
             return None
-        if path.suffix == ".npy":
-            cam = np.load(path, allow_pickle=False).astype(np.float32)
-        else:
-            with Image.open(path) as img:
-                cam = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        try:
+            if path.suffix == ".npy":
+                cam = np.load(path, allow_pickle=False).astype(np.float32)
+            else:
+                with Image.open(path) as img:
+                    cam = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise PredictionError(f"CAM {path} cannot be read ({type(exc).__name__}: {exc}); fix or remove it") from exc
         cam = np.squeeze(cam)
         if cam.ndim != 2:
-            raise ValueError(f"CAM {path} must be a 2-D map; it has shape {cam.shape}")
+            raise PredictionError(f"CAM {path} must be a 2-D map; it has shape {cam.shape}")
         return normalize_cam(resize_map(cam, width, height))
 
 
 class StorePredictions:
+    """Masks of an ``occon-localize`` store. Store masks are at their image's own size: a ground
+    truth of another size, or an image file other than the one the mask was computed from, is a
+    mismatch (:meth:`mismatch`), never resized silently."""
+
     kind = "store"
 
     def __init__(self, root):
         self.store = Store.open(root)
 
+    def status(self, rel: str) -> str:
+        """``"ok"``, ``"missing"`` (no entry) or ``"failed"`` (the image was unreadable at localization)."""
+        entry = self.store.entries.get(rel)
+        if entry is None:
+            return "missing"
+        return "ok" if entry.ok else "failed"
+
+    def mismatch(self, rel: str, width: int, height: int, image_root: Optional[Path]) -> Optional[str]:
+        """Why the stored mask of ``rel`` does not belong to this ground truth / image, or None."""
+        entry = self.store.entries[rel]
+        if (entry.width, entry.height) != (width, height):
+            return f"store mask is {entry.width}x{entry.height}, ground truth {width}x{height}"
+        if image_root is not None and entry.fingerprint:
+            try:
+                current = file_fingerprint(Path(image_root) / rel)
+            except OSError:
+                return None  # the image is absent here: the size check above is all we can do
+            if current != entry.fingerprint:
+                return "store mask was computed from another file than this image (fingerprint differs)"
+        problem = entry.problem()
+        return f"damaged store entry: {problem}" if problem else None
+
     def load(self, rel: str, width: int, height: int) -> Optional[np.ndarray]:
         entry = self.store.entries.get(rel)
         if entry is None or not entry.ok:
             return None
-        return resize_map(self.store.load_mask(rel), width, height)
+        mask = self.store.load_mask(rel)
+        if mask.shape != (height, width):
+            raise StoreError(f"store mask of {rel} is {mask.shape[1]}x{mask.shape[0]}, the ground truth is "
+                             f"{width}x{height}: not resized (check mismatch() first)")
+        return mask
 
 
 def resize_map(cam: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -1,15 +1,22 @@
 """Dense CRF refinement of a soft foreground mask (pydensecrf defaults, as in the paper's App. B)."""
 from __future__ import annotations
 
+import math
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 
 @dataclass
 class CrfParams:
-    """pydensecrf README defaults: Gaussian sxy=3 compat=3, bilateral sxy=80 srgb=13 compat=10."""
+    """pydensecrf README defaults: Gaussian sxy=3 compat=3, bilateral sxy=80 srgb=13 compat=10.
+
+    ``max_pixels`` bounds the CRF's working resolution (and so its memory, ~200 bytes per pixel
+    with two labels): a larger image is refined at ``sqrt(max_pixels / (H * W))`` of its size with
+    the spatial widths (``*_sxy``, in pixels) scaled by the same factor, and the marginal is
+    resized back bilinearly. 0 or None: always at full size."""
 
     iters: int = 5
     gauss_sxy: float = 3.0
@@ -18,29 +25,60 @@ class CrfParams:
     bilateral_srgb: float = 13.0
     bilateral_compat: float = 10.0
     clip: float = 1e-5  # probabilities are clipped to [clip, 1 - clip] before -log
+    max_pixels: Optional[int] = 4_000_000
+
+
+def working_size(height: int, width: int, max_pixels: int | None) -> tuple[int, int, float]:
+    """``(h, w, scale)`` the CRF runs at for an ``height x width`` image (scale 1: full size)."""
+    if not max_pixels or height * width <= max_pixels:
+        return height, width, 1.0
+    scale = math.sqrt(max_pixels / float(height * width))
+    return max(1, int(height * scale)), max(1, int(width * scale)), scale
+
+
+def _dense_crf(image: np.ndarray, fg: np.ndarray, params: CrfParams, scale: float) -> np.ndarray:
+    import pydensecrf.densecrf as dcrf
+
+    height, width = fg.shape
+    unary = -np.log(np.stack([1.0 - fg, fg]).reshape(2, -1))
+    crf = dcrf.DenseCRF2D(width, height, 2)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+    crf.addPairwiseGaussian(sxy=params.gauss_sxy * scale, compat=params.gauss_compat)
+    # pydensecrf needs a writable C-contiguous uint8 buffer (np.asarray(PIL image) is read-only)
+    rgb = np.require(image, dtype=np.uint8, requirements=["C", "W"])
+    crf.addPairwiseBilateral(sxy=params.bilateral_sxy * scale, srgb=params.bilateral_srgb, rgbim=rgb,
+                             compat=params.bilateral_compat)
+    q = np.asarray(crf.inference(params.iters), dtype=np.float32)
+    return q[1].reshape(height, width)
 
 
 def crf_refine(image_u8_hwc: np.ndarray, soft_mask: np.ndarray, params: CrfParams = CrfParams()) -> np.ndarray:
     """Foreground marginal of a 2-label dense CRF with unary ``-log p`` (bg = 1 - mask, fg = mask).
 
-    ``image_u8_hwc`` is the RGB image and ``soft_mask`` an ``H x W`` map in [0, 1] of the same size.
-    Returns a float32 ``H x W`` map in [0, 1].
+    ``image_u8_hwc``: the RGB image, uint8 ``H x W x 3``; ``soft_mask``: an ``H x W`` map in [0, 1]
+    of the same size, any real dtype. Either may be read-only or non-contiguous (a view, a
+    ``np.asarray`` of a PIL image). Images above ``params.max_pixels`` are refined at a bounded
+    working size (see :class:`CrfParams`). Returns a new float32 ``H x W`` map in [0, 1].
+    Raises ValueError for mismatched shapes or a non-uint8 image.
     """
-    import pydensecrf.densecrf as dcrf
-
-    height, width = soft_mask.shape
-    if image_u8_hwc.shape != (height, width, 3) or image_u8_hwc.dtype != np.uint8:
+    mask = np.asarray(soft_mask)
+    if mask.ndim != 2:
+        raise ValueError(f"soft_mask must be H x W, got shape {mask.shape}")
+    height, width = mask.shape
+    image = np.asarray(image_u8_hwc)
+    if image.shape != (height, width, 3) or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 {height}x{width}x3 to match the mask, "
-                         f"got {image_u8_hwc.dtype} {image_u8_hwc.shape}")
-    fg = np.clip(soft_mask.astype(np.float32), params.clip, 1.0 - params.clip)
-    unary = -np.log(np.stack([1.0 - fg, fg]).reshape(2, -1))
-    crf = dcrf.DenseCRF2D(width, height, 2)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
-    crf.addPairwiseGaussian(sxy=params.gauss_sxy, compat=params.gauss_compat)
-    crf.addPairwiseBilateral(sxy=params.bilateral_sxy, srgb=params.bilateral_srgb,
-                             rgbim=np.ascontiguousarray(image_u8_hwc), compat=params.bilateral_compat)
-    q = np.asarray(crf.inference(params.iters), dtype=np.float32)
-    return q[1].reshape(height, width)
+                         f"got {image.dtype} {image.shape}")
+    fg = np.clip(mask.astype(np.float32), params.clip, 1.0 - params.clip)
+    h, w, scale = working_size(height, width, params.max_pixels)
+    if scale == 1.0:
+        return _dense_crf(image, fg, params, 1.0)
+    import cv2
+
+    small = cv2.resize(np.ascontiguousarray(image), (w, h), interpolation=cv2.INTER_AREA)
+    small_fg = cv2.resize(np.ascontiguousarray(fg), (w, h), interpolation=cv2.INTER_AREA)
+    q = _dense_crf(small, np.clip(small_fg, params.clip, 1.0 - params.clip), params, scale)
+    return np.clip(cv2.resize(q, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
 
 
 def _refine_pair(args) -> np.ndarray:

@@ -4,6 +4,9 @@ from __future__ import annotations
 from occon_plugin.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401  (part of the store API)
 
 import json
+import math
+import struct
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -11,7 +14,8 @@ import cv2
 import numpy as np
 
 SCHEMA_NAME = "occon-store"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2          # 2: entries carry the image file's fingerprint
+READABLE_VERSIONS = (1, 2)  # version 1 stores are read; their images cannot be verified (sizes only)
 INDEX_FILE = "index.jsonl"
 MANIFEST_FILE = "manifest.json"
 MASK_DIR = "masks"
@@ -27,7 +31,9 @@ def rank_index_file(rank: int) -> str:
 @dataclass
 class StoreEntry:
     """One image of the store. ``boxes`` are normalized ``[x1, y1, x2, y2]`` in [0, 1];
-    ``bg_rect`` is a half-open pixel rectangle ``[x1, y1, x2, y2]`` (x2 - x1 = width) or None."""
+    ``bg_rect`` is a half-open pixel rectangle ``[x1, y1, x2, y2]`` (x2 - x1 = width) or None;
+    ``fingerprint`` is :func:`occon_plugin.images.file_fingerprint` of the image file the entry was
+    computed from (None: unknown, e.g. a version-1 store)."""
 
     path: str
     width: int
@@ -35,6 +41,7 @@ class StoreEntry:
     boxes: list[list[float]] = field(default_factory=list)
     bg_rect: list[int] | None = None
     status: str = STATUS_OK
+    fingerprint: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -48,10 +55,38 @@ class StoreEntry:
 
     @classmethod
     def from_dict(cls, data: dict) -> "StoreEntry":
+        """Raises KeyError/TypeError/ValueError for a malformed row (the reader names the line)."""
+        if not isinstance(data.get("path"), str) or not data["path"]:
+            raise ValueError("no 'path'")
         return cls(path=data["path"], width=int(data["width"]), height=int(data["height"]),
                    boxes=[list(map(float, b)) for b in data.get("boxes") or []],
                    bg_rect=None if data.get("bg_rect") is None else [int(v) for v in data["bg_rect"]],
-                   status=data.get("status", STATUS_OK))
+                   status=str(data.get("status", STATUS_OK)), fingerprint=data.get("fingerprint"))
+
+    def problem(self) -> str | None:
+        """Why this entry cannot be used as it is (sizes, boxes, background rectangle), or None.
+
+        Boxes must be 4 finite numbers with ``0 <= x1 < x2 <= 1`` and ``0 <= y1 < y2 <= 1``
+        (1e-6 tolerance); ``bg_rect`` 4 integers with ``0 <= x1 < x2 <= width`` and
+        ``0 <= y1 < y2 <= height``."""
+        if not self.ok:
+            return None
+        if self.width < 1 or self.height < 1:
+            return f"size {self.width}x{self.height} has no pixels"
+        eps = 1e-6
+        for k, box in enumerate(self.boxes):
+            if len(box) != 4 or not all(math.isfinite(v) for v in box):
+                return f"box {k} {box} is not 4 finite numbers"
+            x1, y1, x2, y2 = box
+            if not (-eps <= x1 < x2 <= 1 + eps and -eps <= y1 < y2 <= 1 + eps):
+                return f"box {k} {[round(v, 4) for v in box]} is inverted, empty or outside [0, 1]"
+        if self.bg_rect is not None:
+            if len(self.bg_rect) != 4:
+                return f"bg_rect {self.bg_rect} is not 4 integers"
+            x1, y1, x2, y2 = self.bg_rect
+            if not (0 <= x1 < x2 <= self.width and 0 <= y1 < y2 <= self.height):
+                return f"bg_rect {self.bg_rect} is empty or outside the {self.width}x{self.height} image"
+        return None
 
 
 def mask_relpath(path: str) -> str:
@@ -98,6 +133,48 @@ def decode_mask_png(path: Path) -> np.ndarray:
     return mask
 
 
+def mask_png_problem(path: Path, width: int, height: int) -> str | None:
+    """Why ``path`` is not a usable mask of a ``width x height`` image, or None.
+
+    Reads the file's bytes (no inflating): PNG signature, every chunk's CRC, an 8-bit grayscale
+    IHDR of the right size, and the end chunk (so a truncated or damaged file is found before
+    training, in a fraction of a decode's time)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "mask file missing"
+    except OSError as exc:
+        return f"mask file unreadable ({type(exc).__name__}: {exc})"
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "mask file is not a PNG" if data else "mask file is empty"
+    pos, seen_end, ihdr = 8, False, None
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        crc = data[pos + 8 + length:pos + 12 + length]
+        if len(body) != length or len(crc) != 4:
+            return "mask PNG is truncated"
+        if zlib.crc32(kind + body) != struct.unpack(">I", crc)[0]:
+            return f"mask PNG is damaged (bad CRC in a {kind.decode('latin-1')} chunk)"
+        if kind == b"IHDR":
+            ihdr = struct.unpack(">IIBB", body[:10])
+        if kind == b"IEND":
+            seen_end = True
+            break
+        pos += 12 + length
+    if not seen_end:
+        return "mask PNG is truncated (no end chunk)"
+    if ihdr is None:
+        return "mask PNG has no header chunk"
+    w, h, depth, colour = ihdr
+    if depth != 8 or colour != 0:
+        return f"mask PNG is not 8-bit grayscale (bit depth {depth}, colour type {colour})"
+    if (w, h) != (width, height):
+        return f"mask is {w}x{h}, the index says {width}x{height}"
+    return None
+
+
 def read_index_lines(path: Path) -> tuple[list[dict], int]:
     """Parse whole JSON lines; return them and the byte length of the whole-line prefix.
 
@@ -120,3 +197,27 @@ def read_index_lines(path: Path) -> tuple[list[dict], int]:
         good_end = end + 1
         start = end + 1
     return rows, good_end
+
+
+def parse_index(path: Path) -> tuple[list["StoreEntry"], list[str]]:
+    """Every line of an index file as entries, plus one message per line that is not a valid
+    entry (``"index.jsonl line 7: ..."``); a torn last line (no newline, e.g. a killed writer)
+    is reported too."""
+    if not path.exists():
+        return [], []
+    entries, problems = [], []
+    lines = path.read_bytes().split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        torn = number == len(lines)  # the text after the last newline
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+            entries.append(StoreEntry.from_dict(row))
+        except (ValueError, KeyError, TypeError) as exc:
+            what = "torn last line (no newline: a writer was killed)" if torn else f"{type(exc).__name__}: {exc}"
+            problems.append(f"{path.name} line {number}: {what}")
+    return entries, problems

@@ -2,19 +2,29 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from occon_plugin.errors import DataError
-from occon_plugin.store.format import (INDEX_FILE, MANIFEST_FILE, RANK_INDEX_GLOB, SCHEMA_NAME, SCHEMA_VERSION,
-                                       StoreEntry, decode_mask_png, mask_from_u8, mask_relpath,
-                                       read_index_lines)
+from occon_plugin.store.format import (INDEX_FILE, MANIFEST_FILE, RANK_INDEX_GLOB, READABLE_VERSIONS, SCHEMA_NAME,
+                                       StoreEntry, decode_mask_png, mask_from_u8, mask_relpath, parse_index)
+
+log = logging.getLogger(__name__)
+_SHOW = 5
 
 
 class StoreError(DataError, RuntimeError):
     """A store folder that cannot be used as it is."""
+
+
+class NoMaskError(StoreError, KeyError):
+    """The store has no mask for this image (no entry, or its localization failed)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass
@@ -22,9 +32,13 @@ class Store:
     root: Path
     manifest: dict
     entries: dict[str, StoreEntry]
+    problems: list[str] = field(default_factory=list)  # index lines that are not valid entries
 
     @classmethod
     def open(cls, store_dir: str | Path, allow_incomplete: bool = False) -> "Store":
+        """Open a store; raises :class:`StoreError` (naming the file) for a folder that is not a
+        store, an incomplete store (unless ``allow_incomplete``), or a damaged index: lines that
+        are not valid entries, or fewer/more entries than the finished run wrote."""
         root = Path(store_dir).expanduser()
         manifest_path = root / MANIFEST_FILE
         if not manifest_path.is_file():
@@ -32,20 +46,40 @@ class Store:
                              f"`occon-localize data.path=<images> output_dir={root}`")
         try:
             manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise StoreError(f"{manifest_path} is not valid JSON: {exc}") from exc
-        if manifest.get("schema") != SCHEMA_NAME or manifest.get("schema_version") != SCHEMA_VERSION:
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, OSError) as exc:
+            raise StoreError(f"{manifest_path} is not valid JSON ({exc}); rebuild the store with occon-localize "
+                             f"(resume=false)") from exc
+        if manifest.get("schema") != SCHEMA_NAME or manifest.get("schema_version") not in READABLE_VERSIONS:
             raise StoreError(f"{manifest_path}: schema {manifest.get('schema')} v{manifest.get('schema_version')} "
-                             f"is not {SCHEMA_NAME} v{SCHEMA_VERSION}; rebuild the store with this version")
+                             f"is not {SCHEMA_NAME} v{'/'.join(map(str, READABLE_VERSIONS))}; rebuild the store "
+                             f"with this version")
         if not manifest.get("complete") and not allow_incomplete:
             raise StoreError(f"store {root} is incomplete (its run was interrupted); finish it by running "
                              f"occon-localize again with the same settings and resume=true")
         entries: dict[str, StoreEntry] = {}
+        problems: list[str] = []
         for path in [root / INDEX_FILE, *sorted(root.glob(RANK_INDEX_GLOB))]:
-            for row in read_index_lines(path)[0]:
-                entry = StoreEntry.from_dict(row)
-                entries.setdefault(entry.path, entry)
-        return cls(root=root, manifest=manifest, entries=entries)
+            rows, bad = parse_index(path)
+            problems += bad
+            for entry in rows:
+                entries[entry.path] = entry  # a later line of the same image supersedes (a retried bad image)
+        store = cls(root=root, manifest=manifest, entries=entries, problems=problems)
+        if manifest.get("complete"):
+            written = (manifest.get("counts") or {}).get("written")
+            if problems or (written is not None and written != len(entries)):
+                more = f", ... (+{len(problems) - _SHOW})" if len(problems) > _SHOW else ""
+                raise StoreError(
+                    f"store {root} is damaged: {root / INDEX_FILE} holds {len(entries)} valid entries but its "
+                    f"finished run wrote {written}"
+                    + (f" ({'; '.join(problems[:_SHOW])}{more})" if problems else "")
+                    + ". Repair it with `occon-localize data.path=<same images> output_dir=" + str(root)
+                    + " resume=true` (recomputes only the lost entries) or rebuild it")
+        if manifest.get("schema_version") == 1:
+            log.warning("store %s was written before stores recorded image fingerprints (schema v1): a "
+                        "replaced image of the same size cannot be detected; rebuild it to be safe", root)
+        return store
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -58,14 +92,21 @@ class Store:
         return self.root / mask_relpath(path)
 
     def load_mask_u8(self, path: str) -> np.ndarray:
+        """The stored 8-bit mask of ``path`` (``H x W`` uint8). Raises :class:`StoreError` naming the
+        mask file when it is missing, unreadable or not the size the index records."""
         entry = self.entries.get(path)
         if entry is None:
-            raise KeyError(f"{path} is not in the store {self.root}")
+            raise NoMaskError(f"{path} is not in the store {self.root}")
         if not entry.ok:
-            raise KeyError(f"{path} has no mask in the store {self.root} (status: {entry.status})")
-        mask = decode_mask_png(self.mask_file(path))
+            raise NoMaskError(f"{path} has no mask in the store {self.root} (status: {entry.status})")
+        mask_file = self.mask_file(path)
+        try:
+            mask = decode_mask_png(mask_file)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot read the mask {mask_file} of {path} ({exc}); the store is damaged: "
+                             f"rebuild it with occon-localize") from exc
         if mask.shape != (entry.height, entry.width):
-            raise StoreError(f"mask {self.mask_file(path)} is {mask.shape[1]}x{mask.shape[0]}, "
+            raise StoreError(f"mask {mask_file} is {mask.shape[1]}x{mask.shape[0]}, "
                              f"the index says {entry.width}x{entry.height}")
         return mask
 

@@ -8,14 +8,25 @@ from pathlib import Path
 
 import numpy as np
 
+from occon_plugin.atomic import OUTPUT_ERRNOS, output_error
 from occon_plugin.errors import DataError
 from occon_plugin.store.format import (INDEX_FILE, MANIFEST_FILE, MASK_DIR, RANK_INDEX_GLOB, SCHEMA_NAME,
-                                       SCHEMA_VERSION, StoreEntry, atomic_write_bytes, atomic_write_json,
+                                       SCHEMA_VERSION, STATUS_OK, StoreEntry, atomic_write_bytes, atomic_write_json,
                                        encode_mask_png, mask_relpath, rank_index_file, read_index_lines)
+
+_SHOW = 5
 
 
 class StoreSettingsMismatchError(DataError, RuntimeError):
     """Resuming into a store that was started with other settings or another model."""
+
+
+class StoreSourceMismatchError(DataError, RuntimeError):
+    """Resuming into a store whose finished entries were computed from other image files."""
+
+
+class StoreFolderError(DataError, RuntimeError):
+    """``output_dir`` cannot hold a store (not empty and not a store, or a damaged manifest)."""
 
 
 class StoreWriter:
@@ -33,15 +44,71 @@ class StoreWriter:
         self.settings = json.loads(json.dumps(settings))  # plain JSON types, comparable after a round trip
         self.model_hash = model_hash
         self.rank, self.world_size = rank, world_size
+        self.image_root: Path | None = None
+        self.gone_paths: list[str] = []
+        self.retry_paths: set[str] = set()  # bad images whose file changed since: localized again
+        self._reopen: dict | None = None
         # Rank 0 creates/clears the store and writes the first manifest; other ranks only append.
-        if rank == 0:
-            self._prepare(resume)
-        else:
-            self._check_manifest(self._read_manifest())
-        self._index_path = self.out_dir / rank_index_file(rank)
-        self._cut_torn_tail(self._index_path)
-        self._done = self._read_done()
-        self._fh = open(self._index_path, "ab")
+        try:
+            if rank == 0:
+                self._prepare(resume)
+            else:
+                self._check_manifest(self._read_manifest())
+            self._index_path = self.out_dir / rank_index_file(rank)
+            self._cut_torn_tail(self._index_path)
+            self._done = self._read_done()
+            self._fh = open(self._index_path, "ab")
+        except OSError as exc:
+            if exc.errno in OUTPUT_ERRNOS and not isinstance(exc, DataError):
+                raise output_error(self.out_dir, exc) from exc
+            raise
+
+    def attach_images(self, root: str | Path, paths) -> None:
+        """Bind the store to the image folder ``root``: every later :meth:`write` records the
+        fingerprint of ``root/<path>``, and every entry already in the store (a resumed run) must
+        have been computed from the same file as ``root/<path>`` now. Raises
+        :class:`StoreSourceMismatchError` naming the files that differ (another folder with the
+        same file names, swapped or replaced photos). An entry of an image that was unreadable
+        and whose file changed since (fixed) is localized again: its new line supersedes the old."""
+        from occon_plugin.images import fingerprints
+
+        self.image_root = Path(root)
+        listed = set(paths)
+        latest: dict[str, dict] = {}
+        for f in self._index_files():
+            for row in read_index_lines(f)[0]:
+                latest[row["path"]] = row  # a later line of the same image supersedes (a retried bad image)
+        rows = list(latest.values())
+        changed, gone, retry = [], [], set()
+        current = fingerprints(root, [r["path"] for r in rows if r["path"] in listed and r.get("fingerprint")])
+        for row in rows:
+            path, recorded = row["path"], row.get("fingerprint")
+            if path not in listed:
+                gone.append(path)
+            elif recorded and current.get(path) != recorded:
+                if row.get("status", STATUS_OK) == STATUS_OK:
+                    changed.append(path)
+                else:
+                    retry.add(path)
+        if changed:
+            more = f", ... (+{len(changed) - _SHOW} more)" if len(changed) > _SHOW else ""
+            raise StoreSourceMismatchError(
+                f"store {self.out_dir} holds {len(rows)} entries computed from other image files than the ones "
+                f"under {root}: {len(changed)} differ ({', '.join(changed[:_SHOW])}{more}). Resuming would keep "
+                f"masks of other photos: use a new output_dir, or resume=false to rebuild this store")
+        self.gone_paths = sorted(gone)  # in the store, no longer listed: kept (reported by validation)
+        self.retry_paths = retry
+        self._done -= retry
+
+    def _fingerprint(self, path: str) -> str | None:
+        if self.image_root is None:
+            return None
+        from occon_plugin.images import file_fingerprint
+
+        try:
+            return file_fingerprint(self.image_root / path)
+        except OSError:
+            return None
 
     # ---- setup -------------------------------------------------------------------------
     def _read_manifest(self) -> dict | None:
@@ -49,26 +116,31 @@ class StoreWriter:
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise RuntimeError(f"{path} is not valid JSON ({exc}); delete the store folder and run again") from exc
+            manifest = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreFolderError(f"{path} is not valid JSON ({exc}); use a new output_dir or resume=false "
+                                   f"to rebuild the store") from exc
+        if not isinstance(manifest, dict):
+            raise StoreFolderError(f"{path} is not an occon store manifest; choose another output_dir")
+        return manifest
 
     def _prepare(self, resume: bool) -> None:
         manifest = self._read_manifest()
         if manifest is not None and manifest.get("schema") != SCHEMA_NAME:
-            raise RuntimeError(f"{self.out_dir} holds a manifest.json that is not an occon store; "
-                               f"choose another output_dir")
+            raise StoreFolderError(f"{self.out_dir} holds a manifest.json that is not an occon store; "
+                                   f"choose another output_dir")
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise StoreFolderError(f"output_dir {self.out_dir} is a file; choose a new or empty folder")
         if manifest is None and self.out_dir.exists() and any(self.out_dir.iterdir()):
-            raise RuntimeError(f"output_dir {self.out_dir} exists, is not empty and is not an occon store; "
-                               f"choose a new or empty folder")
+            raise StoreFolderError(f"output_dir {self.out_dir} exists, is not empty and is not an occon store; "
+                                   f"choose a new or empty folder")
         if manifest is not None and not resume:
             self._clear()  # resume=false: start over, deleting only what a store consists of
             manifest = None
         if manifest is not None:
             self._check_manifest(manifest)
-            if manifest.get("complete"):  # finishing again (e.g. more images): mark incomplete until close
-                manifest["complete"] = False
-                atomic_write_json(self.out_dir / MANIFEST_FILE, manifest)
+            if manifest.get("complete"):  # finishing again (e.g. more images): marked incomplete at the
+                self._reopen = manifest   # first write, so a refused resume leaves the store as it was
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out_dir / MANIFEST_FILE, self._manifest(complete=False))
@@ -81,7 +153,7 @@ class StoreWriter:
 
     def _check_manifest(self, manifest: dict | None) -> None:
         if manifest is None:
-            raise RuntimeError(f"{self.out_dir / MANIFEST_FILE} missing: rank 0 must create the store first")
+            raise StoreFolderError(f"{self.out_dir / MANIFEST_FILE} missing: rank 0 must create the store first")
         if manifest.get("schema_version") != SCHEMA_VERSION:
             raise StoreSettingsMismatchError(
                 f"store {self.out_dir} has schema version {manifest.get('schema_version')}, this code writes "
@@ -114,7 +186,7 @@ class StoreWriter:
         for path in self._index_files():
             rows, _ = read_index_lines(path)
             done.update(r["path"] for r in rows)
-        return done
+        return done - self.retry_paths
 
     # ---- writing -----------------------------------------------------------------------
     def done_paths(self) -> set[str]:
@@ -133,6 +205,10 @@ class StoreWriter:
         """Write one image: its mask (None for a failed image) then its index line."""
         if entry.path in self._done:
             raise ValueError(f"{entry.path} is already in the store {self.out_dir}")
+        if self._reopen is not None:  # a finished store gets new entries: incomplete until close()
+            self._reopen["complete"] = False
+            atomic_write_json(self.out_dir / MANIFEST_FILE, self._reopen)
+            self._reopen = None
         if mask_u8 is not None:
             if mask_u8.shape != (entry.height, entry.width):
                 raise ValueError(f"mask for {entry.path} is {mask_u8.shape}, image is "
@@ -140,10 +216,18 @@ class StoreWriter:
             atomic_write_bytes(self.mask_file(entry.path), encode_mask_png(mask_u8))
         elif entry.ok:
             raise ValueError(f"entry {entry.path} has status ok but no mask")
-        self._fh.write((entry.to_json() + "\n").encode())
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if entry.fingerprint is None and self.image_root is not None:
+            entry.fingerprint = self._fingerprint(entry.path)
+        try:
+            self._fh.write((entry.to_json() + "\n").encode())
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            if exc.errno in OUTPUT_ERRNOS:
+                raise output_error(self._index_path, exc) from exc
+            raise
         self._done.add(entry.path)
+        self.retry_paths.discard(entry.path)
 
     def close(self, **extra) -> dict | None:
         """Rank 0: merge all index files, sort by path, write the final manifest (atomically).
@@ -158,7 +242,7 @@ class StoreWriter:
         rank_files = sorted(self.out_dir.glob(RANK_INDEX_GLOB))
         for path in [self.out_dir / INDEX_FILE, *rank_files]:
             for row in read_index_lines(path)[0]:
-                merged.setdefault(row["path"], row)
+                merged[row["path"]] = row  # the last line of an image wins (a retried bad image)
         rows = [StoreEntry.from_dict(merged[p]) for p in sorted(merged)]
         atomic_write_bytes(self.out_dir / INDEX_FILE, "".join(r.to_json() + "\n" for r in rows).encode())
         for path in rank_files:

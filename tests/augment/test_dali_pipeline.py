@@ -89,7 +89,8 @@ def _reference_views(source, images, index: int, seed: int):
     return views, plan
 
 
-GPU = pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
+GPU = pytest.param("gpu", marks=[pytest.mark.gpu,
+                                  pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")])
 
 
 @pytest.mark.parametrize("device", ["cpu", GPU])

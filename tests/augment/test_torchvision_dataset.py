@@ -122,10 +122,14 @@ def test_store_mismatch_is_reported_before_training(two_image_store):
 
 def test_bad_images_are_replaced_and_counted(tmp_path):
     data = tmp_path / "data"
-    images = _folder(data, ["a.png", "b.png"])
+    images = _folder(data, ["a.png", "b.png", "c.png"])
     (data / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     ds = OcconPretrainDataset(data, None, [IDENTITY, IDENTITY], seed=0)
-    bad = ds.paths.index("broken.jpg")
+    # unreadable at the start: dropped before training (both pipelines drop the same files), counted
+    assert ds.paths == ["a.png", "b.png", "c.png"] and ds.startup["unreadable"] == 1
+    # unreadable later (the file broke during training): replaced by another image, counted
+    (data / "c.png").write_bytes(b"\x89PNG broken now")
+    bad = ds.paths.index("c.png")
     index, views, _, info = ds[bad]
     assert index != bad and bool(info["replaced"]) and ds.counts["bad_images"] >= 1
     np.testing.assert_array_equal(views[0].permute(1, 2, 0).numpy(), images[ds.paths[index]])

@@ -79,7 +79,8 @@ def test_store_and_cam_folder_predictions(tmp_path):
     preds = open_predictions(tmp_path / "store")
     assert isinstance(preds, StorePredictions)
     res = evaluate_localization(preds, gts, sweep=[0.3, 0.6], eval_size=None, progress=False)
-    assert res["mask"]["miou"] == 1.0 and res["n_missing"] == 1 and res["missing"] == ["sub/im2.jpg"]
+    assert res["mask"]["miou"] == 1.0 and res["n_failed"] == 1 and res["failed"] == ["sub/im2.jpg"]
+    assert res["n_missing"] == 0  # a bad image is counted as failed, not as a missing prediction
     assert res["boxes"]["box_acc"][0.7] == 1.0  # a single rectangle: its contour box is the GT box
     # a CAM folder with low-resolution maps of another range, resized + normalized per image
     cams = tmp_path / "cams" / "sub"

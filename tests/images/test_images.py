@@ -22,9 +22,16 @@ def test_folder_listing_is_sorted_relative_posix_with_classes(tmp_path):
             _save(tmp_path / rel)
     images = list_images(tmp_path)
     assert images.root == tmp_path
-    assert images.paths == ["cat/sub/a.JPEG", "cat/z.png", "dog/b.jpg", "dog/x.webp"]
+    # torchvision ImageFolder's order: class by class, each folder's files before its sub-folders'
+    assert images.paths == ["cat/z.png", "cat/sub/a.JPEG", "dog/b.jpg", "dog/x.webp"]
     assert images.classes == ["cat", "dog"]
     assert images.labels == [0, 0, 1, 1]
+    assert images.skipped == {"not_image": ["dog/notes.txt"]}
+    from torchvision.datasets import ImageFolder
+
+    folder = ImageFolder(str(tmp_path))
+    assert [Path(p).relative_to(tmp_path).as_posix() for p, _ in folder.samples] == images.paths
+    assert [t for _, t in folder.samples] == images.labels and folder.classes == images.classes
 
 
 def test_flat_folder_has_no_classes(tmp_path):

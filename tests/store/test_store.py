@@ -46,7 +46,7 @@ def test_round_trip_masks_index_manifest(tmp_path):
         store.load_mask("bad.jpg")
     lines = (out / "index.jsonl").read_text().splitlines()
     assert json.loads(lines[0]) == {"path": "a.png", "width": 6, "height": 4, "boxes": [[0.1, 0.2, 0.5, 0.75]],
-                                    "bg_rect": [0, 0, 3, 2], "status": "ok"}
+                                    "bg_rect": [0, 0, 3, 2], "status": "ok", "fingerprint": None}
     assert not list(out.rglob("*.tmp"))
 
 
@@ -155,7 +155,8 @@ def test_validation_reports_missing_extra_changed(tmp_path):
     assert "1 changed" in msg and "b.png (store 6x4, image 7x4)" in msg
     assert "occon-localize" in msg
     report = validate_store(store, images, policy="skip")
-    assert report.counts == {"images": 3, "missing": 1, "extra": 1, "changed": 1, "failed": 0}
+    assert report.counts == {"images": 3, "missing": 1, "extra": 1, "changed": 1, "failed": 0, "damaged": 0,
+                             "replaced": 0}
     assert not report.ok
     with pytest.raises(ValueError, match="policy"):
         validate_store(store, images, policy="ignore")

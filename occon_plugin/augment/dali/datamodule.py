@@ -11,44 +11,45 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from occon_plugin.augment.dataset import OcconPretrainDataset, build_dataset, loader_settings
 from occon_plugin.config import select
 from occon_plugin.host import LightningDataModule
-from occon_plugin.images import BadImageError, image_size
+from occon_plugin.errors import ConfigError, DataError
+from occon_plugin.images import BadImageError
 
 from .pipeline import build_object_aware_pipeline, standard_view_fn
 from .source import ObjectAwareSource, SampleRecord
 from .standard_ops import ViewOps, views_from_cfg
 
-INFO_KEYS = ("oa_crop", "mixed", "mix_skipped", "no_entry")
+INFO_KEYS = ("oa_crop", "mixed", "mix_skipped", "no_entry", "replaced")
 
 
 def _identity(image):
     return image
 
 
-def records_from_dataset(dataset: OcconPretrainDataset, need_sizes: bool) -> list[SampleRecord]:
+def records_from_dataset(dataset: OcconPretrainDataset, need_sizes: bool = True) -> list[SampleRecord]:
     """The dataset's images with their store entries as :class:`SampleRecord`s.
 
-    ``need_sizes``: images without a store entry get their size from the file header (OA-Crop
-    needs every image's size for its integer windows)."""
+    The dataset already dropped the images neither pipeline can decode (so no failed entry and
+    no ``w = h = 0`` record reaches DALI) and read every kept image's header: sizes come from
+    the store entry or the header, and files DALI's decoder would decode differently from the
+    shared rule (16-bit, float, unusual modes) are marked ``decode_here``. ``need_sizes`` is kept
+    for callers of the old signature (sizes are always known now)."""
     root = Path(dataset.images.root)
     records = []
-    for i, (path, entry) in enumerate(zip(dataset.paths, dataset.entries)):
+    for i, (path, entry, info) in enumerate(zip(dataset.paths, dataset.entries, dataset.info)):
         target = dataset.target(i)
+        if info is None:  # cannot happen after _drop_unreadable; kept loud rather than silent
+            raise BadImageError(root / path, "no header facts: the dataset did not check this image")
+        decode_here = not info.dali_native
         if entry is None:
-            width = height = 0
-            if need_sizes:
-                try:
-                    width, height = image_size(root, path)
-                except BadImageError as exc:
-                    raise BadImageError(exc.path, f"{exc.reason}; the DALI path cannot skip unreadable images "
-                                                  f"during training: remove the file or train with the torchvision loader"
-                                        ) from exc
-            records.append(SampleRecord(root / path, width, height, target=target))
+            records.append(SampleRecord(root / path, info.width, info.height, target=target,
+                                        decode_here=decode_here))
             continue
         usable = entry.ok
         records.append(SampleRecord(
@@ -56,38 +57,90 @@ def records_from_dataset(dataset: OcconPretrainDataset, need_sizes: bool) -> lis
             boxes=tuple(tuple(b) for b in entry.boxes) if usable else (),
             bg_rect=tuple(entry.bg_rect) if usable and entry.bg_rect is not None else None,
             mask_file=dataset.store.mask_file(path) if usable and dataset.cfg.bg_mixup.enabled else None,
-            target=target, has_entry=True))
+            target=target, has_entry=True, decode_here=decode_here))
     return records
 
 
 class ObjectAwareDALILoader:
-    """Iterable over one epoch of solo-learn batches per ``iter()`` (wraps ``DALIGenericIterator``)."""
+    """Iterable over one epoch of solo-learn batches per ``iter()`` (wraps ``DALIGenericIterator``).
+
+    Each epoch gets its own DALI pipeline, seeded from ``(seed, epoch)``, and the source draws that
+    epoch's sample order: so epoch ``e`` is the same whether the run got there without a break or
+    resumed from a checkpoint (DALI's random state cannot be saved). ``start_epoch`` (an int, or a
+    callable read at every ``iter()``, e.g. the trainer's current epoch) says which epoch an
+    ``iter()`` draws; without a callable, epochs count up from ``start_epoch``. The data checks
+    happen when the source is built (before this object exists), the pipeline at ``iter()``."""
 
     def __init__(self, source: ObjectAwareSource, views: list[ViewOps], *, device: str = "cpu",
-                 num_threads: int = 2, seed: int = 0, py_workers: int = 0):
+                 num_threads: int = 2, seed: int = 0, py_workers: int = 0, start_epoch=0):
         if len(views) != source.n_views:
             raise ValueError(f"{len(views)} view pipelines for a source of {source.n_views} views")
         self.source = source
         self.n_views = len(views)
-        self.pipeline = build_object_aware_pipeline(source, standard_view_fn(views), device=device,
-                                                    num_threads=num_threads, seed=seed, py_workers=py_workers)
         self.output_map = [f"view{v}" for v in range(self.n_views)] + ["index", "target", *INFO_KEYS]
-        self._iterator = DALIGenericIterator(self.pipeline, self.output_map, auto_reset=True,
+        self._build_args = dict(view_fn=standard_view_fn(views), device=device, num_threads=num_threads,
+                                py_workers=py_workers)
+        self.seed = int(seed)
+        self._start_epoch = start_epoch
+        self._next_epoch = None if callable(start_epoch) else int(start_epoch)
+        self.pipeline = None
+        self._iterator = None
+        self.epoch = None
+
+    def _build(self, epoch: int) -> None:
+        """A fresh pipeline for ``epoch``: its random stream and its sample order depend only on
+        ``(seed, epoch)``."""
+        if self.pipeline is not None:
+            self._iterator, self.pipeline = None, None
+        self.source.start_epoch = epoch
+        args = self._build_args
+        epoch_seed = int(np.random.SeedSequence([self.seed & (2**63 - 1), epoch]).generate_state(1)[0] % 2**31)
+        self.pipeline = build_object_aware_pipeline(self.source, args["view_fn"], device=args["device"],
+                                                    num_threads=args["num_threads"], seed=epoch_seed,
+                                                    py_workers=args["py_workers"])
+        self._iterator = DALIGenericIterator(self.pipeline, self.output_map, auto_reset=False,
                                              last_batch_policy=LastBatchPolicy.DROP)
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.source.batches_per_epoch
 
+    @property
+    def dataset(self) -> list:
+        """One record per image of the whole dataset (every shard): hosts size per-sample state by
+        ``len(trainer.train_dataloader.dataset)`` (solo-learn's DeepClusterV2 memory of assignments)."""
+        return self.source.records
+
     def __iter__(self):
-        for (out,) in self._iterator:
+        epoch = int(self._start_epoch() or 0) if callable(self._start_epoch) else self._next_epoch
+        self._next_epoch = epoch + 1
+        try:
+            self._build(epoch)  # DALI runs the first batches already here (prefetch)
+            iterator = iter(self._iterator)
+        except RuntimeError as exc:
+            raise self._decode_error(exc) from exc
+        while True:
+            try:
+                (out,) = next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError as exc:  # DALI's decoder met a file that changed after the start-up check
+                raise self._decode_error(exc) from exc
             yield self.to_solo_batch(out)
+
+    def _decode_error(self, exc: RuntimeError) -> DataError:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        cause = next((line for line in lines if "failure" in line or "rror:" in line), lines[0] if lines else "")
+        recent = list(self.source.recent)[-2 * self.source.batch_size:]
+        return DataError(f"DALI could not decode a sample of the last batches ({cause[:200]}): one of "
+                         f"{', '.join(recent)} changed after the start-up check (unreadable now); fix or remove it "
+                         f"and rerun (the check runs again)")
 
     def to_solo_batch(self, out: dict) -> list:
         indexes = out["index"].reshape(-1).long()
         info = {key: out[key].bool() for key in INFO_KEYS}
-        for key in ("oa_crop", "no_entry"):
+        for key in ("oa_crop", "no_entry", "replaced"):
             info[key] = info[key].reshape(-1)
-        info["replaced"] = torch.zeros_like(indexes, dtype=torch.bool)  # DALI never swaps in another image
         views = [out[f"view{v}"] for v in range(self.n_views)]
         return [indexes, views, out["target"].reshape(-1).long(), info]
 
@@ -99,10 +152,11 @@ def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> tuple
     train_path, batch_size, seed = loader_settings(cfg)
     views = views_from_cfg(select(cfg, "augmentations"))
     dataset = build_dataset(cfg, [_identity] * len(views))
-    records = records_from_dataset(dataset, need_sizes=dataset.cfg.oa_crop)
+    records = records_from_dataset(dataset)
     if len(records) // num_shards < int(batch_size):
-        raise ValueError(f"data.train_path={train_path} has {len(records)} images, fewer than "
-                         f"optimizer.batch_size={batch_size} per process (the last partial batch is dropped)")
+        raise ConfigError(f"data.train_path={train_path} has {len(records)} usable images, fewer than "
+                          f"optimizer.batch_size={batch_size} per process (the last partial batch is dropped): "
+                          f"lower optimizer.batch_size ({dataset.startup_summary()})")
     source = ObjectAwareSource(records, int(batch_size), len(views), dataset.cfg, seed, shard_id, num_shards)
     return source, views
 
@@ -110,24 +164,24 @@ def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> tuple
 def dali_device(cfg: Any) -> str:
     device = str(select(cfg, "dali.device", "gpu"))
     if device not in ("gpu", "cpu"):
-        raise ValueError(f"dali.device={device!r} must be 'gpu' or 'cpu'")
+        raise ConfigError(f"dali.device={device!r} must be 'gpu' or 'cpu'")
     if device == "gpu" and not torch.cuda.is_available():
-        raise RuntimeError("dali.device=gpu but no CUDA device is visible: set dali.device=cpu")
+        raise ConfigError("dali.device=gpu but no CUDA device is visible: set dali.device=cpu")
     return device
 
 
-def build_dali_loader(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> ObjectAwareDALILoader:
+def build_dali_loader(cfg: Any, shard_id: int = 0, num_shards: int = 1, start_epoch=0) -> ObjectAwareDALILoader:
     """The DALI training loader: :func:`build_dali_source` + ``cfg.dali.device`` ("gpu" or "cpu"),
     ``cfg.data.num_workers`` (DALI threads) and ``cfg.dali.py_workers`` (processes running the
     external source; default 0 = in the training process)."""
     device = dali_device(cfg)
     py_workers = select(cfg, "dali.py_workers", 0)
     if not isinstance(py_workers, int) or isinstance(py_workers, bool) or py_workers < 0:
-        raise ValueError(f"dali.py_workers={py_workers!r} must be an integer >= 0")
+        raise ConfigError(f"dali.py_workers={py_workers!r} must be an integer >= 0")
     source, views = build_dali_source(cfg, shard_id, num_shards)
     return ObjectAwareDALILoader(source, views, device=device, seed=int(select(cfg, "seed", 0)),
                                  num_threads=max(1, int(select(cfg, "data.num_workers", 2))),
-                                 py_workers=py_workers)
+                                 py_workers=py_workers, start_epoch=start_epoch)
 
 
 class ObjectAwareDALIDataModule(LightningDataModule):
@@ -143,7 +197,10 @@ class ObjectAwareDALIDataModule(LightningDataModule):
         if self.loader is None:
             trainer = getattr(self, "trainer", None)
             rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-            self.loader = build_dali_loader(self.cfg, shard_id=rank, num_shards=world)
+            # a resumed run's epoch is known only after Lightning restored the checkpoint (after setup):
+            # the loader reads it when its pipeline is built, at the first epoch's iter()
+            self.loader = build_dali_loader(self.cfg, shard_id=rank, num_shards=world,
+                                            start_epoch=lambda: trainer.current_epoch if trainer is not None else 0)
 
     def train_dataloader(self):
         self.setup()

@@ -67,7 +67,8 @@ def object_aware_graph(data: dict, settings: OcconConfig, n_views: int, view_fn,
             if data[f"mixed_{v}"]:  # only views that won their p_mix coin do the arithmetic
                 view = _mix(crop, weights, background)
         outputs.append(view_fn(view, v))
-    return (*outputs, *(data[k] for k in ("index", "target", "oa_crop", "mixed", "mix_skipped", "no_entry")))
+    return (*outputs, *(data[k] for k in ("index", "target", "oa_crop", "mixed", "mix_skipped", "no_entry",
+                                          "replaced")))
 
 
 def standard_view_fn(views: list[ViewOps]):
@@ -94,7 +95,7 @@ def build_object_aware_pipeline(source: ObjectAwareSource, view_fn, *, device: s
     """A built training pipeline fed by ``source``; ``view_fn(image, v)`` = the standard ops of view
     ``v`` (:func:`standard_view_fn`). ``device="gpu"``: mixed decoding and GPU ops on the current
     CUDA device; ``"cpu"``: CPU decoding and ops with ``device_id=None`` (no CUDA needed).
-    Outputs: the views, then index, target, oa_crop, mixed, mix_skipped, no_entry.
+    Outputs: the views, then index, target, oa_crop, mixed, mix_skipped, no_entry, replaced.
     ``py_workers > 0``: the source runs in that many spawned worker processes (DALI's parallel
     external source), off the training loop's thread; each worker imports the plugin once at start.
     ``pipeline_kwargs`` go to the DALI ``Pipeline`` (e.g. ``exec_async=False`` for timing)."""

@@ -8,6 +8,8 @@ partners. DALI then only executes them: integer windows in (y, x) order, and pas
 """
 from __future__ import annotations
 
+import logging
+from collections import Counter, deque
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,8 +18,12 @@ import cv2
 import numpy as np
 
 from occon_plugin.augment.config import OcconConfig
-from occon_plugin.augment.dataset import SeededRandomSampler
-from occon_plugin.augment.semantics import SamplePlan, choose_partner, clip_rect, plan_sample
+from occon_plugin.augment.dataset import MAX_BAD_IN_A_ROW, SeededRandomSampler
+from occon_plugin.augment.semantics import SamplePlan, choose_partner, clip_rect, plan_sample, replacement_index
+from occon_plugin.errors import DataError
+from occon_plugin.images import BadImageError, load_image
+
+log = logging.getLogger(__name__)
 
 from .regions import EMPTY_REGIONS, background_regions
 
@@ -37,6 +43,7 @@ class SampleRecord:
     mask_file: Path | np.ndarray | None = None  # None: no soft mask (no entry, failed, or mixing off)
     target: int = -1
     has_entry: bool = False  # the store has an entry for this image
+    decode_here: bool = False  # DALI's decoder would not give the shared rule's pixels: feed those instead
 
 
 @dataclass
@@ -80,6 +87,26 @@ def _bytes_of(file: Path | np.ndarray) -> np.ndarray:
         raise OSError(f"cannot read {file}: {exc}; check data.train_path and occon.store") from exc
 
 
+def encode_rgb_png(image: np.ndarray) -> np.ndarray:
+    """An ``H x W x 3`` uint8 RGB array as lossless PNG bytes (fast compression) for DALI's decoder."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError(f"cannot PNG-encode an image of shape {image.shape}")
+    return buf.ravel()
+
+
+def image_bytes(rec: SampleRecord) -> np.ndarray:
+    """What DALI decodes for ``rec``: the file itself, or (``decode_here``) the shared decode rule's
+    pixels as a PNG. Raises OSError / BadImageError when the file cannot be read."""
+    if rec.decode_here and not isinstance(rec.image_file, np.ndarray):
+        path = Path(rec.image_file)
+        return encode_rgb_png(load_image(path.parent, path.name))
+    data = _bytes_of(rec.image_file)
+    if data.size == 0:
+        raise OSError(f"{rec.image_file} is empty")
+    return data
+
+
 def _window(rect) -> tuple[np.ndarray, np.ndarray]:
     left, top, right, bottom = rect
     return np.array([top, left], np.int32), np.array([bottom - top, right - left], np.int32)
@@ -99,17 +126,20 @@ def output_names(settings: OcconConfig) -> list[str]:
         names += ["mask", "mask_anchor", "mask_shape", "bg", "bg_anchor", "bg_shape"]
         names += [f"strip_{k}" for k in REGION_KEYS] + [f"full_{k}" for k in REGION_KEYS]
         names += [f"mixed_{v}" for v in mixed_views_of(settings)]
-    return names + ["index", "target", "oa_crop", "mixed", "mix_skipped", "no_entry"]
+    return names + ["index", "target", "oa_crop", "mixed", "mix_skipped", "no_entry", "replaced"]
 
 
 def batch_arrays(settings: OcconConfig, indices, records: list[SampleRecord],
-                 decisions: list[SampleDecision]) -> dict[str, list]:
-    """Per-sample arrays of one batch, keyed by :func:`output_names`."""
+                 decisions: list[SampleDecision], encoded: list[np.ndarray] | None = None,
+                 masks: list[np.ndarray | None] | None = None, backgrounds: list[np.ndarray | None] | None = None,
+                 replaced: list[bool] | None = None) -> dict[str, list]:
+    """Per-sample arrays of one batch, keyed by :func:`output_names`. ``encoded`` / ``masks`` /
+    ``backgrounds``: bytes already read per sample (default: read here)."""
     mixed_views = mixed_views_of(settings)
     out: dict[str, list] = {name: [] for name in output_names(settings)}
     for b, (index, rec, dec) in enumerate(zip(indices, records, decisions)):
         plan = dec.plan
-        out["encoded"].append(_bytes_of(rec.image_file))
+        out["encoded"].append(encoded[b] if encoded is not None else image_bytes(rec))
         crop = plan.crop_rect or (0, 0, rec.width, rec.height)
         anchor, shape = _window(crop)
         if settings.oa_crop:
@@ -117,10 +147,13 @@ def batch_arrays(settings: OcconConfig, indices, records: list[SampleRecord],
             out["crop_shape"].append(shape)
         if mixed_views:
             mixing = any(plan.mixed)
-            out["mask"].append(_bytes_of(rec.mask_file) if mixing else _white_pixel_png())
+            mask = (masks[b] if masks is not None else _bytes_of(rec.mask_file)) if mixing else None
+            out["mask"].append(mask if mixing else _white_pixel_png())
             for key, arr in zip(("mask_anchor", "mask_shape"), (anchor, shape) if mixing else _UNIT_WINDOW):
                 out[key].append(arr)
-            out["bg"].append(_bytes_of(dec.partner.image_file) if mixing else _white_pixel_png())
+            background = ((backgrounds[b] if backgrounds is not None else image_bytes(dec.partner))
+                          if mixing else None)
+            out["bg"].append(background if mixing else _white_pixel_png())
             for key, arr in zip(("bg_anchor", "bg_shape"), _window(dec.bg_rect) if mixing else _UNIT_WINDOW):
                 out[key].append(arr)
             # One tiled background per sample: every view has the same partner and canvas.
@@ -136,6 +169,7 @@ def batch_arrays(settings: OcconConfig, indices, records: list[SampleRecord],
         out["mixed"].append(np.array(plan.mixed, bool))
         out["mix_skipped"].append(np.array(plan.mix_skipped, bool))
         out["no_entry"].append(np.array(settings.active and not rec.has_entry))
+        out["replaced"].append(np.array(bool(replaced[b]) if replaced is not None else False))
     return out
 
 
@@ -161,6 +195,9 @@ class ObjectAwareSource:
         self.batches_per_epoch = len(records) // num_shards // batch_size
         self.output_names = output_names(settings)
         self._sampler = SeededRandomSampler(len(records), seed)
+        self.start_epoch = 0  # the sampler epoch of DALI's epoch 0 (a resumed run starts later)
+        self.counts: Counter = Counter()  # this process's runtime counts (unreadable images / masks)
+        self.recent: deque = deque(maxlen=4 * batch_size)  # files of the last batches handed to DALI
         self._epoch_cache: tuple[int, np.ndarray] | None = None
         # Donor candidates: sorted dataset indexes with a background rectangle (choose_partner's contract).
         self.candidates = np.array([i for i, r in enumerate(records) if r.bg_rect is not None], np.int64)
@@ -183,11 +220,49 @@ class ObjectAwareSource:
         return resolve_decision(self.settings, self.n_views, seed, self.records[index],
                                 None if partner is None else self.records[partner])
 
+    def _read_sample(self, index: int, seed: int) -> tuple[int, np.ndarray, bool]:
+        """``(index, bytes, replaced)``: an image that became unreadable after the start-up check
+        is replaced by :func:`replacement_index`, exactly as the torchvision path does (counted)."""
+        replaced = False
+        for attempt in range(MAX_BAD_IN_A_ROW + 1):
+            try:
+                return index, image_bytes(self.records[index]), replaced
+            except (OSError, BadImageError) as exc:
+                self.counts["bad_images"] += 1
+                log.warning("skipping %s (%d bad so far in this process)", exc, self.counts["bad_images"])
+                index, replaced = replacement_index(seed, attempt + 1, len(self.records)), True
+        raise DataError(f"{MAX_BAD_IN_A_ROW} unreadable images in a row (last: {self.records[index].image_file}); "
+                        f"check the dataset")
+
+    def _read_optional(self, what: str, read) -> np.ndarray | None:
+        try:
+            return read()
+        except (OSError, BadImageError) as exc:
+            self.counts[f"{what}_unreadable"] += 1
+            log.warning("%s unreadable, sample not mixed: %s", what, exc)
+            return None
+
     def __call__(self, info):
         if info.iteration >= self.batches_per_epoch:
             raise StopIteration
-        rows = self.batch_plan(info.epoch_idx, info.iteration)
-        indices = [int(i) for i in rows[:, 0]]
-        decisions = [self.decide(i, int(s)) for i, s in rows]
-        out = batch_arrays(self.settings, indices, [self.records[i] for i in indices], decisions)
+        rows = self.batch_plan(self.start_epoch + info.epoch_idx, info.iteration)
+        indices, encoded, decisions, masks, backgrounds, replaced = [], [], [], [], [], []
+        for index, seed in rows:
+            index, data, was_replaced = self._read_sample(int(index), int(seed))
+            decision = self.decide(index, int(seed))
+            mask = background = None
+            if any(decision.plan.mixed):
+                mask = self._read_optional("mask", lambda: _bytes_of(self.records[index].mask_file))
+                background = self._read_optional("background", lambda: image_bytes(decision.partner))
+                if mask is None or background is None:
+                    decision = SampleDecision(decision.plan.without_mixing(), None, None)
+            indices.append(index)
+            self.recent.append(str(self.records[index].image_file))
+            encoded.append(data)
+            decisions.append(decision)
+            masks.append(mask)
+            backgrounds.append(background)
+            replaced.append(was_replaced)
+        out = batch_arrays(self.settings, indices, [self.records[i] for i in indices], decisions, encoded=encoded,
+                           masks=masks, backgrounds=backgrounds, replaced=replaced)
         return tuple(out[name] for name in self.output_names)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from nvidia.dali import fn, types
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from occon_plugin.models.normalization import IMAGENET_MEAN, IMAGENET_STD  # the one ImageNet constant
 DEFAULT_BLUR_WINDOW = 23  # the host's DALI builder uses a 23x23 window
 SOLARIZE_THRESHOLD = 128
 

@@ -1,0 +1,75 @@
+"""Check command-line overrides against a CLI's packaged YAML before Hydra sees them.
+
+Hydra rejects an unknown key or a malformed override with a multi-line message and exit status 1;
+the plugin's CLIs report bad input as one line ``[occon] error: ...`` with exit status 2. This
+parses the overrides with Hydra's own parser and looks every plain ``key=value`` up in the YAML.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, format_error
+
+_SHOW = 12
+_VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c", "--package",
+                "-p", "--info", "-i", "--experimental-rerun"}
+
+
+def _has_key(cfg, key: str) -> bool:
+    """``key`` (dotted) exists in ``cfg``, also when its value is ``???`` (MISSING)."""
+    from omegaconf import OmegaConf
+
+    node = cfg
+    for part in key.split("."):
+        if not OmegaConf.is_dict(node) or part not in list(node.keys()):
+            return False
+        node = node._get_node(part)
+    return True
+
+
+def override_problem(config_file: Path, overrides: List[str]) -> Optional[str]:
+    """Why ``overrides`` cannot apply to ``config_file`` (a malformed override, an unknown key), or None.
+    Keys added with ``+``/``++`` and Hydra's own ``hydra.*`` keys are left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        text = " ".join(str(exc).split())
+        return f"cannot parse the command line ({text}); overrides look like key=value"
+    cfg = OmegaConf.load(config_file)
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_add() or override.is_force_add() or override.is_delete() or key.startswith("hydra"):
+            continue
+        if override.package is not None or _has_key(cfg, key):
+            continue
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+        keys = sorted(f"{parent + '.' if parent else ''}{k}" for k in node.keys()) if OmegaConf.is_dict(node) else []
+        keys = [k for k in keys if k not in ("defaults", "hydra")]
+        more = ", ..." if len(keys) > _SHOW else ""
+        return (f"unknown key {key!r}" + (f"; keys here: {', '.join(keys[:_SHOW])}{more}" if keys else "")
+                + f" (see {config_file.name})")
+    return None
+
+
+def exit_on_bad_overrides(config_file: Path, argv: Optional[List[str]] = None) -> None:
+    """One line + exit 2 when the command line's overrides do not fit ``config_file``."""
+    argv = sys.argv[1:] if argv is None else argv
+    overrides, skip_next = [], False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg.startswith("-"):
+            skip_next = arg in _VALUE_FLAGS  # Hydra flags followed by a value
+        else:
+            overrides.append(arg)
+    problem = override_problem(config_file, overrides)
+    if problem:
+        print(format_error(ConfigError(problem)), file=sys.stderr)
+        sys.exit(USAGE_EXIT_CODE)

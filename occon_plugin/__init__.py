@@ -1,18 +1,25 @@
 """occon-plugin: object-aware contrastive learning (Mo et al., NeurIPS 2021) for solo-learn.
 
-Importing the package registers ``mocov2_occon`` and ``byol_occon`` in
-``solo.methods.METHODS`` (idempotent; see :func:`register`). If solo-learn is not imported yet,
-registration happens the moment ``solo.methods`` is imported, so tools that never touch the host
-(``occon-localize``, its CRF workers, the eval scripts) do not pay for importing solo-learn and
-Lightning.
+Importing the package registers the object-aware methods (``mocov2_occon``, ``byol_occon``, ...,
+see :mod:`occon_plugin.methods.table`) in ``solo.methods.METHODS`` (idempotent; see
+:func:`register`). If solo-learn is not imported yet, registration happens the moment
+``solo.methods`` is imported, so tools that never touch the host (``occon-localize``, its CRF
+workers, the eval scripts) do not pay for importing solo-learn and Lightning.
+
+Installing the package also installs a startup hook, ``occon_plugin_autoregister.pth``, that
+imports this (small, torch-free) module in every Python process of the environment: solo-learn's
+own scripts then see the methods with no ``import occon_plugin`` in them. Set the environment
+variable ``OCCON_PLUGIN_AUTOREGISTER=0`` to turn the hook off (``bench/startup.py`` measures its
+cost). This module must stay cheap to import: standard library only, nothing that imports
+``importlib.abc`` (~10 ms), torch or solo-learn.
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
 
 __version__ = "0.1.0"
+
+AUTOREGISTER_ENV = "OCCON_PLUGIN_AUTOREGISTER"  # "0" / "false" / "off" / "no": no startup hook
 
 
 def register():
@@ -22,32 +29,56 @@ def register():
     return _register()
 
 
-class _RegisterAfterSoloMethods(importlib.abc.MetaPathFinder):
-    """Post-import hook: run :func:`register` right after ``solo.methods`` finishes importing."""
+def _register_after_host_import() -> None:
+    """Called right after ``solo.methods`` finished importing. A failure here must never break the
+    host's own import (a user running solo-learn's scripts): it becomes a warning, and an explicit
+    ``import occon_plugin.methods`` shows the full error."""
+    host = sys.modules.get("occon_plugin.host")
+    if host is not None and not getattr(host, "READY", False):
+        return  # occon_plugin.host is importing solo-learn right now; it registers when done
+    try:
+        register()
+    except Exception as exc:  # noqa: BLE001 - reported, the host stays usable
+        import warnings
+
+        warnings.warn(f"occon-plugin could not register its methods in solo.methods.METHODS ({exc!r}); "
+                      f"`python -c 'import occon_plugin.methods'` shows the error", RuntimeWarning, stacklevel=2)
+
+
+class _RegisterAfterSoloMethods:
+    """Post-import hook (a ``sys.meta_path`` finder, duck-typed to stay cheap): run
+    :func:`register` right after ``solo.methods`` finishes importing. One shot."""
 
     def find_spec(self, name, path, target=None):
         if name != "solo.methods":
             return None
-        sys.meta_path.remove(self)  # one shot; also keeps the lookup below from recursing
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)  # one shot; also keeps the lookup below from recursing
+        spec = None
+        for finder in list(sys.meta_path):  # whoever would have found it (path finder, editable finders)
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module
 
         def exec_then_register(module):
             exec_module(module)
-            host = sys.modules.get("occon_plugin.host")
-            if host is None or getattr(host, "READY", False):
-                register()
-            # else: occon_plugin.host is importing solo-learn right now; it registers when done
+            _register_after_host_import()
 
         spec.loader.exec_module = exec_then_register
         return spec
 
 
-if "solo.methods" in sys.modules:
-    register()
-elif not any(isinstance(f, _RegisterAfterSoloMethods) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterAfterSoloMethods())
+def _arm() -> None:
+    if "solo.methods" in sys.modules:
+        register()
+    elif not any(isinstance(f, _RegisterAfterSoloMethods) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterAfterSoloMethods())
 
-__all__ = ["register", "__version__"]
+
+_arm()
+
+__all__ = ["register", "__version__", "AUTOREGISTER_ENV"]

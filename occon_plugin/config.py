@@ -1,14 +1,23 @@
-"""Defaults and fail-fast checks for the pretraining config (solo-learn main's schema).
+"""The pretraining and linear-evaluation settings (solo-learn main's YAML schema): one structured
+schema each (dataclasses + ``OmegaConf.structured``, as
+:class:`occon_plugin.localize.runner.LocalizeSettings`), defaults, and fail-fast checks.
 
+The schemas type-check the keys the plugin reads (``optimizer.batch_size=abc`` is an error naming
+the key) and fill the defaults solo-learn main's ``parse_cfg`` would; every other key of the host's
+schema (``method_kwargs``, ``knn_eval``, Lightning's ``limit_train_batches`` ...) passes through
+untouched, so the same YAML runs with the host's own scripts. The ``occon`` section has its own
+closed schema (:class:`occon_plugin.augment.config.OcconSettings`: unknown keys are errors).
 Errors are :class:`ConfigError` and always name the offending key and what to do.
 """
 from __future__ import annotations
 
+import enum
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from occon_plugin.errors import ConfigError  # noqa: F401  (re-exported)
 
@@ -49,67 +58,272 @@ def check_existing_path(cfg: DictConfig, key: str, what: str) -> Path:
     return path
 
 
+def check_dataset_path(cfg: DictConfig, key: str) -> Path:
+    """``key`` names an existing image folder or a COCO ``.json`` (not a single image, not a store)."""
+    path = check_existing_path(cfg, key, "a folder of images or a COCO json")
+    if path.is_file() and path.suffix.lower() != ".json":
+        raise ConfigError(f"`{key}={path}` is a file, not a folder of images (or a COCO .json): "
+                          f"point it to the folder that holds the images")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Schemas. Sections are open (the host's other keys pass), typed where the plugin reads them.
+# ------------------------------------------------------------------------------------------------
+DataFormat = enum.Enum("DataFormat", {"image_folder": "image_folder", "dali": "dali"})
+
+
+@dataclass
+class BackboneSettings:
+    name: str = MISSING                     # solo-learn backbone, e.g. resnet18
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PretrainDataSettings:
+    train_path: str = MISSING               # image folder (class sub-folders or flat) or COCO json
+    dataset: str = "custom"
+    format: DataFormat = DataFormat.image_folder  # type: ignore[valid-type]
+    num_workers: int = 2
+    no_labels: bool = False
+    fraction: float = -1.0
+    val_path: Optional[str] = None
+    image_root: Optional[str] = None        # COCO json: the folder of its file_names
+    num_classes: int = 1                    # set from the data (class sub-folders, else 1)
+    num_large_crops: Optional[int] = None   # counted from `augmentations` (host's parse_cfg rule)
+    num_small_crops: Optional[int] = None
+
+
+@dataclass
+class OptimizerSettings:
+    name: str = MISSING                     # sgd | lars | adamw ...
+    batch_size: int = MISSING               # per device
+    lr: float = MISSING                     # for a total batch of 256 (scaled linearly, as solo-learn)
+    classifier_lr: Optional[float] = None   # default: lr
+    weight_decay: float = 1e-4
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SchedulerSettings:
+    name: str = MISSING                     # warmup_cosine | step | none (both host generations)
+    warmup_epochs: float = 0.0
+
+
+@dataclass
+class CheckpointSettings:
+    enabled: bool = True
+    dir: str = "trained_models"             # runs go to <dir>/<method>/<name>/
+    frequency: int = 1
+
+
+@dataclass
+class AutoResumeSettings:
+    enabled: bool = False
+
+
+@dataclass
+class WandbSettings:
+    enabled: bool = False
+    project: str = "occon-plugin"
+    entity: Optional[str] = None
+    offline: Optional[bool] = None          # None: offline unless an API key is configured
+
+
+@dataclass
+class DaliSettings:
+    device: str = "gpu"                     # "cpu" runs the plugin's DALI pipeline without a GPU
+    py_workers: int = 0                     # processes for the external source (0: in process)
+
+
+@dataclass
+class PretrainSettings:
+    """``occon-pretrain`` / solo-learn main's ``main_pretrain.py`` YAML (the keys the plugin reads)."""
+
+    method: str = MISSING
+    name: Optional[str] = None              # default: the method
+    seed: int = 5
+    backbone: BackboneSettings = field(default_factory=BackboneSettings)
+    method_kwargs: Dict[str, Any] = field(default_factory=dict)
+    data: PretrainDataSettings = field(default_factory=PretrainDataSettings)
+    augmentations: List[Any] = MISSING      # solo-learn main's list of view pipelines
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
+    auto_resume: AutoResumeSettings = field(default_factory=AutoResumeSettings)
+    wandb: WandbSettings = field(default_factory=WandbSettings)
+    dali: DaliSettings = field(default_factory=DaliSettings)
+    occon: Optional[Dict[str, Any]] = None  # OcconSettings (occon_plugin.augment.config)
+    max_epochs: int = 1
+    max_steps: int = -1
+    accelerator: str = "auto"
+    devices: Any = 1                        # the YAMLs say "1": a sequence for the host's parse_cfg
+    strategy: Any = "auto"
+    precision: Any = 32
+
+
+@dataclass
+class LinearDataSettings:
+    train_path: str = MISSING               # image folder, one sub-folder per class
+    val_path: Optional[str] = None
+    dataset: str = "custom"
+    format: DataFormat = DataFormat.image_folder  # type: ignore[valid-type]
+    num_workers: int = 2
+    num_classes: int = 2                    # set from the class sub-folders
+    num_large_crops: int = 1
+    num_small_crops: int = 0
+    augmentations: Dict[str, Any] = field(default_factory=lambda: {"crop_size": 224})
+
+
+@dataclass
+class LinearOptimizerSettings:
+    name: str = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = 0.0
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LinearSettings:
+    """``occon-linear`` / solo-learn main's ``main_linear.py`` YAML (the keys the plugin reads)."""
+
+    pretrained_feature_extractor: str = MISSING  # a checkpoint of either host generation
+    name: str = "linear"
+    seed: int = 5
+    backbone: Dict[str, Any] = field(default_factory=lambda: {"name": None, "kwargs": {}})
+    pretrain_method: Optional[str] = None
+    data: LinearDataSettings = field(default_factory=LinearDataSettings)
+    optimizer: LinearOptimizerSettings = field(default_factory=LinearOptimizerSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)  # runs: <dir>/linear/<name>/
+    wandb: WandbSettings = field(default_factory=WandbSettings)
+    max_epochs: int = 100
+    max_steps: int = -1
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: Any = "auto"
+    precision: Any = 32
+
+
+def _open(node: DictConfig) -> DictConfig:
+    """Let every section of a structured config take keys it does not declare (the host's)."""
+    OmegaConf.set_struct(node, False)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _open(child)
+    return node
+
+
+def structured_cfg(schema: type, cfg: Any) -> DictConfig:
+    """``cfg`` merged into ``schema``: types checked and converted, defaults filled, undeclared keys
+    kept; returned as a plain (untyped) DictConfig, so the host can keep adding its own keys.
+    Raises :class:`ConfigError` naming the key (``optimizer.batch_size='abc'``, a missing
+    ``data.train_path``)."""
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    if OmegaConf.is_config(cfg) and "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    try:
+        merged = OmegaConf.merge(_open(OmegaConf.structured(schema)), cfg)
+        plain = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True, enum_to_str=True)
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"missing config key `{err.full_key}`: set it in the YAML or with ++{err.full_key}=...") \
+            from None
+    except OmegaConfBaseException as err:
+        key = str(getattr(err, "full_key", "") or "")
+        value = OmegaConf.select(cfg, key, default=None) if (key and OmegaConf.is_config(cfg)) else None
+        what = getattr(err, "msg", str(err)).split("\n")[0]
+        if key.endswith("format") and key.startswith("data"):
+            what = "must be one of image_folder, dali"
+        raise ConfigError(f"`{key}={value}`: {what}" if key else f"bad config: {what}") from None
+    out = OmegaConf.create(plain)
+    OmegaConf.set_struct(out, False)
+    return out
+
+
 def complete_pretrain_cfg(cfg: DictConfig, known_methods) -> DictConfig:
-    """Fill the defaults solo-learn main's ``parse_cfg`` would, then validate. Mutates ``cfg``."""
-    OmegaConf.set_struct(cfg, False)
-    method = require(cfg, "method", "e.g. method=mocov2_occon")
+    """Validate ``cfg`` against :class:`PretrainSettings`, fill the defaults solo-learn main's
+    ``parse_cfg`` would, then check what types cannot. Returns a new cfg (plain DictConfig)."""
+    from occon_plugin.augment.config import parse_occon_config
+
+    cfg = structured_cfg(PretrainSettings, cfg)
+    method = cfg.method
     if method not in known_methods:
         raise ConfigError(f"`method={method}` is unknown; choose one of {sorted(known_methods)}")
-    require(cfg, "backbone.name", "e.g. backbone.name=resnet18")
-    check_existing_path(cfg, "data.train_path", "a folder of images or a COCO json")
-    for key in ("optimizer.name", "optimizer.batch_size", "optimizer.lr", "scheduler.name"):
-        require(cfg, key)
+    check_dataset_path(cfg, "data.train_path")
     if int(cfg.optimizer.batch_size) < 2:
         raise ConfigError(f"`optimizer.batch_size={cfg.optimizer.batch_size}` must be >= 2 (contrastive batches)")
 
     set_default(cfg, "name", f"{method}")
-    set_default(cfg, "seed", 5)
-    set_default(cfg, "max_epochs", 1)
-    set_default(cfg, "data.dataset", "custom")
-    set_default(cfg, "data.format", "image_folder")
-    set_default(cfg, "data.num_workers", 2)
-    set_default(cfg, "data.num_classes", 1)
-    set_default(cfg, "data.num_large_crops", 2)
-    set_default(cfg, "data.num_small_crops", 0)
-    set_default(cfg, "data.fraction", -1)
     set_default(cfg, "optimizer.classifier_lr", float(cfg.optimizer.lr))
-    set_default(cfg, "optimizer.weight_decay", 1e-4)
-    set_default(cfg, "optimizer.kwargs", {})
-    set_default(cfg, "scheduler.warmup_epochs", 0)
-    set_default(cfg, "checkpoint.enabled", True)
-    set_default(cfg, "checkpoint.dir", "trained_models")
-    set_default(cfg, "checkpoint.frequency", 1)
-    set_default(cfg, "auto_resume.enabled", False)
-    set_default(cfg, "wandb.enabled", False)
-    set_default(cfg, "wandb.project", "occon-plugin")
-    set_default(cfg, "dali.device", "gpu")       # "cpu" runs the DALI pipeline without a GPU
-    set_default(cfg, "dali.py_workers", 0)       # processes for the external source (0: in process)
-    set_default(cfg, "accelerator", "auto")
-    set_default(cfg, "devices", 1)
-    set_default(cfg, "strategy", "auto")
-    set_default(cfg, "precision", 32)
 
-    if cfg.data.format not in ("image_folder", "dali"):
-        raise ConfigError(f"`data.format={cfg.data.format}` must be one of image_folder, dali")
-    if cfg.data.num_large_crops != 2:
-        raise ConfigError(f"`data.num_large_crops={cfg.data.num_large_crops}`: MoCo v2 / BYOL need exactly 2")
     augs = select(cfg, "augmentations")
     if augs is None or len(augs) == 0:
         raise ConfigError("missing config key `augmentations` (a list of view pipelines, solo-learn main's schema)")
-    n_views = sum(int(select(a, "num_crops", 1)) for a in augs)
-    if n_views != 2:
-        raise ConfigError(f"`augmentations` must produce 2 views in total (num_crops sum to {n_views})")
+    count_crops(cfg, known_methods)
     for i in range(len(augs)):
         for key in ("color_jitter.prob", "grayscale.prob", "gaussian_blur.prob", "solarization.prob",
                     "horizontal_flip.prob"):
             check_probability(cfg, f"augmentations[{i}].{key}")
-    check_probability(cfg, "occon.bg_mixup.p_mix")
+    # the occon section: closed schema, checked now (the store is checked where it is opened)
+    parse_occon_config(select(cfg, "occon"), n_views=int(cfg.data.num_large_crops) + int(cfg.data.num_small_crops),
+                       check_store=False)
     queue = select(cfg, "method_kwargs.queue_size")
     if queue is not None and int(queue) % int(cfg.optimizer.batch_size) != 0:
         raise ConfigError(f"`method_kwargs.queue_size={queue}` must be a multiple of "
                           f"`optimizer.batch_size={cfg.optimizer.batch_size}`")
     scale_lr(cfg)
     return cfg
+
+
+def complete_linear_cfg(cfg: DictConfig) -> DictConfig:
+    """Validate ``cfg`` against :class:`LinearSettings` (same YAML as the host's ``main_linear.py``)."""
+    cfg = structured_cfg(LinearSettings, cfg)
+    check_existing_path(cfg, "pretrained_feature_extractor", "a checkpoint written by main_pretrain.py")
+    check_existing_path(cfg, "data.train_path", "an image folder with one sub-folder per class")
+    if select(cfg, "data.val_path"):
+        check_existing_path(cfg, "data.val_path", "an image folder with one sub-folder per class")
+    if select(cfg, "crop_size") is not None:  # the plugin's old key: one place only, the host's
+        raise ConfigError("`crop_size` moved to `data.augmentations.crop_size` (solo-learn main's key)")
+    set_default(cfg, "data.augmentations.crop_size", 224)
+    return cfg
+
+
+# Host methods that train on a number of large crops other than 2 (solo-learn main's main_pretrain rule).
+ANY_LARGE_CROPS = ("wmse", "mae")
+
+
+def count_crops(cfg: DictConfig, known_methods) -> None:
+    """Set ``data.num_large_crops`` / ``data.num_small_crops`` from ``augmentations`` as solo-learn main's
+    ``parse_cfg`` does: views with ``augmentations[0].crop_size`` are large, the others small (multi-crop).
+    Values given explicitly must agree. Every method needs 2 large crops except ``wmse`` and ``mae`` (and
+    their ``_occon`` variants), as in solo-learn main's ``main_pretrain.py``."""
+    augs = cfg.augmentations
+    big = select(augs[0], "crop_size", 224)
+    large = small = 0
+    for i, aug in enumerate(augs):
+        crops = int(select(aug, "num_crops", 1))
+        if crops < 1:
+            raise ConfigError(f"`augmentations[{i}].num_crops={crops}` must be >= 1")
+        if select(aug, "crop_size", 224) == big:
+            large += crops
+        else:
+            small += crops
+    for key, counted in (("data.num_large_crops", large), ("data.num_small_crops", small)):
+        given = select(cfg, key)
+        if given is not None and int(given) != counted:
+            raise ConfigError(f"`{key}={given}` but `augmentations` produce {counted} such views (crop_size "
+                              f"{'==' if 'large' in key else '!='} augmentations[0].crop_size={big}): "
+                              f"drop the key or fix the augmentations")
+        OmegaConf.update(cfg, key, counted, force_add=True)
+    method = cfg.method
+    parent = getattr(known_methods.get(method), "occon_parent", method)  # an _occon method counts as its parent
+    if large != 2 and parent not in ANY_LARGE_CROPS:
+        raise ConfigError(f"`method={method}` needs exactly 2 large views, but `augmentations` produce {large} "
+                          f"with crop_size={big} (and {small} smaller ones); only "
+                          f"{', '.join(ANY_LARGE_CROPS)} take another number")
 
 
 def num_devices(cfg: DictConfig) -> int:

@@ -29,6 +29,15 @@ class CheckpointError(OcconError, ValueError):
     """A checkpoint that cannot be read or mapped to a supported model."""
 
 
+class MissingDependencyError(OcconError, ImportError):
+    """An optional package the requested feature needs is not installed; the message says what to install."""
+
+
+class OutputError(OcconError, OSError):
+    """An output file or folder that cannot be written (read-only, full, no permission); the
+    message names it. Nothing half-written is left behind (``occon_plugin.atomic``)."""
+
+
 def format_error(err: BaseException) -> str:
     """The one-line form the CLIs print (newlines folded)."""
     text = " ".join(str(err).split()) or type(err).__name__

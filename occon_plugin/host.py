@@ -14,20 +14,40 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 import warnings
 
 from omegaconf import DictConfig, OmegaConf
 
+from occon_plugin.errors import MissingDependencyError
+from occon_plugin.models.normalization import IMAGENET_MEAN, IMAGENET_STD
+
+# One line, for the commands that need the host (pretraining, linear evaluation).
+INSTALL_HINT = (
+    "install solo-learn next to the plugin: solo-learn main with "
+    "`pip install \"setuptools<81\" && pip install --no-build-isolation git+https://github.com/vturrisi/solo-learn` "
+    "(+ lightning==2.1.2 torchmetrics==0.11.4), or PyPI 1.0.2 as `./run setup` does (README: Install)")
+
+
+class HostMissingError(MissingDependencyError):
+    """solo-learn (the host) cannot be imported; the message says what to install."""
+
+
 # solo-learn 1.0.2 pulls in lightning-bolts and old Lightning code that emit a wall of
 # deprecation warnings at import time; they are not the user's concern.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    import solo
-    import solo.methods as _solo_methods
-    from solo.methods import BYOL, LinearModel, MoCoV2Plus  # noqa: F401  (re-exported)
-    from solo.methods.base import BaseMethod, BaseMomentumMethod
+    warnings.showwarning = lambda *args, **kwargs: None  # lightning-bolts re-adds its own filters on import
+    try:
+        import solo
+        import solo.methods as _solo_methods
+        from solo.methods import BYOL, LinearModel, MoCoV2Plus  # noqa: F401  (re-exported)
+        from solo.methods.base import BaseMethod, BaseMomentumMethod
+    except ImportError as _exc:
+        if _exc.name == "solo":
+            raise HostMissingError(f"solo-learn is not installed (this command runs inside it): {INSTALL_HINT}") from _exc
+        raise HostMissingError(f"solo-learn is installed but cannot be imported ({_exc}): {INSTALL_HINT}") from _exc
 
 METHODS: Dict[str, type] = _solo_methods.METHODS
 
@@ -72,14 +92,9 @@ LIGHTNING_VERSION: str = pl.__version__
 BACKBONE_ATTR = "backbone" if GENERATION == "main" else "encoder"
 MOMENTUM_BACKBONE_ATTR = "momentum_" + BACKBONE_ATTR
 
-# Checkpoint ``state_dict`` prefixes of every layout the plugin reads, keyed by who writes them.
-# The authors' own (PyTorch-Lightning) checkpoints use the 1.0.2 names.
-CHECKPOINT_LAYOUTS: Dict[str, Dict[str, str]] = {
-    "solo-1.0.2": {"backbone": "encoder.", "momentum_backbone": "momentum_encoder.",
-                   "projector": "projector.", "momentum_projector": "momentum_projector."},
-    "solo-main": {"backbone": "backbone.", "momentum_backbone": "momentum_backbone.",
-                  "projector": "projector.", "momentum_projector": "momentum_projector."},
-}
+# Checkpoint ``state_dict`` prefixes of both host generations, keyed by who writes them (the table lives
+# with the model loader, which reads checkpoints without solo-learn installed).
+from occon_plugin.models.layouts import SOLO_CHECKPOINT_LAYOUTS as CHECKPOINT_LAYOUTS  # noqa: E402
 CHECKPOINT_LAYOUT: str = "solo-main" if GENERATION == "main" else "solo-1.0.2"
 
 
@@ -114,6 +129,87 @@ def _patch_momentum_batch_end() -> None:
 
 
 _patch_momentum_batch_end()
+
+
+# --------------------------------------------------------------------------------------------
+# 1.0.2's DINO defines ``clip_gradients(self, clip)`` for its own ``on_after_backward``, shadowing
+# Lightning's ``clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)``, which
+# Lightning 1.9 calls every step (TypeError). solo-learn main renamed it ``dino_clip_gradients``;
+# here both callers get theirs (idempotent).
+# --------------------------------------------------------------------------------------------
+def _patch_dino_clip_gradients() -> None:
+    dino = _solo_methods.METHODS.get("dino")
+    own = vars(dino).get("clip_gradients") if dino is not None else None
+    if own is None or getattr(own, "_occon_patched", False) or list(inspect.signature(own).parameters) != [
+            "self", "clip"]:
+        return
+
+    def clip_gradients(self, *args, **kwargs):
+        if len(args) == 1 and not kwargs and isinstance(args[0], (int, float)):
+            return own(self, args[0])  # DINO's on_after_backward: clip_gradients(self.clip_grad)
+        return LightningModule.clip_gradients(self, *args, **kwargs)
+
+    clip_gradients._occon_patched = True  # type: ignore[attr-defined]
+    dino.clip_gradients = clip_gradients
+
+
+_patch_dino_clip_gradients()
+
+
+# --------------------------------------------------------------------------------------------
+# 1.0.2's W-MSE whitening calls ``torch.cholesky``, which torch 2.x removed (it raises);
+# solo-learn main calls ``torch.linalg.cholesky``. Only that module sees the replacement.
+# --------------------------------------------------------------------------------------------
+def _patch_whitening_cholesky() -> None:
+    import types
+
+    import torch
+
+    try:
+        from solo.utils import whitening
+    except ImportError:
+        return
+    if GENERATION != "1.0.2" or getattr(whitening, "torch", None) is not torch:
+        return  # main, or already patched
+
+    class _TorchWithLinalgCholesky(types.ModuleType):
+        cholesky = staticmethod(torch.linalg.cholesky)
+
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+    whitening.torch = _TorchWithLinalgCholesky("torch")
+
+
+_patch_whitening_cholesky()
+
+
+# --------------------------------------------------------------------------------------------
+# Both generations compute top-5 accuracy unconditionally in LinearModel (and the momentum
+# classifier), which fails with fewer than 5 classes ("selected index k out of range"). Cap every
+# k at the number of classes (what main's online classifier already does with top_k_max).
+# --------------------------------------------------------------------------------------------
+def _patch_top_k() -> None:
+    import solo.methods.base as _base
+    import solo.methods.linear as _linear
+    import solo.utils.metrics as _metrics
+
+    original = _metrics.accuracy_at_k
+    if getattr(original, "_occon_patched", False):
+        return
+
+    def accuracy_at_k(outputs, targets, top_k=(1, 5)):
+        n_classes = outputs.size(-1)
+        return original(outputs, targets, top_k=tuple(min(int(k), n_classes) for k in top_k))
+
+    accuracy_at_k.__doc__ = original.__doc__
+    accuracy_at_k._occon_patched = True  # type: ignore[attr-defined]
+    for module in (_metrics, _base, _linear):
+        if getattr(module, "accuracy_at_k", None) is original:
+            module.accuracy_at_k = accuracy_at_k
+
+
+_patch_top_k()
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,7 +314,7 @@ VIEW_DEFAULTS = {
 }
 
 
-def build_view_transform(aug_cfg, mean=(0.485, 0.456, 0.406), std=(0.228, 0.224, 0.225)):
+def build_view_transform(aug_cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """The host's own single-view pretraining transform (PIL image -> normalised tensor)."""
     aug = OmegaConf.merge(OmegaConf.create(VIEW_DEFAULTS), aug_cfg)
     if GENERATION == "main":
@@ -249,6 +345,33 @@ def build_view_transform(aug_cfg, mean=(0.485, 0.456, 0.406), std=(0.228, 0.224,
     )
 
 
+def build_host_pretrain_loader(cfg: DictConfig):
+    """The training loader exactly as the host's own ``main_pretrain.py`` builds it for
+    ``data.format=image_folder`` (its transform classes, ``prepare_datasets``, ``prepare_dataloader``):
+    what the object-aware methods' hooks find in ``trainer.train_dataloader`` when solo-learn's
+    script runs them. For tests and docs; the plugin's own script uses its own pipelines."""
+    views = [(build_view_transform(aug), int(OmegaConf.select(aug, "num_crops", default=1)))
+             for aug in cfg.augmentations]
+    no_labels = bool(OmegaConf.select(cfg, "data.no_labels", default=False))
+    batch_size, workers = int(cfg.optimizer.batch_size), int(OmegaConf.select(cfg, "data.num_workers", default=0))
+    if GENERATION == "main":
+        from solo.data.pretrain_dataloader import (FullTransformPipeline, NCropAugmentation, prepare_dataloader,
+                                                   prepare_datasets)
+
+        transform = FullTransformPipeline([NCropAugmentation(t, n) for t, n in views])
+        dataset = prepare_datasets(str(cfg.data.dataset), transform, train_data_path=str(cfg.data.train_path),
+                                   data_format="image_folder", no_labels=no_labels,
+                                   data_fraction=float(OmegaConf.select(cfg, "data.fraction", default=-1)))
+    else:
+        from solo.utils.pretrain_dataloader import (FullTransformPipeline, NCropAugmentation, prepare_dataloader,
+                                                    prepare_datasets)
+
+        transform = FullTransformPipeline([NCropAugmentation(t, n) for t, n in views])
+        dataset = prepare_datasets(str(cfg.data.dataset), transform, data_dir=str(cfg.data.train_path),
+                                   train_dir=".", no_labels=no_labels)
+    return prepare_dataloader(dataset, batch_size=batch_size, num_workers=workers)
+
+
 # Trainer keywords that keep a loader's own (DDP-aware) sampler instead of Lightning's.
 KEEP_SAMPLER: Dict[str, Any] = (
     {"use_distributed_sampler": False} if GENERATION == "main" else {"replace_sampler_ddp": False}
@@ -264,6 +387,42 @@ def make_trainer(cfg: DictConfig, **overrides):
         kwargs.pop("strategy", None)  # Lightning 1.9 has no "auto" strategy name
     kwargs.update(overrides)
     return Trainer(**kwargs)
+
+
+def _flatten_loaders(loaders: Any) -> List[Any]:
+    loaders = getattr(loaders, "loaders", loaders)  # Lightning 1.9 CombinedLoader
+    if loaders is None:
+        return []
+    if isinstance(loaders, dict):
+        return list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        return list(loaders)
+    return [loaders]
+
+
+def train_dataloaders(trainer) -> List[Any]:
+    """The training loader(s) Lightning iterates, once it set them up (``on_train_start``):
+    Lightning 2.x returns the loader (or a collection), Lightning 1.9 a ``CombinedLoader``."""
+    return _flatten_loaders(getattr(trainer, "train_dataloader", None))
+
+
+def pending_train_dataloaders(trainer) -> List[Any]:
+    """The training loader(s) given to ``trainer.fit``, *before* Lightning iterates them (the
+    ``setup`` hook). Lightning 2.x creates the loader's iterator -- and so forks its worker
+    processes, each with a copy of the dataset -- in ``fit_loop.setup_data``, which runs before
+    ``on_fit_start`` when ``configure_optimizers`` asks for ``trainer.estimated_stepping_batches``
+    (solo-learn's warmup-cosine schedule does): a dataset changed later would only reach the main
+    process. Lightning has
+    no public accessor at that point; this reads its data source (``fit_loop._data_source`` in 2.x,
+    ``_data_connector._train_dataloader_source`` in 1.9). Empty when the loaders come from a
+    ``*_dataloader()`` hook of a module or data module (or a Lightning without these attributes)."""
+    source = getattr(getattr(trainer, "fit_loop", None), "_data_source", None)
+    if source is None:
+        source = getattr(getattr(trainer, "_data_connector", None), "_train_dataloader_source", None)
+    instance = getattr(source, "instance", None)
+    if instance is None or isinstance(instance, (LightningModule, LightningDataModule)):
+        return []
+    return _flatten_loaders(instance)
 
 
 def describe() -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import netrc
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, List, Optional, Tuple
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -49,3 +50,142 @@ def make_wandb_logger(cfg: DictConfig, save_dir: Path, run_id: Optional[str] = N
     )
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return logger
+
+
+# --------------------------------------------------------------------------------------------
+# Pictures of what the object-aware augmentations and the localizer did (W&B only).
+# --------------------------------------------------------------------------------------------
+N_PICTURES = 4
+CROP_COLOR = (255, 0, 0)      # red: the OA-Crop rectangle the sample drew
+BOX_COLOR = (255, 255, 0)     # yellow: every store box of the image
+
+
+def wandb_logger_of(trainer: Any):
+    """The trainer's ``WandbLogger`` (either Lightning generation), or None."""
+    from occon_plugin import host
+
+    loggers = list(getattr(trainer, "loggers", None) or [])
+    if not loggers and getattr(trainer, "logger", None) is not None:
+        loggers = [trainer.logger]
+    return next((lg for lg in loggers if isinstance(lg, host.WandbLogger)), None)
+
+
+def _view_to_uint8(view: Any, height: int) -> np.ndarray:
+    """A normalized ``3 x S x S`` view tensor -> ``height x height x 3`` uint8 (min-max per view)."""
+    import cv2
+
+    array = view.detach().float().cpu().numpy().transpose(1, 2, 0)
+    low, high = float(array.min()), float(array.max())
+    array = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    array = (array * 255).round().astype(np.uint8)
+    width = max(1, round(array.shape[1] * height / array.shape[0]))
+    return cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def augmentation_examples(dataset: Any, n: int = N_PICTURES, height: int = 160) -> List[Tuple[np.ndarray, str]]:
+    """``n`` samples of an :class:`~occon_plugin.augment.dataset.OcconPretrainDataset`, each as one
+    picture (``height x W x 3`` uint8: the image with its store boxes (yellow) and the OA-Crop
+    rectangle it drew (red), then every view as the model gets it, BG-mixed views framed in red)
+    and a caption with the flags (``oa_crop``, ``mixed`` per view). Samples with store boxes first;
+    each sample's decisions come from :func:`~occon_plugin.augment.semantics.sample_seed` of the run seed."""
+    import cv2
+
+    from occon_plugin.augment.semantics import box_to_pixels, plan_sample, sample_seed
+
+    with_boxes = [i for i, e in enumerate(dataset.entries) if e is not None and e.ok and e.boxes]
+    others = [i for i in range(len(dataset)) if i not in set(with_boxes)]
+    picks = (with_boxes + others)[:n]
+    out = []
+    for i in picks:
+        seed = sample_seed(dataset.seed, i)
+        used, views, _, info = dataset[(i, seed)]
+        image = dataset._load(used)
+        if image is None:
+            continue
+        h, w = image.shape[:2]
+        entry = dataset.entries[used]
+        boxes = list(entry.boxes) if entry is not None else []
+        plan = plan_sample(seed, dataset.cfg, len(views), w, h, boxes=boxes)  # the box draw comes first
+        canvas = np.ascontiguousarray(image)
+        thick = max(2, round(max(h, w) / 200))
+        for box in boxes:
+            x1, y1, x2, y2 = box_to_pixels(box, w, h)
+            cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), BOX_COLOR, thick)
+        if bool(info["oa_crop"]) and plan.crop_rect is not None:
+            x1, y1, x2, y2 = plan.crop_rect
+            cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), CROP_COLOR, 2 * thick)
+        scale = height / h
+        panels = [cv2.resize(canvas, (max(1, round(w * scale)), height), interpolation=cv2.INTER_AREA)]
+        mixed = [bool(m) for m in info["mixed"].reshape(-1).tolist()]
+        for k, view in enumerate(views):
+            panel = _view_to_uint8(view, height)
+            if k < len(mixed) and mixed[k]:
+                cv2.rectangle(panel, (0, 0), (panel.shape[1] - 1, panel.shape[0] - 1), CROP_COLOR, 6)
+            panels.append(panel)
+        gap = np.full((height, 4, 3), 255, np.uint8)
+        row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
+        flags = ", ".join(f"view {k}: {'BG-mixed' if m else 'plain'}" for k, m in enumerate(mixed))
+        caption = (f"{dataset.paths[used]} | OA-Crop: {'box ' + str(plan.box_index) if bool(info['oa_crop']) else 'full image'}"
+                   f" | {flags}")
+        out.append((row, caption))
+    return out
+
+
+def log_augmentation_examples(logger: Any, dataset: Any, n: int = N_PICTURES) -> int:
+    """Log :func:`augmentation_examples` once under ``occon/augmentations``; returns how many."""
+    examples = augmentation_examples(dataset, n)
+    if examples:
+        logger.log_image(key="occon/augmentations", images=[img for img, _ in examples],
+                         caption=[cap for _, cap in examples])
+    return len(examples)
+
+
+def split_wandb_settings(cfg: DictConfig) -> Tuple[DictConfig, Optional[DictConfig]]:
+    """(``cfg`` without its ``wandb`` section, that section or None), for CLIs whose structured
+    settings do not know W&B (``occon-localize``: ``++wandb.enabled=true [++wandb.project=...]``)."""
+    if "wandb" not in cfg:
+        return cfg, None
+    section = cfg.wandb
+    rest = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "wandb"])
+    return rest, OmegaConf.create({"wandb": OmegaConf.to_container(section, resolve=True), "name": "localize"})
+
+
+def log_localize_run(wandb_cfg: Optional[DictConfig], summary: dict, data: Any, n: int = N_PICTURES) -> Optional[Path]:
+    """When W&B is on: one run (offline unless an API key is configured, files under the store's
+    ``wandb/``) with the localizer's counts (``localize/<count>``) and ``n`` overlays (stored soft mask
+    + boxes, ``localize/overlays``) of the store. ``summary``: what ``run_localize`` returned;
+    ``data``: its ``data`` settings (``path``, ``image_root``). Returns the run folder or None."""
+    if wandb_cfg is None or not OmegaConf.select(wandb_cfg, "wandb.enabled", default=False):
+        return None
+    import wandb
+
+    from occon_plugin.eval.overlay import render_overlay
+    from occon_plugin.images import list_images, load_image
+    from occon_plugin.store import Store
+
+    store = Store.open(summary["store"], allow_incomplete=True)
+    counts = summary["manifest"]["counts"]
+    offline = wandb_offline(wandb_cfg)
+    run = wandb.init(project=str(OmegaConf.select(wandb_cfg, "wandb.project", default="occon-plugin")),
+                     entity=OmegaConf.select(wandb_cfg, "wandb.entity", default=None),
+                     name=str(OmegaConf.select(wandb_cfg, "wandb.name", default=None) or f"localize-{Path(store.root).name}"),
+                     dir=str(store.root), mode="offline" if offline else "online", job_type="localize",
+                     config={"store": str(store.root), "listed": summary.get("listed")}, reinit=True)
+    try:
+        run.log({f"localize/{k}": v for k, v in counts.items() if isinstance(v, (int, float))}
+                | {"localize/seconds": summary.get("seconds", 0)})
+        images, root = [], list_images(data.path, getattr(data, "image_root", None)).root
+        for entry in [e for e in store.entries.values() if e.ok][:n]:
+            try:
+                image = load_image(root, entry.path)
+                mask = store.load_mask(entry.path)
+            except Exception:  # noqa: BLE001 - a picture is not worth failing the run
+                continue
+            h, w = image.shape[:2]
+            boxes = [[b[0] * w, b[1] * h, b[2] * w, b[3] * h] for b in entry.boxes]
+            images.append(wandb.Image(render_overlay(image, mask, pred_boxes=boxes), caption=entry.path))
+        if images:
+            run.log({"localize/overlays": images})
+        return Path(run.dir).parent
+    finally:
+        run.finish()

@@ -1,4 +1,4 @@
-"""Shared pytest fixtures.
+"""Shared pytest fixtures (data folders, real photos, the embedded default model).
 
 Tests live in plain folders (no ``__init__.py``) and run with ``--import-mode=importlib``
 because solo-learn 1.0.2 installs a top-level ``tests`` package into site-packages.
@@ -27,3 +27,29 @@ def coco128() -> Path:
         pytest.skip(f"needs ../shared/data/coco128 next to the repository (not found at {COCO128.name}/); "
                     "this data is only present on the project's own machines")
     return COCO128
+
+
+def _photos(size: int, names=("astronaut", "chelsea", "coffee")):
+    """Real photos from scikit-image, resized to size x size, float in [0,1]."""
+    import numpy as np
+    import skimage.data
+    import torch
+    import torch.nn.functional as F
+
+    batch = [torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, n)()[..., :3])).permute(2, 0, 1) for n in names]
+    return torch.cat([F.interpolate(b[None].float() / 255, size=(size, size), mode="bilinear", antialias=True)
+                      for b in batch]).clamp(0, 1)
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """``photos(size, names=...)``: a batch of real photos (B,3,size,size) in [0,1]."""
+    return _photos
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    """The embedded default model (EfficientNet-Lite0) as a CamModel."""
+    from occon_plugin.models import load_cam_model
+
+    return load_cam_model("efficientnet-lite0")

@@ -1,9 +1,22 @@
-"""The ``occon`` config section: parsed once, validated with errors that name the key."""
+"""The ``occon`` config section: one structured schema (:class:`OcconSettings`, OmegaConf, as
+:class:`occon_plugin.localize.runner.LocalizeSettings`), parsed once into the runtime
+:class:`OcconConfig` the pipelines use; every error names the key (``occon.<key>``) and what to do.
+
+```yaml
+occon:
+  enabled: true             # false: the host baseline whatever the rest says
+  store: <store>            # written by occon-localize; required when an augmentation is on
+  missing: error            # error | skip | full_image: images without a usable store entry
+  oa_crop: {enabled: true}  # (shorthand: oa_crop: true)
+  bg_mixup: {enabled: true, p_mix: 0.4, hard: false, hard_threshold: 0.2, views: null}  # views: null = every view
+```
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, List, Mapping, Optional
 
 from occon_plugin.errors import ConfigError
 from occon_plugin.store import POLICIES
@@ -12,9 +25,33 @@ from occon_plugin.store import POLICIES
 DEFAULT_P_MIX = 0.4
 DEFAULT_HARD_THRESHOLD = 0.2
 
-_TOP_KEYS = {"store", "missing", "oa_crop", "bg_mixup", "enabled"}
-_OA_CROP_KEYS = {"enabled"}
-_BG_MIXUP_KEYS = {"enabled", "p_mix", "hard", "hard_threshold", "views"}
+# occon.missing: what happens to an image without a usable store entry (occon_plugin.store.POLICIES)
+MissingPolicy = enum.Enum("MissingPolicy", {policy: policy for policy in POLICIES})
+
+
+@dataclass
+class OaCropSettings:
+    enabled: bool = False
+
+
+@dataclass
+class BgMixupSettings:
+    enabled: bool = False
+    p_mix: float = DEFAULT_P_MIX                 # probability that a view is mixed, in [0, 1]
+    hard: bool = False                           # BG-HardMix: binarize the mask (copy-and-paste)
+    hard_threshold: float = DEFAULT_HARD_THRESHOLD
+    views: Optional[List[int]] = None            # view indexes that may be mixed; None: every view
+
+
+@dataclass
+class OcconSettings:
+    """The ``occon`` section as written in a YAML (schema; unknown keys are errors)."""
+
+    enabled: bool = True
+    store: Optional[str] = None
+    missing: MissingPolicy = MissingPolicy.error  # type: ignore[valid-type]
+    oa_crop: OaCropSettings = field(default_factory=OaCropSettings)
+    bg_mixup: BgMixupSettings = field(default_factory=BgMixupSettings)
 
 
 class OcconConfigError(ConfigError):
@@ -27,11 +64,13 @@ class BgMixupConfig:
     p_mix: float = DEFAULT_P_MIX
     hard: bool = False                 # BG-HardMix: binarize the mask (copy-and-paste)
     hard_threshold: float = DEFAULT_HARD_THRESHOLD
-    views: tuple[int, ...] = (0, 1)    # which views may be mixed (each with probability p_mix)
+    views: tuple[int, ...] = (0, 1)    # which views may be mixed (each with probability p_mix); parsed default: all
 
 
 @dataclass(frozen=True)
 class OcconConfig:
+    """What the pipelines use (parsed, checked :class:`OcconSettings`)."""
+
     store: Path | None = None
     missing: str = "error"             # error | skip | full_image (occon_plugin.store.POLICIES)
     oa_crop: bool = False
@@ -59,70 +98,99 @@ def _plain(cfg: Any) -> dict:
     return dict(cfg)
 
 
-def _check_keys(section: dict, allowed: set[str], prefix: str) -> None:
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise OcconConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-                               f"allowed: {', '.join(prefix + k for k in sorted(allowed))}")
+_BOOL_KEYS = ("enabled", "oa_crop.enabled", "bg_mixup.enabled", "bg_mixup.hard")
+_UNIT_KEYS = ("bg_mixup.p_mix", "bg_mixup.hard_threshold")
 
 
-def _bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise OcconConfigError(f"{key}={value!r} must be true or false")
+def _lookup(raw: dict, dotted: str, default: Any = None) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
 
 
-def _unit(value: Any, key: str) -> float:
+def _normalize(raw: dict) -> dict:
+    """``oa_crop: true`` shorthand -> ``{enabled: true}``; sections must be mappings; strict booleans
+    (a YAML ``yes`` is already True; a string ``'yes'`` from the command line is refused)."""
+    raw = dict(raw)
+    for name in ("oa_crop", "bg_mixup"):
+        section = raw.get(name)
+        if section is None:
+            raw.pop(name, None)
+        elif isinstance(section, bool):
+            raw[name] = {"enabled": section}
+        elif not isinstance(section, dict):
+            raise OcconConfigError(f"occon.{name} must be a mapping like {{enabled: true}}, got {section!r}")
+    for key in _BOOL_KEYS:
+        value = _lookup(raw, key, False)
+        if not isinstance(value, bool):
+            raise OcconConfigError(f"occon.{key}={value!r} must be true or false")
+    for key in _UNIT_KEYS:
+        value = _lookup(raw, key)
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise OcconConfigError(f"occon.{key}={value!r} must be a number in [0, 1]") from None
+        if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+            raise OcconConfigError(f"occon.{key}={value!r} must be in [0, 1]")
+    return raw
+
+
+def occon_settings(cfg: Any) -> OcconSettings:
+    """Validate the raw ``occon`` section against :class:`OcconSettings` (unknown keys, types, the
+    ``missing`` policy); raises :class:`OcconConfigError` naming ``occon.<key>``."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    raw = _normalize(_plain(cfg))
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise OcconConfigError(f"{key}={value!r} must be a number in [0, 1]") from None
-    if not 0.0 <= number <= 1.0:
-        raise OcconConfigError(f"{key}={value!r} must be in [0, 1]")
-    return number
-
-
-def _section(raw: dict, name: str, allowed: set[str]) -> dict:
-    section = raw.get(name) or {}
-    if isinstance(section, bool):  # `oa_crop: true` shorthand
-        section = {"enabled": section}
-    if not isinstance(section, dict):
-        raise OcconConfigError(f"occon.{name} must be a mapping like {{enabled: true}}, got {section!r}")
-    _check_keys(section, allowed, f"occon.{name}.")
-    return section
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(OcconSettings), raw))
+    except OmegaConfBaseException as err:
+        key = str(getattr(err, "full_key", "") or "")
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        if isinstance(err, ConfigKeyError) or "not in" in str(getattr(err, "msg", "")):
+            schema = {"": OcconSettings, "oa_crop": OaCropSettings, "bg_mixup": BgMixupSettings}.get(parent)
+            allowed = ", ".join(f"occon.{parent + '.' if parent else ''}{k}" for k in schema.__dataclass_fields__) \
+                if schema else "see docs"
+            raise OcconConfigError(f"unknown key occon.{key}; allowed: {allowed}") from None
+        value = _lookup(raw, key)
+        if key == "missing":
+            raise OcconConfigError(f"occon.missing={value!r} must be one of {', '.join(POLICIES)}") from None
+        raise OcconConfigError(f"occon.{key}={value!r}: {getattr(err, 'msg', err)}") from None
 
 
 def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> OcconConfig:
-    """Validate ``cfg.occon`` (None/absent = everything off). ``n_views`` bounds ``bg_mixup.views``;
-    ``check_store`` requires ``occon.store`` to be an existing folder when an augmentation is on."""
-    raw = _plain(cfg)
-    _check_keys(raw, _TOP_KEYS, "occon.")
-    if raw.get("enabled") is False:  # a global switch: `occon: {enabled: false}` = host baseline
-        return OcconConfig()
-    oa = _section(raw, "oa_crop", _OA_CROP_KEYS)
-    bg = _section(raw, "bg_mixup", _BG_MIXUP_KEYS)
+    """Validate ``cfg.occon`` (None/absent = everything off) into the runtime :class:`OcconConfig`.
 
-    views_raw = bg.get("views", [0, 1])
-    if isinstance(views_raw, int) or not all(isinstance(v, int) and not isinstance(v, bool) for v in views_raw):
+    ``n_views``: views per sample (bounds ``bg_mixup.views``, whose default is every view);
+    ``check_store``: require ``occon.store`` to be an existing folder when an augmentation is on.
+    Raises :class:`OcconConfigError` (a :class:`~occon_plugin.errors.ConfigError`) naming the key.
+    """
+    raw = _plain(cfg)
+    views_raw = _lookup(raw, "bg_mixup.views")
+    if views_raw is not None and (not isinstance(views_raw, (list, tuple)) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in views_raw)):
         raise OcconConfigError(f"occon.bg_mixup.views={views_raw!r} must be a list of view indexes, e.g. [0, 1]")
-    views = tuple(views_raw)
+    settings = occon_settings(raw)
+    if not settings.enabled:  # a global switch: `occon: {enabled: false}` = host baseline
+        return OcconConfig()
+    bg = settings.bg_mixup
+    views = tuple(bg.views) if bg.views is not None else tuple(range(n_views))  # multi-crop: small crops too
     bad = [v for v in views if not 0 <= v < n_views]
     if bad or len(set(views)) != len(views):
         raise OcconConfigError(f"occon.bg_mixup.views={list(views)} must be distinct indexes in [0, {n_views - 1}] "
                                f"(the augmentations produce {n_views} views)")
-    bg_cfg = BgMixupConfig(
-        enabled=_bool(bg.get("enabled", False), "occon.bg_mixup.enabled"),
-        p_mix=_unit(bg.get("p_mix", DEFAULT_P_MIX), "occon.bg_mixup.p_mix"),
-        hard=_bool(bg.get("hard", False), "occon.bg_mixup.hard"),
-        hard_threshold=_unit(bg.get("hard_threshold", DEFAULT_HARD_THRESHOLD), "occon.bg_mixup.hard_threshold"),
-        views=views,
+    out = OcconConfig(
+        store=Path(settings.store).expanduser() if settings.store else None,
+        missing=settings.missing.name,
+        oa_crop=settings.oa_crop.enabled,
+        bg_mixup=BgMixupConfig(enabled=bg.enabled, p_mix=float(bg.p_mix), hard=bg.hard,
+                               hard_threshold=float(bg.hard_threshold), views=views),
     )
-    missing = raw.get("missing", "error")
-    if missing not in POLICIES:
-        raise OcconConfigError(f"occon.missing={missing!r} must be one of {', '.join(POLICIES)}")
-    store = raw.get("store")
-    out = OcconConfig(store=Path(store).expanduser() if store else None, missing=missing,
-                      oa_crop=_bool(oa.get("enabled", False), "occon.oa_crop.enabled"), bg_mixup=bg_cfg)
     if out.active and check_store:
         if out.store is None:
             raise OcconConfigError("occon.store is required when occon.oa_crop or occon.bg_mixup is enabled: "

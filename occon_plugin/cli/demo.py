@@ -2,9 +2,9 @@
 
 1. writes scikit-image's bundled real photos (or uses ``--data <folder>``) as a dataset;
 2. ``scripts/localize/main_localize.py`` with the embedded EfficientNet-Lite0 model: masks, boxes,
-   background rectangles and overlay pictures in a store (T=10, expansion, CRF: the paper's
-   localization preset; the paper pairs BG-Mixup with T=1 masks on single-object ImageNet-9 —
-   ``cam.iters=1 cam.expand=false crf.enabled=false`` — the demo uses one store for both);
+   background rectangles and overlay pictures in a store (the default preset measured best for the
+   model, ``preset=auto``; the paper pairs BG-Mixup with T=1 masks on single-object ImageNet-9 —
+   ``preset=bg_mixup`` — the demo uses one store for both), and the README picture from four overlays;
 3. ``scripts/pretrain/main_pretrain.py``: ``mocov2_occon`` and ``byol_occon`` with OA-Crop + BG-Mixup
    from those stores, a few CPU optimizer steps each, checkpoints written;
 4. ``scripts/linear/main_linear.py`` loads the ``mocov2_occon`` checkpoint and trains the host's
@@ -70,6 +70,31 @@ def run(cmd: list[str], log: Path) -> None:
     print(f"  done in {time.time() - start:.0f} s (log: {log})", flush=True)
 
 
+README_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+def readme_picture(overlays: Path, target: Path, names=README_PHOTOS, height: int = 200) -> Path | None:
+    """The README picture (``docs/img/demo-overlay.jpg``): the store overlays of ``names`` side by side,
+    ``height`` px high, 4 px white gaps, JPEG; None when an overlay is missing (``--data`` photos)."""
+    from PIL import Image
+
+    tiles = []
+    for name in names:
+        found = sorted(overlays.rglob(f"{name}.png"))
+        if not found:
+            return None
+        tile = Image.open(found[0]).convert("RGB")
+        tiles.append(tile.resize((round(tile.width * height / tile.height), height), Image.BICUBIC))
+    canvas = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), height), "white")
+    x = 0
+    for tile in tiles:
+        canvas.paste(tile, (x, 0))
+        x += tile.width + 4
+    with atomic_path(target) as tmp:
+        canvas.save(tmp, format="JPEG", quality=85)
+    return target
+
+
 def last_json_line(log: Path, marker: str) -> dict:
     for line in reversed(log.read_text().splitlines()):
         if marker in line:
@@ -101,10 +126,13 @@ def main(argv: list[str] | None = None) -> None:
         photos = export_skimage_photos(images_dir)
     print(f"[occon demo] {len(photos)} real photos in {images_dir}")
 
-    # 1. ContraCAM store: masks, boxes, background rectangles, overlays (T=10, expansion, CRF).
+    # 1. ContraCAM store: masks, boxes, background rectangles, overlays (the default preset). The demo
+    # rebuilds its own store on every run (resume=false): a store left by an older version or other
+    # settings would otherwise be refused for resuming.
     store = out / "store"
     run([py, SCRIPTS / "localize" / "main_localize.py", f"data.path={images_dir}", f"output_dir={store}",
-         "overlays=true", f"batch_size={min(len(photos), 64)}"], logs / "localize.log")
+         "overlays=true", f"batch_size={min(len(photos), 64)}", "resume=false"], logs / "localize.log")
+    picture = readme_picture(store / "overlays", out / "demo-overlay.jpg")  # the README's picture
 
     # 2. Pretraining through the solo-learn-style script, both methods, OA-Crop + BG-Mixup.
     checkpoints = {}
@@ -131,8 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     run([py, SCRIPTS / "linear" / "main_linear.py", "--config-path", SCRIPTS / "linear" / "custom",
          "--config-name", "linear.yaml", f"++pretrained_feature_extractor={checkpoints['mocov2_occon']['checkpoint']}",
          f"++data.train_path={probe / 'train'}", f"++data.val_path={probe / 'val'}", "++data.num_workers=0",
-         "++optimizer.batch_size=16", "++max_steps=5", "++max_epochs=3", f"++crop_size={args.crop_size}",
-         "++accelerator=cpu", f"++output_dir={out / 'linear'}", "++wandb.enabled=true", "++wandb.offline=true",
+         "++optimizer.batch_size=16", "++max_steps=5", "++max_epochs=3",
+         f"++data.augmentations.crop_size={args.crop_size}", "++accelerator=cpu",
+         f"++checkpoint.dir={out / 'trained_models'}", "++wandb.enabled=true", "++wandb.offline=true",
          "++log_every_n_steps=1"], log)
     linear = last_json_line(log, "[occon] linear evaluation done: ")
     log = logs / "eval-linear-lbfgs.log"
@@ -147,13 +176,14 @@ def main(argv: list[str] | None = None) -> None:
         "photos": str(images_dir),
         "ContraCAM store (masks, boxes, bg rects)": str(store),
         "overlay pictures": f"{len(overlays)} in {store / 'overlays'}",
+        "README picture (docs/img/demo-overlay.jpg)": str(picture) if picture else None,
         "checkpoints": {m: c["checkpoint"] for m, c in checkpoints.items()},
         "optimizer steps": {m: c["global_step"] for m, c in checkpoints.items()},
         "linear (host LinearModel, photo-identity probe)": {"steps": linear["global_step"],
                                                             "metrics": linear["metrics"]},
         "linear (paper protocol: L-BFGS on frozen features, photo-identity probe)": {
             "test_acc": lbfgs["test_acc"], "best_l2": lbfgs["best_l2"], "results": str(out / "eval_linear")},
-        "W&B offline runs": [str(out / "trained_models"), str(out / "linear"), str(out / "eval_linear")],
+        "W&B offline runs": [str(out / "trained_models"), str(out / "eval_linear")],
         "logs": str(logs),
         "wall time (s)": round(time.time() - start),
     }

@@ -1,12 +1,16 @@
 """Linear evaluation with the host's ``LinearModel`` (``occon-linear`` / ``scripts/linear/main_linear.py``).
 
 Loads the backbone of a checkpoint written by ``scripts/pretrain/main_pretrain.py`` (either host
-generation's key layout, or anything :func:`occon_plugin.zoo.convert.load_checkpoint` reads),
+generation's key layout, or anything :func:`occon_plugin.models.load_model` reads),
 freezes it and trains the host's linear classifier on an image folder with class sub-folders::
 
     python scripts/linear/main_linear.py --config-path scripts/linear/custom --config-name linear.yaml \
         ++pretrained_feature_extractor=trained_models/mocov2_occon/<name>/final.ckpt \
         ++data.train_path=<folder> ++data.val_path=<folder>
+    occon-linear --config-name custom/linear ...          # the YAML shipped with the package
+
+The YAML is solo-learn main's ``main_linear.py`` schema (the host's script accepts it too); any
+number of classes >= 2 works (top-k accuracies are capped at the class count on both host generations).
 
 (For the paper's L-BFGS protocol on frozen features see ``occon_plugin.eval``.)
 """
@@ -21,83 +25,67 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import v2 as T
 
-from occon_plugin import host
 from occon_plugin.cli._hydra import solo_style_main
-from occon_plugin.config import ConfigError, check_existing_path, require, set_default
-from occon_plugin.tracking import make_wandb_logger
+from occon_plugin.config import ConfigError, complete_linear_cfg
+from occon_plugin.errors import DataError
+from occon_plugin.images import is_listable_file, load_pil_image
+from occon_plugin.models.normalization import IMAGENET, Normalization
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.228, 0.224, 0.225)
 
-
-def linear_transforms(crop_size: int):
+def linear_transforms(crop_size: int, normalization: Normalization = IMAGENET):
+    """Train / val transforms, normalized with the constants the backbone was trained with."""
+    mean, std = normalization.mean, normalization.std
     train = T.Compose([T.RandomResizedCrop(crop_size), T.RandomHorizontalFlip(), T.ToImage(),
-                       T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+                       T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)])
     val = T.Compose([T.Resize(int(crop_size * 256 / 224)), T.CenterCrop(crop_size), T.ToImage(),
-                     T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+                     T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)])
     return train, val
 
 
-def load_backbone(cfg: DictConfig) -> torch.nn.Module:
-    """A torchvision ResNet (fc removed) with the checkpoint's backbone weights."""
-    import torchvision
+def load_backbone(cfg: DictConfig) -> tuple[torch.nn.Module, Normalization]:
+    """The checkpoint's backbone (normalized images -> pooled features; ResNet incl. CIFAR stem, ViT) and
+    the normalization it was trained with, from the plugin's one model loader (:mod:`occon_plugin.models`)."""
+    from occon_plugin.models import load_model
 
-    from occon_plugin.zoo.convert import load_checkpoint
-
-    ckpt = load_checkpoint(str(cfg.pretrained_feature_extractor))
-    arch = str(OmegaConf.select(cfg, "backbone.name", default=None) or ckpt["arch"])
-    if not hasattr(torchvision.models, arch):
-        raise ConfigError(f"`backbone.name={arch}` is not a torchvision model")
-    backbone = getattr(torchvision.models, arch)()
-    backbone.fc = torch.nn.Identity()
-    missing, unexpected = backbone.load_state_dict(ckpt["backbone"], strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise ConfigError(
-            f"`pretrained_feature_extractor={cfg.pretrained_feature_extractor}` does not fit {arch}: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    return backbone
+    loaded = load_model(str(cfg.pretrained_feature_extractor))
+    arch = OmegaConf.select(cfg, "backbone.name", default=None)
+    if arch and str(arch) != loaded.spec.name:
+        raise ConfigError(f"`backbone.name={arch}` but `pretrained_feature_extractor="
+                          f"{cfg.pretrained_feature_extractor}` holds a {loaded.spec.name}; drop backbone.name or fix it")
+    return loaded.backbone, loaded.spec.normalization
 
 
-def complete_linear_cfg(cfg: DictConfig) -> DictConfig:
-    OmegaConf.set_struct(cfg, False)
-    check_existing_path(cfg, "pretrained_feature_extractor", "a checkpoint written by main_pretrain.py")
-    check_existing_path(cfg, "data.train_path", "an image folder with one sub-folder per class")
-    if OmegaConf.select(cfg, "data.val_path", default=None):
-        check_existing_path(cfg, "data.val_path", "an image folder with one sub-folder per class")
-    for key in ("optimizer.name", "optimizer.batch_size", "optimizer.lr", "scheduler.name"):
-        require(cfg, key)
-    set_default(cfg, "name", "linear")
-    set_default(cfg, "seed", 5)
-    set_default(cfg, "max_epochs", 100)
-    set_default(cfg, "crop_size", 224)
-    set_default(cfg, "data.num_workers", 2)
-    set_default(cfg, "data.num_large_crops", 1)
-    set_default(cfg, "data.num_small_crops", 0)
-    set_default(cfg, "optimizer.weight_decay", 0.0)
-    set_default(cfg, "optimizer.kwargs", {})
-    set_default(cfg, "output_dir", "trained_models/linear")
-    set_default(cfg, "wandb.enabled", False)
-    set_default(cfg, "accelerator", "auto")
-    set_default(cfg, "devices", 1)
-    set_default(cfg, "strategy", "auto")
-    set_default(cfg, "backbone.name", None)
-    return cfg
+def image_folder(cfg: DictConfig, key: str, transform, **kwargs) -> datasets.ImageFolder:
+    """torchvision's ImageFolder of ``cfg.<key>``; its complaints become a DataError naming the key."""
+    path = OmegaConf.select(cfg, key)
+    try:
+        return datasets.ImageFolder(str(path), transform=transform, **kwargs)
+    except OSError as exc:  # FileNotFoundError: no class folder, or a class without images
+        raise DataError(f"`{key}={path}` is not an image folder with one sub-folder of images per class: {exc}") \
+            from None
 
 
 def linear_eval(cfg: DictConfig) -> dict:
+    from occon_plugin import host  # raises a one-line HostMissingError without solo-learn
+    from occon_plugin.tracking import make_wandb_logger
+    
     cfg = complete_linear_cfg(cfg)
     host.seed_everything(int(cfg.seed))
-    train_tf, val_tf = linear_transforms(int(cfg.crop_size))
-    train_set = datasets.ImageFolder(str(cfg.data.train_path), transform=train_tf)
+    backbone, normalization = load_backbone(cfg)
+    train_tf, val_tf = linear_transforms(int(cfg.data.augmentations.crop_size), normalization)
+    # the plugin's decode rule (16-bit, modes, EXIF) and listing (hidden files, dangling links) for the host's ImageFolder
+    folder_kw = {"loader": load_pil_image, "is_valid_file": is_listable_file}
+    train_set = image_folder(cfg, "data.train_path", train_tf, **folder_kw)
+    if len(train_set.classes) < 2:
+        raise ConfigError(f"`data.train_path={cfg.data.train_path}` has {len(train_set.classes)} class "
+                          f"sub-folder(s): linear evaluation needs at least 2")
     val_path = OmegaConf.select(cfg, "data.val_path", default=None)
-    val_set = datasets.ImageFolder(str(val_path), transform=val_tf) if val_path else None
+    val_set = image_folder(cfg, "data.val_path", val_tf, **folder_kw) if val_path else None
     if val_set is not None and val_set.classes != train_set.classes:
         raise ConfigError(f"`data.val_path` classes {val_set.classes} differ from `data.train_path` "
                           f"classes {train_set.classes}")
-    cfg.data.num_classes = len(train_set.classes)
+    cfg.data.num_classes = len(train_set.classes)  # top-k metrics are capped at it (host.py)
 
-    backbone = load_backbone(cfg)
     if cfg.backbone.name is None:
         cfg.backbone.name = type(backbone).__name__.lower()
     model = host.build_linear_model(backbone, cfg)
@@ -106,7 +94,7 @@ def linear_eval(cfg: DictConfig) -> dict:
     train_loader = DataLoader(train_set, batch_size=bs, shuffle=True, num_workers=nw, drop_last=len(train_set) > bs)
     val_loader = DataLoader(val_set, batch_size=bs, num_workers=nw) if val_set is not None else None
 
-    out_dir = Path(cfg.output_dir) / str(cfg.name)
+    out_dir = Path(cfg.checkpoint.dir) / "linear" / str(cfg.name)
     logger = make_wandb_logger(cfg, out_dir)
     trainer = host.make_trainer(cfg, logger=logger if logger is not None else False,
                                 enable_checkpointing=False, default_root_dir=str(out_dir))
@@ -117,7 +105,7 @@ def linear_eval(cfg: DictConfig) -> dict:
     return result
 
 
-main = solo_style_main(linear_eval)
+main = solo_style_main(linear_eval, kind="linear")
 
 
 if __name__ == "__main__":

@@ -2,26 +2,27 @@
 
 Same YAML schema and command line as solo-learn main's ``main_pretrain.py``::
 
-    python scripts/pretrain/main_pretrain.py --config-path scripts/pretrain/coco --config-name mocov2_occon.yaml \
+    occon-pretrain --config-path scripts/pretrain/coco --config-name mocov2_occon.yaml \
         ++data.train_path=... ++occon.store=...
+    occon-pretrain --config-name coco/mocov2_occon ++data.train_path=... ++occon.store=...   # shipped YAML
 
-It registers the plugin's methods, trains with the installed solo-learn (1.0.2 or main) and
-writes ``<checkpoint.dir>/<method>/<name>/{last.ckpt,final.ckpt,config.yaml}``.
+It trains with the installed solo-learn (1.0.2 or main) through the plugin's own object-aware
+pipelines (``data.format=image_folder``: torchvision v2; ``data.format=dali``: DALI) and writes the
+run folder ``<checkpoint.dir>/<method>/<name>/``: ``config.yaml``, ``args.json`` (solo-learn's
+layout, read by the host's ``main_knn.py`` / ``main_umap.py``), ``last.ckpt``, ``final.ckpt``.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from occon_plugin import host, register
+from occon_plugin import runs
 from occon_plugin.atomic import atomic_path
 from occon_plugin.cli._hydra import solo_style_main
 from occon_plugin.config import complete_pretrain_cfg
-from occon_plugin.images import list_images
-from occon_plugin.tracking import make_wandb_logger
+from occon_plugin.errors import ConfigError
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -39,32 +40,90 @@ def build_train_data(cfg: DictConfig):
     return build_pretrain_dataloader(cfg), None
 
 
-def pretrain(cfg: DictConfig) -> Path:
-    """Train and return the path of the final checkpoint."""
-    register()
-    cfg = complete_pretrain_cfg(cfg, host.METHODS)
-    host.seed_everything(int(cfg.seed))
+def check_store(cfg: DictConfig) -> None:
+    """With an object-aware augmentation on, ``occon.store`` must be an existing folder (checked
+    before anything is built; its contents are validated when the pipeline opens it)."""
+    from occon_plugin.augment.config import parse_occon_config
 
-    out_dir = run_dir(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out_dir / "config.yaml")
+    views = int(cfg.data.num_large_crops) + int(cfg.data.num_small_crops)
+    parse_occon_config(OmegaConf.select(cfg, "occon", default=None), n_views=views, check_store=True)
 
-    train_loader, datamodule = build_train_data(cfg)
-    # The host's online classifier is sized by the data: class sub-folders, or one dummy class.
+
+def set_num_classes(cfg: DictConfig) -> None:
+    """The host's online classifier is sized by the data: class sub-folders, or one dummy class.
+    Also checks, before anything is built, that a batch fits in the data."""
+    from occon_plugin.images import list_images
+
     images = list_images(cfg.data.train_path, OmegaConf.select(cfg, "data.image_root", default=None))
+    if len(images) < int(cfg.optimizer.batch_size):
+        raise ConfigError(f"optimizer.batch_size={cfg.optimizer.batch_size} is larger than the {len(images)} images "
+                          f"under data.train_path={cfg.data.train_path}: no batch would be trained; lower it")
     num_classes = len(images.classes) if images.labels is not None else 1
     if int(cfg.data.num_classes) != num_classes:
         print(f"[occon] data.num_classes={cfg.data.num_classes} -> {num_classes} (classes under data.train_path)")
         cfg.data.num_classes = num_classes
+
+
+def write_run_config(cfg: DictConfig, out_dir: Path, wandb_run_id=None) -> None:
+    """``config.yaml`` (the plugin's) and ``args.json`` (solo-learn's Checkpointer layout: the cfg +
+    ``wandb_run_id``; the host's ``main_knn.py`` / ``main_umap.py`` rebuild the method from it)."""
+    with atomic_path(out_dir / "config.yaml") as tmp:
+        OmegaConf.save(cfg, tmp)
+    args = OmegaConf.to_container(cfg, resolve=True)
+    args["wandb_run_id"] = wandb_run_id
+    with atomic_path(out_dir / "args.json") as tmp:
+        Path(tmp).write_text(json.dumps(args, indent=2, default=str))
+
+
+def save_final_checkpoint(model, trainer, cfg: DictConfig, path: Path) -> None:
+    """``final.ckpt``: the weights + the ``occon`` record (plain types only: loads with
+    ``torch.load(weights_only=True)``, as the host's ``main_linear.py`` does); also readable by
+    Lightning's ``load_from_checkpoint`` (``main_knn.py``)."""
+    import torch
+
+    from occon_plugin import host
+    from occon_plugin.models.normalization import plugin_pretrain_normalization
+
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "global_step": trainer.global_step,
+        "epoch": trainer.current_epoch,
+        "pytorch-lightning_version": host.LIGHTNING_VERSION,
+        "occon": {
+            "method": str(cfg.method),
+            "backbone": str(cfg.backbone.name),
+            "host_generation": host.GENERATION,
+            "checkpoint_layout": host.CHECKPOINT_LAYOUT,
+            "normalization": plugin_pretrain_normalization(cfg).as_dict(),  # read back by occon_plugin.models
+            "cfg": OmegaConf.to_container(cfg, resolve=True),
+        },
+    }
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def pretrain(cfg: DictConfig) -> Path:
+    """Train and return the path of the final checkpoint."""
+    from occon_plugin import host, register  # raises a one-line HostMissingError without solo-learn
+    from occon_plugin.tracking import make_wandb_logger
+
+    register()
+    cfg = complete_pretrain_cfg(cfg, host.METHODS)
+    check_store(cfg)
+    set_num_classes(cfg)
+    host.seed_everything(int(cfg.seed))
+
+    plan = runs.plan_run(cfg)  # resume only a run with the same settings; never overwrite another run
+    for note in plan.notes:
+        print(f"[occon] {note}")
+    out_dir, ckpt_path = plan.out_dir, plan.ckpt_path
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    train_loader, datamodule = build_train_data(cfg)
     model = host.build_method(cfg.method, cfg)
+    model._occon_run_cfg = cfg  # pictures of the DALI pipeline's decisions (methods/base.py)
 
-    ckpt_path = None
-    last = out_dir / "last.ckpt"
-    if cfg.auto_resume.enabled and last.is_file():
-        ckpt_path = str(last)
-        print(f"[occon] resuming from {last}")
-
-    callbacks = []
+    callbacks = [runs.resume_state_callback()]  # momentum tau + RNGs, which checkpoints do not restore
     if cfg.checkpoint.enabled:
         callbacks.append(
             host.ModelCheckpoint(
@@ -81,6 +140,7 @@ def pretrain(cfg: DictConfig) -> Path:
     if logger is not None:
         run_id_file.write_text(str(logger.version))
         callbacks.append(host.LearningRateMonitor(logging_interval="step"))
+    write_run_config(cfg, out_dir, logger.version if logger is not None else None)
 
     trainer = host.make_trainer(
         cfg,
@@ -88,6 +148,7 @@ def pretrain(cfg: DictConfig) -> Path:
         callbacks=callbacks,
         enable_checkpointing=bool(cfg.checkpoint.enabled),
         default_root_dir=str(out_dir),
+        plugins=[runs.atomic_checkpoint_io()],  # kill -9 while saving never leaves a torn last.ckpt
         **host.KEEP_SAMPLER,  # the pipelines shard per rank themselves (same samples for any world size)
     )
     if datamodule is not None:
@@ -96,26 +157,13 @@ def pretrain(cfg: DictConfig) -> Path:
         trainer.fit(model, train_dataloaders=train_loader, ckpt_path=ckpt_path)
 
     final = out_dir / "final.ckpt"
-    checkpoint = {
-        "state_dict": model.state_dict(),
-        "global_step": trainer.global_step,
-        "epoch": trainer.current_epoch,
-        "occon": {
-            "method": str(cfg.method),
-            "backbone": str(cfg.backbone.name),
-            "host_generation": host.GENERATION,
-            "checkpoint_layout": host.CHECKPOINT_LAYOUT,
-            "cfg": OmegaConf.to_container(cfg, resolve=True),
-        },
-    }
-    with atomic_path(final) as tmp:
-        torch.save(checkpoint, tmp)
+    save_final_checkpoint(model, trainer, cfg, final)
     summary = {"checkpoint": str(final), "global_step": int(trainer.global_step), "host": host.describe()}
     print("[occon] pretraining done: " + json.dumps(summary))
     return final
 
 
-main = solo_style_main(pretrain)
+main = solo_style_main(pretrain, kind="pretrain")
 
 
 if __name__ == "__main__":

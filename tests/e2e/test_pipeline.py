@@ -59,6 +59,9 @@ def pretrain(root, photos, store, method, fmt) -> Path:
     ckpt = Path(result["checkpoint"])
     assert result["global_step"] == 3 and ckpt.is_file()
     assert list((ckpt.parent / "wandb").glob("offline-run-*")), "W&B offline run files next to the checkpoint"
+    pictures = list((ckpt.parent / "wandb").glob("offline-run-*/files/media/images/occon/augmentations*"))
+    assert pictures, "the picture of the object-aware views (both pipelines)"
+    assert (ckpt.parent / "args.json").is_file()  # solo-learn's run-folder layout
     return ckpt
 
 
@@ -67,8 +70,8 @@ def linear_steps(root, photos, ckpt) -> int:
     log = run([SCRIPTS / "linear" / "main_linear.py", "--config-path", SCRIPTS / "linear" / "custom",
                "--config-name", "linear.yaml", f"++pretrained_feature_extractor={ckpt}",
                f"++data.train_path={probe / 'train'}", "++data.num_workers=0", "++optimizer.batch_size=4",
-               "++max_steps=2", "++max_epochs=1", "++crop_size=64", "++accelerator=cpu",
-               f"++output_dir={root / 'linear'}", "++wandb.enabled=false"], cwd=root)
+               "++max_steps=2", "++max_epochs=1", "++data.augmentations.crop_size=64", "++accelerator=cpu",
+               f"++checkpoint.dir={root / 'linear'}", "++wandb.enabled=false"], cwd=root)
     return done_line(log, "[occon] linear evaluation done: ")["global_step"]
 
 

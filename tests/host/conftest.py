@@ -9,10 +9,13 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[2]
 
 
-def small_cfg(method: str, train_path: str = ".", batch_size: int = 4):
-    """A real YAML of the repository, shrunk for CPU."""
+def small_cfg(method: str, train_path: str = ".", batch_size: int = 4, occon: bool = False):
+    """A real YAML of the repository, shrunk for CPU; without its ``occon`` section unless ``occon``
+    (the object-aware methods are then exactly their parents)."""
     dataset = "coco"
     cfg = OmegaConf.load(REPO / "scripts" / "pretrain" / dataset / f"{method}.yaml")
+    if not occon:
+        cfg.pop("occon", None)
     cfg.augmentations = OmegaConf.load(REPO / "scripts" / "pretrain" / dataset / "augmentations" / "symmetric.yaml")
     cfg.wandb = {"enabled": False}
     cfg.data.train_path = train_path

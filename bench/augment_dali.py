@@ -41,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--per-block", type=int, default=2, help="batches per block (default 2)")
     parser.add_argument("--p-mix", type=float, default=0.4, help="BG-Mixup probability per view (default 0.4)")
     parser.add_argument("--crop-size", type=int, default=224)
+    parser.add_argument("--json", type=Path, default=None, help="also write the medians and ratios to this file")
     return parser.parse_args(argv)
 
 
@@ -158,11 +159,20 @@ def main(argv=None) -> int:
     base = list(arms)[0]
     print(f"  {'arm':<28} {'wall ms/sample':>15} {'ratio':>7} {'CPU ms/sample':>14} {'ratio':>7}  (medians of "
           f"{args.blocks} blocks)")
+    rows = []
     for name, (_, mixed) in arms.items():
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
         note = f"  views mixed {mixed[0]}/{mixed[1]}" if mixed and mixed[1] and mixed[0] else ""
         print(f"  {name:<28} {w * 1e3:15.3f} {w / statistics.median(wall[base]):7.3f} {c * 1e3:14.3f} "
               f"{c / statistics.median(cpu[base]):7.3f}{note}")
+        rows.append({"arm": name, "wall_ms_per_sample": w * 1e3, "wall_ratio": w / statistics.median(wall[base]),
+                     "cpu_ms_per_sample": c * 1e3, "cpu_ratio": c / statistics.median(cpu[base])})
+    if args.json is not None:
+        import json
+
+        args.json.write_text(json.dumps({"device": args.device, "threads": args.threads,
+                                         "batch_size": args.batch_size, "crop_size": args.crop_size,
+                                         "p_mix": args.p_mix, "blocks": args.blocks, "rows": rows}, indent=2))
     return 0
 
 

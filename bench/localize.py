@@ -8,6 +8,14 @@ If ``occon_plugin.localize.crf.crf_refine`` exists, the CRF time per image is pr
 
     python bench/localize.py                      # CPU, 1 thread, 8 photos at 224, CPU-time clock
     python bench/localize.py --device cuda --threads 0
+    python bench/localize.py --end-to-end         # whole occon-localize runs on COCO128 vs their floor
+
+``--end-to-end``: each arm is a whole ``occon-localize`` run (a fresh process: decode, resize, ContraCAM,
+CRF, boxes, write) on the COCO128 images, against its *floor* measured in the same session: a fresh
+process that decodes and resizes the same images in the same batches and runs exactly as many backbone
+forwards (the run reports its forwards per batch, with the run's expansion), nothing else; and against a
+*plain forward* (decode + resize + one forward per image of the model as trained: no expansion). Arms run round-robin ``--repeats`` times; each row is the median; wall time,
+user and system CPU time (the process and its CRF workers) and minor page faults come from the OS.
 """
 from __future__ import annotations
 
@@ -153,6 +161,149 @@ def bench_crf(model, spec: str, x: torch.Tensor, args, device: torch.device) -> 
              "forwards": None}]
 
 
+# ------------------------------------------------------------------------------------ end to end
+
+E2E_ARMS = {
+    # name: occon-localize overrides (the rest: the preset's)
+    "default": [],
+    "default, CRF off": ["crf.enabled=false"],
+    "default, 1 thread": ["threads=1"],
+    "default, CRF workers 2": ["crf.workers=2"],
+    "paper": ["preset=paper"],
+    "bg_mixup (T=1)": ["preset=bg_mixup"],
+    "bg_mixup (T=1), 1 thread": ["preset=bg_mixup", "threads=1"],
+    "T=10 fixed, no CRF": ["cam.iters=10", "cam.early_exit_tol=0", "crf.enabled=false"],
+    "T=10 fixed, no CRF, whole-batch forwards": ["cam.iters=10", "cam.early_exit_tol=0", "crf.enabled=false",
+                                                 "sub_batch=64"],
+}
+
+
+def _rusage() -> dict:
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"user": me.ru_utime + kids.ru_utime, "sys": me.ru_stime + kids.ru_stime,
+            "faults": me.ru_minflt + kids.ru_minflt, "wall": time.perf_counter()}
+
+
+def _delta(a: dict, b: dict) -> dict:
+    return {k: b[k] - a[k] for k in a}
+
+
+def child_localize(spec: dict) -> dict:
+    """In a fresh process: one occon-localize run (the CLI's config path), timed from after imports."""
+    from hydra import compose, initialize_config_dir
+
+    from occon_plugin.cli.localize import CONFIG_DIR, settings_from_config
+    from occon_plugin.localize.runner import run_localize
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.2"):
+        settings = settings_from_config(compose("localize", overrides=spec["overrides"]))
+    start = _rusage()
+    summary = run_localize(settings)
+    usage = _delta(start, _rusage())
+    return {**usage, "batch_forwards": summary["batch_forwards"], "stage_seconds": summary["stage_seconds"],
+            "settings": summary["settings"], "images": summary["written_ok"]}
+
+
+def child_floor(spec: dict) -> dict:
+    """In a fresh process: the floor of a run: list, decode (the runner's reader threads) and resize the
+    images in the runner's batches, then exactly ``batch_forwards[b]`` image-forwards of batch b through
+    the backbone (no_grad, eval, the run's expansion and sub-batching), nothing else."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from occon_plugin.images import list_images, load_image
+    from occon_plugin.localize.engine import batched_activations, default_sub_batch, expansion
+    from occon_plugin.localize.runner import keep_freed_memory, make_batches, to_model_input
+    from occon_plugin.models import load_cam_model
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    keep_freed_memory()  # the runner does this on CPU too
+    start = _rusage()
+    model = load_cam_model(spec["model"], "cpu")
+    images = list_images(spec["data"])
+    sub = spec["sub_batch"] or default_sub_batch(torch.device("cpu"))
+    readers = ThreadPoolExecutor(max_workers=4)
+    with torch.no_grad(), expansion(model, spec["expand"], bool(spec.get("dilate"))):
+        model.eval()
+        batches = make_batches(len(images), spec["batch_size"], 0)
+        for batch, forwards in zip(batches, spec["batch_forwards"] or [len(b) for b in batches]):
+            loaded = list(readers.map(lambda i: load_image(images.root, images.paths[int(i)]), batch))
+            x = torch.stack([to_model_input(img, spec["image_size"]) for img in loaded])
+            while forwards > 0:
+                part = x[:min(forwards, len(x))]
+                batched_activations(model, part, sub)
+                forwards -= len(part)
+    readers.shutdown()
+    return {**_delta(start, _rusage()), "images": len(images)}
+
+
+def end_to_end(args) -> None:
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    data = Path(args.e2e_data)
+    if not data.is_dir():
+        raise SystemExit(f"--e2e-data {data}: not a folder of images (default: ../shared/data/coco128/images)")
+    arms = {name: E2E_ARMS[name] for name in args.arms} if args.arms else E2E_ARMS
+    tmp = Path(tempfile.mkdtemp(prefix="bench_e2e."))
+    if args.limit:
+        sub = tmp / "images"
+        sub.mkdir()
+        for f in sorted(p for p in data.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:args.limit]:
+            os.symlink(f.resolve(), sub / f.name)
+        data = sub
+
+    def child(kind: str, spec: dict) -> dict:
+        out = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(spec)], capture_output=True,
+                             text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        if out.returncode:
+            raise SystemExit(f"child {kind} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    results: dict[str, list] = {}
+    load = []
+    for repeat in range(args.repeats):
+        load.append(os.getloadavg()[0])
+        for name, overrides in arms.items():
+            spec = {"overrides": [f"data.path={data}", f"output_dir={tmp / 'store'}", "resume=false",
+                                  "progress=false", "device=cpu", *overrides]}
+            run = child("localize", spec)
+            cam = run["settings"]["cam"]
+            floor_spec = {"model": "efficientnet-lite0", "data": str(data), "expand": cam["expand"],
+                          "dilate": bool(cam.get("dilate")),
+                          "batch_size": run["settings"]["batch_size"], "image_size": run["settings"]["image_size"],
+                          "batch_forwards": run["batch_forwards"],
+                          "threads": next((int(o.split("=")[1]) for o in overrides if o.startswith("threads=")), None),
+                          "sub_batch": next((int(o.split("=")[1]) for o in overrides if o.startswith("sub_batch=")),
+                                            None)}
+            floor = child("floor", floor_spec)
+            # plain forward: the model as trained (no expansion), one forward per image, same decode + resize
+            plain = child("floor", {**floor_spec, "batch_forwards": None, "expand": False, "dilate": False})
+            results.setdefault(name, []).append({"run": run, "floor": floor, "plain": plain})
+            print(f"[e2e] repeat {repeat + 1} {name}: {run['wall']:.1f} s (floor {floor['wall']:.1f} s, "
+                  f"plain {plain['wall']:.1f} s), load {os.getloadavg()[0]:.1f}", flush=True)
+    load.append(os.getloadavg()[0])
+    print(f"\nimages: {data} ({results[next(iter(results))][0]['run']['images']}), repeats: {args.repeats}, "
+          f"load average (1 min) at each round: {', '.join(f'{v:.1f}' for v in load)}")
+    print("| arm | s/image | forwards/image | vs floor (wall) | vs plain forward (wall) | user s | sys s | "
+          "sys/user | minor faults | CAM s | resize+CRF s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, rs in results.items():
+        med = lambda f: statistics.median(f(r) for r in rs)  # noqa: E731
+        n = rs[0]["run"]["images"]
+        print(f"| {name} | {med(lambda r: r['run']['wall']) / n:.3f} | "
+              f"{sum(rs[0]['run']['batch_forwards']) / n:.2f} | "
+              f"{med(lambda r: r['run']['wall'] / r['floor']['wall']):.2f}x | "
+              f"{med(lambda r: r['run']['wall'] / r['plain']['wall']):.2f}x | {med(lambda r: r['run']['user']):.1f} | "
+              f"{med(lambda r: r['run']['sys']):.1f} | {med(lambda r: r['run']['sys'] / r['run']['user']):.2f} | "
+              f"{med(lambda r: r['run']['faults']):.0f} | {med(lambda r: r['run']['stage_seconds']['cam']):.1f} | "
+              f"{med(lambda r: r['run']['stage_seconds']['resize_crf']):.1f} |")
+
+
 def print_table(rows: list[dict]) -> None:
     print("| model | expansion | variant | median ms | ratio to plain forward | backbone forwards / image |")
     print("| --- | --- | --- | ---: | ---: | ---: |")
@@ -182,7 +333,25 @@ def main(argv: list[str] | None = None) -> None:
                         help="instead of timing: for each TOL, backbone forwards per image and agreement with fixed T")
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True,
                         help="also time crf_refine per image if occon_plugin.localize.crf exists (default: on)")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="time whole occon-localize runs against their floor and a plain forward")
+    parser.add_argument("--e2e-data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
+                                                  / "images"), help="image folder for --end-to-end")
+    parser.add_argument("--limit", type=int, default=None, help="--end-to-end: only the first N images")
+    parser.add_argument("--arms", nargs="+", default=None, choices=sorted(E2E_ARMS), help="--end-to-end arms")
+    parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        import json
+
+        kind, spec = args.child[0], json.loads(args.child[1])
+        print(json.dumps(child_localize(spec) if kind == "localize" else child_floor(spec)))
+        return
+    if args.end_to_end:
+        if args.repeats == 5 and "--repeats" not in (argv or sys.argv):
+            args.repeats = 3
+        end_to_end(args)
+        return
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

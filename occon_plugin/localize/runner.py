@@ -9,6 +9,7 @@ images are all written and recomputes partly written ones with the same members.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -23,12 +24,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from occon_plugin.errors import ConfigError, DataError
 from occon_plugin.images import BadImageError, ImageList, list_images, load_image
 from occon_plugin.localize.background import largest_empty_rectangle
-from occon_plugin.localize.backbones import load_cam_model
 from occon_plugin.localize.boxes import mask_to_boxes
-from occon_plugin.localize.contracam import contracam
-from occon_plugin.localize.crf import CrfParams, crf_refine_many, make_crf_executor
+from occon_plugin.localize.refine import cam_masks, image_masks
+from occon_plugin.localize.crf import CrfParams, make_crf_executor
+from occon_plugin.localize.presets import apply_preset
+from occon_plugin.models import load_cam_model
 from occon_plugin.store import StoreEntry, StoreWriter, find_mask_collisions, mask_to_u8
 from occon_plugin.store.format import atomic_write_bytes
 
@@ -44,19 +47,30 @@ class DataSettings:
 
 @dataclass
 class CamSettings:
-    iters: int = 10
-    nsr: bool = True
-    expand: bool = True
-    temperature: float = 0.2
-    early_exit_tol: Optional[float] = None
-    fill: str = "mean"
+    """ContraCAM settings. ``None`` = decided by the preset (``occon_plugin.localize.presets``)."""
+
+    iters: Optional[int] = None             # T
+    nsr: Optional[bool] = None              # negative-signal removal (ReLU on the channel weights)
+    expand: Optional[bool] = None           # expansion trick (stride 1 in the last stage, inference only)
+    dilate: Optional[bool] = None           # with expand: dilation 2 in the later convolutions (DeepLab-style)
+    temperature: Optional[float] = None     # tau of Eq. (1)
+    early_exit_tol: Optional[float] = None  # stop re-encoding an image once its mask moves less (0: fixed T)
+    fill: Optional[str] = None              # colour masked pixels fade to: mean, black
+    flip: Optional[bool] = None             # test-time flip: mean of the masks of the image and its mirror
+
+
+CRF_RESOLUTIONS = ("input", "image")
 
 
 @dataclass
 class CrfSettings(CrfParams):
-    """The CRF's own parameters (:class:`CrfParams`, the paper's defaults) plus how to run it."""
+    """The CRF's own parameters (:class:`CrfParams`, pydensecrf's defaults) plus how to run it; the keys
+    set to None here are decided by the preset."""
 
-    enabled: bool = True
+    bilateral_srgb: Optional[float] = None     # colour width of the bilateral kernel (pydensecrf: 13)
+    bilateral_compat: Optional[float] = None   # weight of the bilateral kernel (pydensecrf: 10)
+    enabled: Optional[bool] = None          # None: the preset decides
+    resolution: Optional[str] = None        # input: on the image_size^2 model input (authors); image: image size
     workers: int = 1                # processes; <= 1 runs CRF in the main process
 
 
@@ -65,18 +79,22 @@ class LocalizeSettings:
     data: DataSettings = field(default_factory=DataSettings)
     output_dir: str = "???"
     model: str = "efficientnet-lite0"
+    preset: str = "auto"            # auto (the model's measured preset), paper, bg_mixup, ... (presets.py)
     cam: CamSettings = field(default_factory=CamSettings)
     crf: CrfSettings = field(default_factory=CrfSettings)
     threshold: float = 0.5          # box binarization of the stored mask (CRF marginal: 0.5 = MAP label)
     bg_threshold: float = 0.2       # background = stored mask < bg_threshold
     box_margin: float = 0.2
     min_box_area: float = 0.01
+    min_box_area_before_margin: bool = True  # the area test on the region's own box (the authors'), not with margin
     batch_size: int = 64
     image_size: int = 224
     device: str = "auto"
     seed: int = 0
     threads: Optional[int] = None   # torch CPU threads (None: torch's default)
+    sub_batch: Optional[int] = None  # images per backbone forward (None: 8 on CPU, the whole batch on GPU)
     overlays: bool = False
+    soft_masks: bool = False        # also write soft/<image>.png: the mask before the CRF (same size, 8-bit)
     resume: bool = True
     progress: bool = True
 
@@ -85,18 +103,26 @@ def check_settings(s: LocalizeSettings) -> None:
     """Range checks that types alone cannot express; each error names its key."""
     def need(ok: bool, key: str, what: str, value) -> None:
         if not ok:
-            raise ValueError(f"{key}={value!r} is invalid: {what}")
+            raise ConfigError(f"{key}={value!r} is invalid: {what}")
 
     need(isinstance(s.data.path, str) and s.data.path not in ("", "???"), "data.path",
          "give an image folder or a COCO json", s.data.path)
     need(isinstance(s.output_dir, str) and s.output_dir not in ("", "???"), "output_dir",
          "give the store folder to write", s.output_dir)
-    need(s.cam.iters >= 1, "cam.iters", "must be >= 1", s.cam.iters)
-    need(s.cam.temperature > 0, "cam.temperature", "must be > 0", s.cam.temperature)
+    # None = left to the preset (checked again once the preset has filled it in)
+    need(s.cam.iters is None or s.cam.iters >= 1, "cam.iters", "must be >= 1", s.cam.iters)
+    need(s.cam.temperature is None or s.cam.temperature > 0, "cam.temperature", "must be > 0", s.cam.temperature)
+    need(s.cam.fill in (None, "mean", "black"), "cam.fill", "use mean or black", s.cam.fill)
+    need(s.crf.resolution in (None, *CRF_RESOLUTIONS), "crf.resolution", "use input (the image_size^2 model input, "
+         "as the authors) or image (the image's own size)", s.crf.resolution)
+    need(isinstance(s.preset, str) and bool(s.preset), "preset", "use auto or a preset name", s.preset)
     need(s.cam.early_exit_tol is None or s.cam.early_exit_tol >= 0, "cam.early_exit_tol", "must be >= 0 or null",
          s.cam.early_exit_tol)
     need(s.data.workers >= 1, "data.workers", "must be >= 1", s.data.workers)
     need(s.crf.iters >= 1, "crf.iters", "must be >= 1", s.crf.iters)
+    for key in ("bilateral_srgb", "bilateral_compat"):
+        value = getattr(s.crf, key)
+        need(value is None or value > 0, f"crf.{key}", "must be > 0", value)
     need(s.crf.workers >= 0, "crf.workers", "must be >= 0", s.crf.workers)
     need(0.0 < s.threshold <= 1.0, "threshold", "must be in (0, 1]", s.threshold)
     need(0.0 < s.bg_threshold <= 1.0, "bg_threshold", "must be in (0, 1]", s.bg_threshold)
@@ -106,6 +132,7 @@ def check_settings(s: LocalizeSettings) -> None:
          s.batch_size)
     need(s.image_size >= 32, "image_size", "must be >= 32", s.image_size)
     need(s.threads is None or s.threads >= 1, "threads", "must be >= 1 or null", s.threads)
+    need(s.sub_batch is None or s.sub_batch >= 1, "sub_batch", "must be >= 1 or null", s.sub_batch)
     need(s.device in ("auto", "cpu") or s.device.startswith("cuda"), "device", "use auto, cpu, cuda or cuda:N",
          s.device)
 
@@ -114,16 +141,37 @@ def result_settings(s: LocalizeSettings) -> dict:
     """The settings that change what is written (compared when resuming; recorded in the manifest)."""
     crf = asdict(s.crf)
     crf.pop("workers")
-    return {"cam": asdict(s.cam), "crf": crf, "threshold": s.threshold, "bg_threshold": s.bg_threshold,
-            "box_margin": s.box_margin, "min_box_area": s.min_box_area, "batch_size": s.batch_size,
+    return {"preset": s.preset, "cam": asdict(s.cam), "crf": crf, "threshold": s.threshold, "bg_threshold": s.bg_threshold,
+            "box_margin": s.box_margin, "min_box_area": s.min_box_area,
+            "min_box_area_before_margin": s.min_box_area_before_margin, "batch_size": s.batch_size,
             "image_size": s.image_size, "seed": s.seed}
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks below 1 GiB (no ``mmap``/``munmap`` or heap trimming per
+    allocation): the backbone's large activations are then reused across forwards instead of being
+    mapped, zero-filled by the kernel and returned on every forward (on CPU that page-fault work cost
+    more system time than the convolutions' user time; docs/benchmarks.md). Process-wide and only on
+    glibc; returns whether it was applied."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or "libc" not in name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
+        raise ConfigError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
     return torch.device(name)
 
 
@@ -184,8 +232,11 @@ class _Localizer:
     def __init__(self, s: LocalizeSettings, images: ImageList, model, device, writer: StoreWriter, executor):
         self.s, self.images, self.model, self.device = s, images, model, device
         self.writer, self.executor = writer, executor
-        self.crf_params = CrfParams(**{k: v for k, v in asdict(s.crf).items() if k not in ("enabled", "workers")})
+        self.crf_params = CrfParams(**{k: v for k, v in asdict(s.crf).items()
+                                       if k not in ("enabled", "workers", "resolution")})
         self.n_ok = self.n_bad = self.n_new = 0
+        self.batch_forwards: list[int] = []  # backbone image-forwards per batch (top-up images included)
+        self.stage_seconds = {"read": 0.0, "cam": 0.0, "resize_crf": 0.0, "write": 0.0}  # wall, summed
         self.order = np.random.default_rng(s.seed).permutation(len(images))
         self.readers = ThreadPoolExecutor(max_workers=max(1, s.data.workers))
 
@@ -210,6 +261,7 @@ class _Localizer:
         done = self.writer.done_paths()
         self.n_new = 0
         members, loaded = [], []
+        clock = time.perf_counter()
         # Decoding runs in threads (PIL releases the GIL); results are used in batch order.
         for k, image in enumerate(self.readers.map(self._read, [int(i) for i in batch])):
             if isinstance(image, BadImageError):
@@ -234,30 +286,36 @@ class _Localizer:
         if not targets:
             return self.n_new
         if len(loaded) < 2:
-            raise RuntimeError("ContraCAM needs at least 2 readable images (the negatives); "
-                               f"{self.images.root} has fewer")
+            raise DataError(f"ContraCAM needs at least 2 readable images (the negatives); {self.images.root} has "
+                            f"fewer: the unreadable ones are listed in {self.writer.out_dir / 'index.jsonl'}")
         x = torch.stack([to_model_input(img, self.s.image_size) for img in loaded]).to(self.device)
-        c = self.s.cam
-        result = contracam(self.model, x, iters=c.iters, nsr=c.nsr, temperature=c.temperature, expand=c.expand,
-                           early_exit_tol=c.early_exit_tol, fill=c.fill)
-        low_res = result.mask.detach().float().cpu()
-        soft = []
-        for k in targets:
-            h, w = loaded[k].shape[:2]
-            up = F.interpolate(low_res[k:k + 1], size=(h, w), mode="bilinear", align_corners=False)
-            soft.append(mask_to_u8(up[0, 0].clamp_(0.0, 1.0).numpy()))
-        if self.s.crf.enabled:
-            refined = crf_refine_many([loaded[k] for k in targets], [m / np.float32(255.0) for m in soft],
-                                      self.crf_params, executor=self.executor)
-            soft = [mask_to_u8(r) for r in refined]
+        clock = self._lap("read", clock)
+        result = cam_masks(self.model, x, self.s.cam, sub_batch=self.s.sub_batch)
+        self.batch_forwards.append(int(result.iterations.sum()))
+        clock = self._lap("cam", clock)
+        soft, final = image_masks(result.mask[targets], [loaded[k] for k in targets], x[targets], self.s.crf,
+                                  self.crf_params, executor=self.executor)
+        clock = self._lap("resize_crf", clock)
+        if self.s.soft_masks:  # the pre-CRF soft masks too (e.g. for MaxBoxAccV2 on the CAM)
+            for k, mask_u8 in zip(targets, soft):
+                atomic_write_bytes(self.writer.out_dir / "soft" / Path(self.images.paths[members[k][0]]).with_suffix(
+                    ".png"), cv2.imencode(".png", mask_u8)[1].tobytes())
+        soft = final
         for k, mask_u8 in zip(targets, soft):
             self._write(self.images.paths[members[k][0]], loaded[k], mask_u8)
+        self._lap("write", clock)
         return self.n_new + len(targets)
+
+    def _lap(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.stage_seconds[stage] += now - since
+        return now
 
     def _write(self, path: str, image: np.ndarray, mask_u8: np.ndarray) -> None:
         # Boxes and background come from the stored (quantized) mask: anyone can recompute them.
         mask = mask_u8.astype(np.float32) / 255.0
-        boxes = mask_to_boxes(mask, self.s.threshold, self.s.box_margin, self.s.min_box_area)
+        boxes = mask_to_boxes(mask, self.s.threshold, self.s.box_margin, self.s.min_box_area,
+                              self.s.min_box_area_before_margin)
         rect = largest_empty_rectangle(mask >= self.s.bg_threshold)
         h, w = mask_u8.shape
         self.writer.write(StoreEntry(path=path, width=w, height=h, boxes=boxes,
@@ -282,10 +340,15 @@ def run_localize(s: LocalizeSettings) -> dict:
     clashes = find_mask_collisions(images.paths)
     if clashes:
         a, b = clashes[0]
-        raise ValueError(f"{len(clashes)} image pairs would share a mask file (same path but extension), "
+        raise DataError(f"{len(clashes)} image pairs would share a mask file (same path but extension), "
                          f"e.g. {a} and {b}; rename them")
     device = resolve_device(s.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     model = load_cam_model(s.model, device)
+    s = copy.deepcopy(s)  # the preset fills the unset keys of a copy; the caller's settings stay as given
+    apply_preset(s, model.spec)
+    check_settings(s)
     model_hash = model_fingerprint(s.model, model)
     settings = result_settings(s)
     if rank == 0:
@@ -293,6 +356,7 @@ def run_localize(s: LocalizeSettings) -> dict:
     _barrier(world)
     if rank != 0:
         writer = StoreWriter(s.output_dir, settings, model_hash, rank=rank, world_size=world)
+    writer.attach_images(images.root, images.paths)  # entries from other files than these: refuse, naming them
     _barrier(world)  # every rank has cut its torn tail before anyone reads the done set
     done = writer.refresh_done()
 
@@ -324,7 +388,9 @@ def run_localize(s: LocalizeSettings) -> dict:
     _barrier(world)
     summary = {"store": str(Path(s.output_dir)), "listed": len(images), "already_done": len(done),
                "written_ok": localizer.n_ok, "written_bad": localizer.n_bad, "seconds": round(seconds, 2),
-               "rank": rank, "world_size": world}
+               "rank": rank, "world_size": world, "preset": s.preset, "settings": result_settings(s),
+               "forwards": int(sum(localizer.batch_forwards)), "batch_forwards": localizer.batch_forwards,
+               "stage_seconds": {k: round(v, 2) for k, v in localizer.stage_seconds.items()}, "not_listed": images.skipped}
     if manifest is not None:
         summary["manifest"] = manifest
     return summary

@@ -252,6 +252,14 @@ def complete_pretrain_cfg(cfg: DictConfig, known_methods) -> DictConfig:
     method = cfg.method
     if method not in known_methods:
         raise ConfigError(f"`method={method}` is unknown; choose one of {sorted(known_methods)}")
+    # the host's backbone table (main: BaseMethod._BACKBONES, 1.0.2: _SUPPORTED_ENCODERS); the host itself
+    # only asserts, which ends in a bare AssertionError
+    backbones = getattr(known_methods[method], "_BACKBONES", None) or \
+        getattr(known_methods[method], "_SUPPORTED_ENCODERS", None)
+    name = select(cfg, "backbone.name")
+    if backbones and name is not None and name not in backbones:
+        raise ConfigError(f"`backbone.name={name}` is not a backbone of the installed solo-learn; "
+                          f"choose one of {sorted(backbones)}")
     check_dataset_path(cfg, "data.train_path")
     if int(cfg.optimizer.batch_size) < 2:
         raise ConfigError(f"`optimizer.batch_size={cfg.optimizer.batch_size}` must be >= 2 (contrastive batches)")

@@ -38,6 +38,15 @@ class OutputError(OcconError, OSError):
     message names it. Nothing half-written is left behind (``occon_plugin.atomic``)."""
 
 
+def examples(items, total=None, show: int = 5, sep: str = ", ") -> str:
+    """``"a, b, c, ... (+7 more)"``: the first ``show`` of ``items`` (any iterable of str) and how many more
+    (``total``: the full count when ``items`` holds only the first few). For naming files/keys in messages."""
+    items = list(items)
+    total = len(items) if total is None else total
+    more = f", ... (+{total - show} more)" if total > show else ""
+    return sep.join(items[:show]) + more
+
+
 def format_error(err: BaseException) -> str:
     """The one-line form the CLIs print (newlines folded)."""
     text = " ".join(str(err).split()) or type(err).__name__

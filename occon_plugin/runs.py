@@ -40,7 +40,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from occon_plugin.atomic import OUTPUT_ERRNOS, atomic_path, output_error
-from occon_plugin.errors import ConfigError
+from occon_plugin.errors import ConfigError, examples
 
 # Settings that define a run: a resumed run must match them (compared after defaults and lr scaling).
 RUN_KEYS = ("method", "backbone", "method_kwargs", "optimizer", "scheduler", "max_epochs", "data.dataset",
@@ -183,9 +183,8 @@ def _plan_run(cfg: DictConfig) -> RunPlan:
                           f"before resuming. Pass ++name=<new name> for a new run") from exc
     diffs = setting_differences(old, cfg)
     if diffs:
-        more = f", ... (+{len(diffs) - _SHOW} more)" if len(diffs) > _SHOW else ""
         raise ConfigError(
-            f"auto_resume: {folder} holds a run with other settings ({'; '.join(diffs[:_SHOW])}{more}); resuming "
+            f"auto_resume: {folder} holds a run with other settings ({examples(diffs, show=_SHOW, sep='; ')}); resuming "
             f"would continue its weights and steps under a new config. Use the same settings to continue it, or "
             f"++name=<new name> (or auto_resume.enabled=false) to start a new run; the old run is left as it is")
     ckpt = find_resume_checkpoint(folder, notes)

@@ -14,6 +14,7 @@ the number of workers, and each epoch differs. A plain int index uses a seed der
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -31,6 +32,14 @@ from occon_plugin.images import BadImageError, ImageInfo, check_images, examples
 from occon_plugin.store import Store, StoreError, ValidationReport, validate_store
 
 log = logging.getLogger(__name__)
+
+
+def tell(message: str) -> None:
+    """A start-up note the user must see (images skipped or dropped, and why): ``[occon] <message>`` on
+    stderr and a warning record. Printed because the YAMLs turn Hydra's logging off (root level ERROR),
+    which would swallow a log record alone."""
+    print(f"[occon] {message}", file=sys.stderr, flush=True)
+    log.warning("%s", message)
 
 MAX_BAD_IN_A_ROW = 20  # a sample gives up after this many unreadable replacements (a broken dataset)
 
@@ -89,7 +98,7 @@ class OcconPretrainDataset(Dataset):
                                        if e is not None and e.ok and e.bg_rect is not None], dtype=np.int64)
         self.startup["used"] = len(self.paths)
         for note in self.notes:
-            log.warning("%s", note)
+            tell(note)
 
     @property
     def num_classes(self) -> int:
@@ -319,7 +328,10 @@ def build_dataset(cfg: Any, view_transforms: Sequence[ViewTransform]) -> "OcconP
                                    image_root=select(cfg, "data.image_root"))
     s = dataset.startup
     dropped = s["listed"] != s["used"] or s.get("not_listed") or s.get("store_unusable")
-    (log.warning if dropped else log.info)("[occon] data: %s", dataset.startup_summary())
+    if dropped:
+        tell("data: " + dataset.startup_summary())
+    else:
+        log.info("[occon] data: %s", dataset.startup_summary())
     return dataset
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from occon_plugin.augment.dataset import OcconPretrainDataset
+from occon_plugin.augment.dataset import OcconPretrainDataset, tell
 from occon_plugin.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,9 @@ class HostObjectAware:
                                     f"{samples.root} is usable with the store {self.occon.cfg.store}")
         self.unlisted = [p for p, j in zip(samples.paths, self.to_plugin) if j < 0]
         if self.unlisted:
-            log.warning("%d of the host's %d samples under %s are not usable images with a store entry "
-                        "(first: %s); each is replaced by another image when drawn (counted as occon/replaced)",
-                        len(self.unlisted), len(samples.paths), samples.root, ", ".join(self.unlisted[:3]))
+            tell(f"{len(self.unlisted)} of the host's {len(samples.paths)} samples under {samples.root} are not "
+                 f"usable images with a store entry (first: {', '.join(self.unlisted[:3])}); each is replaced by "
+                 "another image when drawn (counted as occon/replaced)")
 
     def __len__(self) -> int:
         return len(self.samples.paths)

@@ -146,6 +146,44 @@ def use_packaged_config(kind: str, argv: Optional[List[str]] = None) -> None:
     argv[1:1] = ["--config-path", str(target.parent), "--config-name", target.stem]
 
 
+def exit_on_bad_composition(argv: Optional[List[str]] = None) -> None:
+    """Compose ``--config-path/--config-name`` with the command line's overrides as Hydra will; a
+    misspelled key (``max_epoch=1``) or a malformed override becomes one line + exit 2 instead of
+    Hydra's multi-line message with exit 1. Help, info and multirun command lines are left to Hydra."""
+    argv = sys.argv[1:] if argv is None else argv
+    _, path = _flag_value(argv, ("--config-path", "-cp"))
+    _, name = _flag_value(argv, ("--config-name", "-cn"))
+    if path is None or name is None or any(a.split("=")[0] in _LEFT_TO_HYDRA for a in argv):
+        return
+    from occon_plugin.cli.overrides import _VALUE_FLAGS
+
+    overrides, skip_next = [], False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg.startswith("-"):
+            skip_next = arg in _VALUE_FLAGS
+        else:
+            overrides.append(arg)
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(config_dir=str(path), version_base="1.2"):
+            compose(config_name=name[:-5] if name.endswith(".yaml") else name, overrides=overrides)
+    except HydraException as exc:
+        text = " ".join(str(exc).split())
+        if text.startswith("Could not override '"):
+            key = text.split("'")[1]
+            text = f"unknown key {key!r} in {name} (misspelled? a new key is added with ++{key}=...)"
+        print(format_error(ConfigError(text)), file=sys.stderr)
+        sys.exit(USAGE_EXIT_CODE)
+
+
+_LEFT_TO_HYDRA = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--multirun", "-m", "--run", "-r",
+                  "--shell-completion", "-sc", "--version"}
+
+
 def solo_style_main(job: Callable[[DictConfig], object], kind: Optional[str] = None) -> Callable[[], None]:
     """A console entry point running ``job(cfg)`` on the YAML given by ``--config-path/--config-name``
     (solo-learn's command line; with ``kind``, ``--config-name <dataset>/<name>`` alone picks a YAML
@@ -160,6 +198,7 @@ def solo_style_main(job: Callable[[DictConfig], object], kind: Optional[str] = N
         if kind is not None:
             use_packaged_config(kind)
         absolutize_config_path()
+        exit_on_bad_composition()
         _hydra_main()
 
     return main

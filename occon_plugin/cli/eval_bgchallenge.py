@@ -4,10 +4,13 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from occon_plugin.cli._hydra import exit_on_bad_input
+from occon_plugin.cli.overrides import exit_on_bad_overrides
 from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish, setup_torch
 from occon_plugin.eval.bgchallenge import background_challenge
 from occon_plugin.models import load_feature_model
@@ -30,9 +33,15 @@ def run(cfg: DictConfig) -> dict:
     return finish(cfg, "eval_bgchallenge", rows, details, summary)
 
 
+def main() -> None:
+    """The console command: overrides checked against eval_bgchallenge.yaml (one line, exit 2), then Hydra."""
+    exit_on_bad_overrides(Path(CONFIG_DIR) / "eval_bgchallenge.yaml")
+    _hydra_main()
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="eval_bgchallenge", version_base="1.2")
 @exit_on_bad_input
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
 
 

@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from occon_plugin.cli._hydra import exit_on_bad_input
+from occon_plugin.cli.overrides import exit_on_bad_overrides
 from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish, setup_torch
 from occon_plugin.eval.features import extract_features
 from occon_plugin.eval.linear import linear_eval
@@ -40,9 +41,15 @@ def run(cfg: DictConfig) -> dict:
     return finish(cfg, "eval_linear", [row], details, row)
 
 
+def main() -> None:
+    """The console command: overrides checked against eval_linear.yaml (one line, exit 2), then Hydra."""
+    exit_on_bad_overrides(Path(CONFIG_DIR) / "eval_linear.yaml")
+    _hydra_main()
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="eval_linear", version_base="1.2")
 @exit_on_bad_input
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
 
 

@@ -28,7 +28,7 @@ from torchvision.transforms import v2 as T
 from occon_plugin.cli._hydra import solo_style_main
 from occon_plugin.config import ConfigError, complete_linear_cfg
 from occon_plugin.errors import DataError
-from occon_plugin.images import is_listable_file, load_pil_image
+from occon_plugin.images import check_images, examples, is_listable_file, list_images, load_pil_image
 from occon_plugin.models.normalization import IMAGENET, Normalization
 
 
@@ -56,13 +56,36 @@ def load_backbone(cfg: DictConfig) -> tuple[torch.nn.Module, Normalization]:
 
 
 def image_folder(cfg: DictConfig, key: str, transform, **kwargs) -> datasets.ImageFolder:
-    """torchvision's ImageFolder of ``cfg.<key>``; its complaints become a DataError naming the key."""
+    """torchvision's ImageFolder of ``cfg.<key>``; its complaints become a DataError naming the key.
+    Images the shared decode rule cannot read are dropped before training (counted, the first named),
+    as pretraining does, instead of stopping the run when a batch draws one."""
     path = OmegaConf.select(cfg, key)
     try:
-        return datasets.ImageFolder(str(path), transform=transform, **kwargs)
+        folder = datasets.ImageFolder(str(path), transform=transform, **kwargs)
     except OSError as exc:  # FileNotFoundError: no class folder, or a class without images
         raise DataError(f"`{key}={path}` is not an image folder with one sub-folder of images per class: {exc}") \
             from None
+    root = Path(folder.root)
+    # the plugin's listing (as pretraining and occon-eval-linear list): an occon store inside the folder is
+    # not a class of photos
+    listing = list_images(root)
+    if listing.classes is not None and listing.classes != folder.classes:
+        folder.classes = list(listing.classes)
+        folder.class_to_idx = {c: i for i, c in enumerate(folder.classes)}
+        folder.samples = [(str(root / p), label) for p, label in zip(listing.paths, listing.labels)]
+        folder.imgs, folder.targets = folder.samples, [t for _, t in folder.samples]
+        print(f"[occon] {key}: {listing.skipped_summary()}", flush=True)
+    rels = [Path(p).relative_to(root).as_posix() for p, _ in folder.samples]
+    bad = check_images(root, rels, decode=True).bad
+    if bad:
+        folder.samples = [s for s, rel in zip(folder.samples, rels) if rel not in bad]
+        folder.imgs, folder.targets = folder.samples, [t for _, t in folder.samples]
+        if not folder.samples:
+            raise DataError(f"`{key}={path}`: none of its {len(rels)} images can be read, e.g. "
+                            + examples([f"{p} ({r})" for p, r in bad.items()], show=2))
+        print(f"[occon] {key}: {len(bad)} unreadable image(s) skipped: "
+              + examples([f"{p} ({r})" for p, r in bad.items()], show=3), flush=True)
+    return folder
 
 
 def linear_eval(cfg: DictConfig) -> dict:

@@ -29,8 +29,33 @@ def _has_key(cfg, key: str) -> bool:
     return True
 
 
+def _type_problem(cfg, key: str, override) -> Optional[str]:
+    """Why the value of ``override`` does not fit the type of ``key``'s value in the YAML (a bool,
+    int or float default), or None. ``null`` and keys whose YAML value is null, a string or a
+    container are left to the CLI."""
+    from omegaconf import OmegaConf
+
+    default = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    try:
+        value = override.value()
+    except Exception:  # noqa: BLE001 - sweeps and other non-values are left to Hydra
+        return None
+    if default is None or value is None or not isinstance(default, (bool, int, float)) \
+            or not isinstance(value, (bool, int, float, str)):
+        return None
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool) or (isinstance(value, float) and value.is_integer())
+        want = "an integer"
+    else:
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    return None if ok else f"{key}={value} is not {want} (its default is {default!r})"
+
+
 def override_problem(config_file: Path, overrides: List[str]) -> Optional[str]:
-    """Why ``overrides`` cannot apply to ``config_file`` (a malformed override, an unknown key), or None.
+    """Why ``overrides`` cannot apply to ``config_file`` (a malformed override, an unknown key, a value
+    that does not fit the type of the YAML's value), or None.
     Keys added with ``+``/``++`` and Hydra's own ``hydra.*`` keys are left to Hydra."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -46,7 +71,12 @@ def override_problem(config_file: Path, overrides: List[str]) -> Optional[str]:
         key = override.key_or_group
         if override.is_add() or override.is_force_add() or override.is_delete() or key.startswith("hydra"):
             continue
-        if override.package is not None or _has_key(cfg, key):
+        if override.package is not None:
+            continue
+        if _has_key(cfg, key):
+            problem = _type_problem(cfg, key, override)
+            if problem:
+                return f"{problem} (see {config_file.name})"
             continue
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = OmegaConf.select(cfg, parent, default=None) if parent else cfg

@@ -16,8 +16,10 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
+from occon_plugin.errors import ConfigError
 from occon_plugin.eval.features import Features, extract_features
 from occon_plugin.eval.linear import FAST_GRID_SIZE, FULL_GRID_SIZE, fit_with_validation, l2_grid
+from occon_plugin.images import DatasetNotFoundError
 
 VARIANTS = ("original", "only_bg_b", "only_bg_t", "only_fg", "mixed_same", "mixed_rand", "mixed_next")
 
@@ -26,18 +28,19 @@ def check_layout(root, variants: Sequence[str] = VARIANTS) -> tuple[Path, Dict[s
     """``(train folder, {variant: val folder})``; a clear error for the first thing out of place."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"Background Challenge root {root} does not exist")
+        raise DatasetNotFoundError(f"Background Challenge root {root} does not exist: "
+                                   "pass root=<the bg_challenge folder>")
     train = root / "original" / "train"
     if not train.is_dir():
-        raise FileNotFoundError(f"{root}: expected the training set at {train} (<root>/original/train/<class>/...), "
+        raise DatasetNotFoundError(f"{root}: expected the training set at {train} (<root>/original/train/<class>/...), "
                                 "the layout of the published ImageNet-9 (bg_challenge) archive")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
-        raise ValueError(f"unknown Background Challenge variants {unknown}; known: {list(VARIANTS)}")
+        raise ConfigError(f"unknown Background Challenge variants {unknown}; known: {list(VARIANTS)}")
     missing = [v for v in variants if not (root / v / "val").is_dir()]
     if missing:
-        raise FileNotFoundError(f"{root}: no <variant>/val folder for {missing} (expected e.g. "
-                                f"{root / missing[0] / 'val'}/<class>/...); pass bg.variants=[...] to evaluate a subset")
+        raise DatasetNotFoundError(f"{root}: no <variant>/val folder for {missing} (expected e.g. "
+                                f"{root / missing[0] / 'val'}/<class>/...); pass variants=[...] to evaluate a subset")
     return train, {v: root / v / "val" for v in variants}
 
 
@@ -67,9 +70,9 @@ def background_challenge(model: torch.nn.Module, root, variants: Sequence[str] =
     shift_sets = {name: Path(folder) for name, folder in (shift_sets or {}).items()}
     for name, folder in shift_sets.items():
         if name in sets:
-            raise ValueError(f"shift set name {name!r} clashes with a Background Challenge variant")
+            raise ConfigError(f"shift set name {name!r} clashes with a Background Challenge variant")
         if not folder.is_dir():
-            raise FileNotFoundError(f"shift set {name!r}: folder {folder} does not exist (<folder>/<class>/...)")
+            raise DatasetNotFoundError(f"shift set {name!r}: folder {folder} does not exist (<folder>/<class>/...)")
     train = extract_features(model, train_dir, **feature_kwargs)
     out = evaluate_sets(model, train, {**sets, **shift_sets}, fast, l2_values, val_fraction, seed, feature_kwargs)
     for row in out["rows"]:

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
-from occon_plugin.images import BadImageError, ImageList, list_images, load_image
+from occon_plugin.images import BadImageError, DatasetError, ImageList, list_images, load_image
 
 
 def center_crop_transform(resize: int = 256, crop: int = 224):
@@ -59,13 +59,13 @@ def labelled_listing(folder, classes: Optional[Sequence[str]] = None) -> tuple[I
     """List an ImageFolder-style tree; with ``classes`` given, its class names must be among them."""
     listing = list_images(folder)
     if listing.classes is None:
-        raise ValueError(f"{folder}: expected one sub-folder per class (<folder>/<class>/<image>), "
-                         "found images directly in the folder")
+        raise DatasetError(f"{folder}: expected one sub-folder per class (<folder>/<class>/<image>), "
+                           "found images directly in the folder")
     if classes is None:
         return listing, list(listing.classes), np.asarray(listing.labels, dtype=np.int64)
     unknown = sorted(set(listing.classes) - set(classes))
     if unknown:
-        raise ValueError(f"{folder}: classes {unknown} are not among the training classes {list(classes)}")
+        raise DatasetError(f"{folder}: classes {unknown} are not among the training classes {list(classes)}")
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[listing.classes[l]] for l in listing.labels], dtype=np.int64)
     return listing, list(classes), y
@@ -91,5 +91,5 @@ def extract_features(model: torch.nn.Module, folder, classes: Optional[Sequence[
         feats.append(out.flatten(1).float().cpu().numpy())
         kept.extend(idx)
     if not feats:
-        raise ValueError(f"no readable image under {folder} ({len(bad)} bad)")
+        raise DatasetError(f"no readable image under {folder} ({len(bad)} bad, e.g. {bad[:2]})")
     return Features(np.concatenate(feats), labels[kept], classes, [listing.paths[i] for i in kept], bad)

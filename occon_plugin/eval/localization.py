@@ -11,7 +11,7 @@ from occon_plugin.eval.groundtruth import GroundTruth
 from occon_plugin.eval.masks import DEFAULT_SWEEP, MaskMIoUAccumulator
 from occon_plugin.eval.overlay import render_overlay, save_png
 from occon_plugin.eval.predictions import resize_map
-from occon_plugin.errors import ConfigError, DataError
+from occon_plugin.errors import ConfigError, DataError, examples
 from occon_plugin.images import BadImageError, inspect_image, load_image
 
 
@@ -34,8 +34,7 @@ class EvaluationMismatchError(DataError, ValueError):
 
 
 def _listed(items: list[str], what: str) -> str:
-    more = f", ... (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-    return f"{len(items)} {what}: " + "; ".join(items[:_SHOW]) + more
+    return f"{len(items)} {what}: " + examples(items, show=_SHOW, sep="; ")
 
 
 def image_mismatch(gt: GroundTruth) -> Optional[str]:

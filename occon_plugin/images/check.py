@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
+from occon_plugin.errors import examples as _examples
 from occon_plugin.images.loading import BadImageError, ImageInfo, file_fingerprint, inspect_image
 
 T = TypeVar("T")
@@ -34,11 +35,8 @@ def parallel_map(fn: Callable[[str], T], items: Sequence[str], workers: int | No
 
 
 def examples(items: Iterable[str], total: int | None = None, show: int = SHOW) -> str:
-    """``"a, b, c, ... (+7 more)"``: the first ``show`` items and how many more."""
-    items = list(items)
-    total = len(items) if total is None else total
-    more = f", ... (+{total - show} more)" if total > show else ""
-    return ", ".join(items[:show]) + more
+    """``"a, b, c, ... (+7 more)"`` (:func:`occon_plugin.errors.examples` with this module's ``SHOW``)."""
+    return _examples(items, total, show)
 
 
 @dataclass

@@ -229,7 +229,7 @@ def _list_coco(json_path: Path, image_root: str | Path | None) -> ImageList:
     root = Path(image_root).expanduser() if image_root is not None else json_path.parent.parent / "images"
     if not root.is_dir():
         raise DatasetNotFoundError(f"image folder {root} for COCO json {json_path} does not exist: "
-                                   f"pass image_root=<folder holding the json's file_names>")
+                                   f"pass data.image_root=<folder holding the json's file_names> (image_root= for occon-eval-localization)")
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
             coco = COCO(str(json_path))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from occon_plugin.errors import DataError
+from occon_plugin.errors import DataError, examples
 from occon_plugin.images import BadImageError, ImageList, fingerprints, image_size
 from occon_plugin.images.check import parallel_map
 from occon_plugin.store.format import mask_png_problem
@@ -82,8 +82,7 @@ class ValidationReport:
 
 
 def _first(items: list[str]) -> str:
-    more = f", ... (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-    return ", ".join(items[:_SHOW]) + more
+    return examples(items, show=_SHOW)
 
 
 def validate_store(store: Store, images: ImageList, policy: str = "error", check_sizes: bool = True,

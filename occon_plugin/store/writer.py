@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from occon_plugin.atomic import OUTPUT_ERRNOS, output_error
-from occon_plugin.errors import DataError
+from occon_plugin.errors import DataError, examples
 from occon_plugin.store.format import (INDEX_FILE, MANIFEST_FILE, MASK_DIR, RANK_INDEX_GLOB, SCHEMA_NAME,
                                        SCHEMA_VERSION, STATUS_OK, StoreEntry, atomic_write_bytes, atomic_write_json,
                                        encode_mask_png, mask_relpath, rank_index_file, read_index_lines)
@@ -91,10 +91,9 @@ class StoreWriter:
                 else:
                     retry.add(path)
         if changed:
-            more = f", ... (+{len(changed) - _SHOW} more)" if len(changed) > _SHOW else ""
             raise StoreSourceMismatchError(
                 f"store {self.out_dir} holds {len(rows)} entries computed from other image files than the ones "
-                f"under {root}: {len(changed)} differ ({', '.join(changed[:_SHOW])}{more}). Resuming would keep "
+                f"under {root}: {len(changed)} differ ({examples(changed, show=_SHOW)}). Resuming would keep "
                 f"masks of other photos: use a new output_dir, or resume=false to rebuild this store")
         self.gone_paths = sorted(gone)  # in the store, no longer listed: kept (reported by validation)
         self.retry_paths = retry

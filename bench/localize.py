@@ -242,6 +242,7 @@ def child_floor(spec: dict) -> dict:
 def end_to_end(args) -> None:
     import json
     import os
+    import shutil
     import subprocess
     import tempfile
 
@@ -286,12 +287,18 @@ def end_to_end(args) -> None:
             results.setdefault(name, []).append({"run": run, "floor": floor, "plain": plain})
             print(f"[e2e] repeat {repeat + 1} {name}: {run['wall']:.1f} s (floor {floor['wall']:.1f} s, "
                   f"plain {plain['wall']:.1f} s), load {os.getloadavg()[0]:.1f}", flush=True)
-    load.append(os.getloadavg()[0])
-    print(f"\nimages: {data} ({results[next(iter(results))][0]['run']['images']}), repeats: {args.repeats}, "
-          f"load average (1 min) at each round: {', '.join(f'{v:.1f}' for v in load)}")
+        # the table so far after every round (a long run interrupted still leaves its medians)
+        e2e_table(results, data, repeat + 1, load + [os.getloadavg()[0]])
+    shutil.rmtree(tmp, ignore_errors=True)  # the runs' stores and the --limit links
+
+
+def e2e_table(results: dict, data: Path, repeats: int, load: list) -> None:
+    """The --end-to-end table: per arm, medians over the rounds so far."""
+    print(f"\nimages: {data} ({results[next(iter(results))][0]['run']['images']}), rounds: {repeats}, "
+          f"load average (1 min) at each round: {', '.join(f'{v:.1f}' for v in load)}", flush=True)
     print("| arm | s/image | forwards/image | vs floor (wall) | vs plain forward (wall) | user s | sys s | "
-          "sys/user | minor faults | CAM s | resize+CRF s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "sys/user | floor sys/user | minor faults | CAM s | resize+CRF s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, rs in results.items():
         med = lambda f: statistics.median(f(r) for r in rs)  # noqa: E731
         n = rs[0]["run"]["images"]
@@ -300,8 +307,9 @@ def end_to_end(args) -> None:
               f"{med(lambda r: r['run']['wall'] / r['floor']['wall']):.2f}x | "
               f"{med(lambda r: r['run']['wall'] / r['plain']['wall']):.2f}x | {med(lambda r: r['run']['user']):.1f} | "
               f"{med(lambda r: r['run']['sys']):.1f} | {med(lambda r: r['run']['sys'] / r['run']['user']):.2f} | "
+              f"{med(lambda r: r['floor']['sys'] / r['floor']['user']):.2f} | "
               f"{med(lambda r: r['run']['faults']):.0f} | {med(lambda r: r['run']['stage_seconds']['cam']):.1f} | "
-              f"{med(lambda r: r['run']['stage_seconds']['resize_crf']):.1f} |")
+              f"{med(lambda r: r['run']['stage_seconds']['resize_crf']):.1f} |", flush=True)
 
 
 def print_table(rows: list[dict]) -> None:

@@ -331,8 +331,8 @@ def markdown(results: list[dict], info: dict, figure_rel: Optional[str]) -> str:
             continue
         cells = []
         for s in sets:
-            d = info["paired"][s][row["name"]]
-            cells.append(f"{d['mean']:+.3f} ± {d['se']:.3f}")
+            d = info["paired"].get(s, {}).get(row["name"])  # none without a default row
+            cells.append("–" if d is None else f"{d['mean']:+.3f} ± {d['se']:.3f}")
         diff_lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     diff_table = "\n".join(diff_lines)
     targets = "\n".join(f"- {line}" for line in info["targets"])
@@ -373,6 +373,9 @@ mean over the images of the set; positive = the default is better):
 Targets of issue 9 (threshold {t}, default model):
 
 {targets}
+
+How the default was chosen (each choice with its paired difference on these sets) and where it departs from the
+paper and the authors' code: [fidelity.md](fidelity.md).
 
 Oracle threshold (chosen on the evaluated images themselves: an upper bound, not a result), the soft map before
 the CRF, and MaxBoxAccV2 of the final (stored, post-CRF) map — what `occon-eval-localization` reports for a store:

@@ -6,7 +6,8 @@ with *paired per-image differences and standard errors* on the dev sets. Changes
 implemented in the engine/runner and measured again from scratch by ``bench/localize_quality.py``.
 
     python bench/experiments/lab.py cams --set horses-dev --cfg expand=none
-    python bench/experiments/lab.py eval --set horses-dev --variants 'expand=none|crf=img' 'expand=stride|crf=img'
+    python bench/experiments/lab.py check                      # the lab's loop == the engine's contracam
+    python bench/experiments/compare.py --set horses-dev --ref 'expand=none|crf=img' --variants 'expand=stride|crf=img'
 
 The iterative loop below is the engine's algorithm (``occon_plugin.localize.contracam``; checked equal
 to it by ``check``) with knobs the engine does not have yet: score form, fill colour, negatives, dilated

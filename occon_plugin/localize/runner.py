@@ -287,7 +287,8 @@ class _Localizer:
             return self.n_new
         if len(loaded) < 2:
             raise DataError(f"ContraCAM needs at least 2 readable images (the negatives); {self.images.root} has "
-                            f"fewer: the unreadable ones are listed in {self.writer.out_dir / 'index.jsonl'}")
+                            f"{len(loaded)} of {len(self.images)}: the unreadable ones are listed in "
+                            f"{self.writer.out_dir / 'index.jsonl'}")
         x = torch.stack([to_model_input(img, self.s.image_size) for img in loaded]).to(self.device)
         clock = self._lap("read", clock)
         result = cam_masks(self.model, x, self.s.cam, sub_batch=self.s.sub_batch)
@@ -337,6 +338,9 @@ def run_localize(s: LocalizeSettings) -> dict:
     if s.threads is not None:
         torch.set_num_threads(s.threads)
     images = list_images(s.data.path, s.data.image_root)
+    if len(images) < 2:  # before anything is written: no store is left behind
+        raise DataError(f"ContraCAM needs at least 2 images (the other images of a batch are the negatives); "
+                        f"{images.root} lists {len(images)}: add images to data.path")
     clashes = find_mask_collisions(images.paths)
     if clashes:
         a, b = clashes[0]

@@ -200,3 +200,15 @@ def test_batch_left_with_one_readable_image_borrows_negatives(photos, tmp_path):
     assert (summary["written_ok"], summary["written_bad"]) == (3, 3)  # each image written exactly once
     assert sorted(p for p, e in store.entries.items() if e.ok) == ["a.jpg", "b.jpg", "c.jpg"]
     assert store.manifest["counts"] == {"written": 6, "ok": 3, "skipped": 3}
+
+
+def test_a_folder_of_one_image_is_refused_before_anything_is_written(tmp_path):
+    from occon_plugin.errors import DataError
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(_photo("astronaut")).resize((64, 64)).save(folder / "astronaut.jpg")
+    out = tmp_path / "store"
+    with pytest.raises(DataError, match=r"at least 2 images .* lists 1: add images to data.path"):
+        run_localize(_settings(f"data.path={folder}", f"output_dir={out}", *OVERRIDES))
+    assert not out.exists()

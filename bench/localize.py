@@ -20,6 +20,7 @@ user and system CPU time (the process and its CRF workers) and minor page faults
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -164,17 +165,16 @@ def bench_crf(model, spec: str, x: torch.Tensor, args, device: torch.device) -> 
 # ------------------------------------------------------------------------------------ end to end
 
 E2E_ARMS = {
-    # name: occon-localize overrides (the rest: the preset's)
+    # name: occon-localize overrides (the rest: the preset's); post_workers unset = one per core
     "default": [],
+    "default, post_workers=0": ["post_workers=0"],
     "default, CRF off": ["crf.enabled=false"],
+    "default, T=2": ["cam.iters=2"],
     "default, 1 thread": ["threads=1"],
-    "default, CRF workers 2": ["crf.workers=2"],
     "paper": ["preset=paper"],
     "bg_mixup (T=1)": ["preset=bg_mixup"],
-    "bg_mixup (T=1), 1 thread": ["preset=bg_mixup", "threads=1"],
+    "bg_mixup (T=1), post_workers=0": ["preset=bg_mixup", "post_workers=0"],
     "T=10 fixed, no CRF": ["cam.iters=10", "cam.early_exit_tol=0", "crf.enabled=false"],
-    "T=10 fixed, no CRF, whole-batch forwards": ["cam.iters=10", "cam.early_exit_tol=0", "crf.enabled=false",
-                                                 "sub_batch=64"],
 }
 
 
@@ -309,7 +309,53 @@ def e2e_table(results: dict, data: Path, repeats: int, load: list) -> None:
               f"{med(lambda r: r['run']['sys']):.1f} | {med(lambda r: r['run']['sys'] / r['run']['user']):.2f} | "
               f"{med(lambda r: r['floor']['sys'] / r['floor']['user']):.2f} | "
               f"{med(lambda r: r['run']['faults']):.0f} | {med(lambda r: r['run']['stage_seconds']['cam']):.1f} | "
-              f"{med(lambda r: r['run']['stage_seconds']['resize_crf']):.1f} |", flush=True)
+              f"{med(lambda r: r['run']['stage_seconds']['wait'] + r['run']['stage_seconds']['submit']):.1f} |", flush=True)
+
+
+def finish_scaling(args) -> None:
+    """Post-processing throughput (resize, CRF, boxes, background, PNG: ``finish_mask``) of the same images in
+    ``FinishPool``s of 0 (in this process), 1 and 2 workers, round-robin, medians of ``--repeats``; with the CRF
+    (the default preset's) and without. Pool start-up is inside the timing."""
+    from occon_plugin.images import list_images, load_image
+    from occon_plugin.localize import contracam, load_cam_model
+    from occon_plugin.localize.crf import CrfParams
+    from occon_plugin.localize.finish import CrfRun, FinishPool, FinishRules
+    from occon_plugin.localize.refine import input_u8
+    from occon_plugin.localize.runner import to_model_input
+
+    data = Path(args.e2e_data)
+    listing = list_images(str(data))
+    paths = listing.paths[:args.limit] if args.limit else listing.paths
+    images = [load_image(listing.root, p) for p in paths]
+    x = torch.stack([to_model_input(im, 224) for im in images])
+    model = load_cam_model("efficientnet-lite0")
+    cams = torch.cat([contracam(model, x[i:i + 64], iters=1).mask for i in range(0, len(x), 64)])[:, 0].numpy()
+    rgbs = input_u8(x)
+    common = dict(threshold=0.5, bg_threshold=0.2, box_margin=0.2, min_box_area=0.01, min_box_area_before_margin=True)
+    rules = {"CRF (default preset)": FinishRules(CrfRun(True, "input"), CrfParams(bilateral_srgb=8.0, bilateral_compat=7.0),
+                                                 **common),
+             "no CRF": FinishRules(CrfRun(False, "input"), CrfParams(), **common)}
+    workers = (0, 1, 2)
+    times = {(r, w): [] for r in rules for w in workers}
+    for _ in range(args.repeats):
+        for rname, rule in rules.items():
+            for w in workers:
+                start = time.perf_counter()
+                with FinishPool(w) as pool:
+                    futures = [pool.submit(c, *im.shape[:2], rgb if rule.crf.enabled else None, None, rule)
+                               for c, im, rgb in zip(cams, images, rgbs)]
+                    for f in futures:
+                        pool.result(f)
+                times[(rname, w)].append(time.perf_counter() - start)
+    print(f"images: {data} ({len(images)}), rounds: {args.repeats}, cores: {os.cpu_count()}, load average (1 min): "
+          f"{os.getloadavg()[0]:.1f}")
+    print("| post-processing | post_workers | ms/image (wall) | speed-up vs 1 worker | vs in-process |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for rname in rules:
+        one, inproc = statistics.median(times[(rname, 1)]), statistics.median(times[(rname, 0)])
+        for w in workers:
+            t = statistics.median(times[(rname, w)])
+            print(f"| {rname} | {w} | {1000 * t / len(images):.1f} | {one / t:.2f}x | {inproc / t:.2f}x |")
 
 
 def print_table(rows: list[dict]) -> None:
@@ -347,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
                                                   / "images"), help="image folder for --end-to-end")
     parser.add_argument("--limit", type=int, default=None, help="--end-to-end: only the first N images")
     parser.add_argument("--arms", nargs="+", default=None, choices=sorted(E2E_ARMS), help="--end-to-end arms")
+    parser.add_argument("--finish", action="store_true",
+                        help="post-processing (resize, CRF, boxes, PNG) throughput with 0, 1 and 2 worker processes")
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -354,6 +402,9 @@ def main(argv: list[str] | None = None) -> None:
 
         kind, spec = args.child[0], json.loads(args.child[1])
         print(json.dumps(child_localize(spec) if kind == "localize" else child_floor(spec)))
+        return
+    if args.finish:
+        finish_scaling(args)
         return
     if args.end_to_end:
         if args.repeats == 5 and "--repeats" not in (argv or sys.argv):

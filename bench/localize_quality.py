@@ -140,7 +140,7 @@ def load_dev_set(root: Path, name: str, limit: Optional[int], workdir: Path) -> 
 def localize_settings(dev: DevSet, row: Row, out: Path, args) -> LocalizeSettings:
     """The settings ``occon-localize <overrides>`` would use (checked against LocalizeSettings)."""
     keys = [f"data.path={dev.source}", f"output_dir={out}", "device=cpu", f"threads={args.threads}",
-            f"crf.workers={args.crf_workers}", "soft_masks=true", "resume=false", f"progress={args.progress}",
+            f"post_workers={args.post_workers}", "soft_masks=true", "resume=false", f"progress={args.progress}",
             *row.overrides]
     if dev.image_root is not None:
         keys.append(f"data.image_root={dev.image_root}")
@@ -414,7 +414,7 @@ the frame itself.
 
 ## Run
 
-Machine: {info['machine']}; torch threads: {info['threads']}, CRF workers: {info['crf_workers']}. Load average
+Machine: {info['machine']}; torch threads: {info['threads']}, post-processing workers: {info['post_workers']}. Load average
 (1/5/15 min) at the start: {info['load_start']}, at the end: {info['load_end']} (the machine is shared: wall
 time depends on the load; CPU time, which includes the CRF worker processes, is the steadier number).
 
@@ -510,7 +510,7 @@ def build(args) -> dict:
     info.update(command="python " + " ".join(shlex.quote(display_path(a)) for a in
                                               ["bench/localize_quality.py", *args.argv]),
                 data_root=display_path(args.data_root), machine=machine(), threads=args.threads,
-                crf_workers=args.crf_workers, load_start=load_start, load_end=load_average(),
+                post_workers=args.post_workers, load_start=load_start, load_end=load_average(),
                 figure_images=len(picks), timing=clock.steps, total=clock.total())
     if args.out:
         details = {("row_specs" if k == "rows" else k): v for k, v in info.items()}  # "rows" = the results
@@ -538,7 +538,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="the first N images per set (spread evenly)")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are exact for a given value)")
-    p.add_argument("--crf-workers", type=int, default=2, help="CRF processes")
+    p.add_argument("--post-workers", type=int, default=2,
+                   help="occon-localize post_workers: processes for resize/CRF/boxes/PNG (default: 2)")
     p.add_argument("--out", default=str(REPO_ROOT / "outputs" / "localize_quality"), help="CSV/JSON folder")
     p.add_argument("--results-md", default=str(REPO_ROOT / "docs" / "results.md"))
     p.add_argument("--figure", default=str(REPO_ROOT / "docs" / "img" / "localization_overlays.png"),

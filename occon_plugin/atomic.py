@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -78,6 +79,31 @@ def atomic_path(path, suffix: str | None = None) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^./]+)?")
+
+
+def is_temp_file(path) -> bool:
+    """Whether ``path`` is named like a temporary file of :func:`atomic_path` (``.<target name>.<8 random
+    characters><the target's suffix>``): what a killed writer can leave behind."""
+    match = _TEMP_NAME.fullmatch(Path(path).name)
+    return match is not None and Path(match["target"]).suffix == (match["suffix"] or "")
+
+
+def remove_temp_files(folder) -> int:
+    """Delete the leftover :func:`atomic_path` temporaries under ``folder`` (recursively); returns how
+    many. Call it only while nothing writes to ``folder`` (e.g. when resuming a store)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if name.startswith(".") and is_temp_file(name):
+                Path(root, name).unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

@@ -33,6 +33,11 @@ class MissingDependencyError(OcconError, ImportError):
     """An optional package the requested feature needs is not installed; the message says what to install."""
 
 
+class ResourceError(OcconError, RuntimeError):
+    """A machine resource ran out or a worker process died (memory, processes); the message says
+    what to do (e.g. rerun to resume with fewer workers)."""
+
+
 class OutputError(OcconError, OSError):
     """An output file or folder that cannot be written (read-only, full, no permission); the
     message names it. Nothing half-written is left behind (``occon_plugin.atomic``)."""

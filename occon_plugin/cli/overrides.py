@@ -13,6 +13,8 @@ from typing import List, Optional
 from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, format_error
 
 _SHOW = 12
+# keys that moved: old name -> new name (named in the error instead of a plain "unknown key")
+RENAMED = {"crf.workers": "post_workers"}
 _VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c", "--package",
                 "-p", "--info", "-i", "--experimental-rerun"}
 
@@ -78,6 +80,8 @@ def override_problem(config_file: Path, overrides: List[str]) -> Optional[str]:
             if problem:
                 return f"{problem} (see {config_file.name})"
             continue
+        if key in RENAMED and _has_key(cfg, RENAMED[key]):
+            return f"{key!r} was renamed {RENAMED[key]!r}; use {RENAMED[key]}={override.value()} (see {config_file.name})"
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
         keys = sorted(f"{parent + '.' if parent else ''}{k}" for k in node.keys()) if OmegaConf.is_dict(node) else []

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from occon_plugin.localize.crf import CrfParams, crf_refine_many
+from occon_plugin.localize.crf import CrfParams, crf_refine
 from occon_plugin.localize.engine import CamResult, contracam
 from occon_plugin.store import mask_to_u8
 
@@ -57,24 +57,52 @@ def _resize(mask: Tensor | np.ndarray, height: int, width: int) -> np.ndarray:
     return mask_to_u8(up[0, 0].clamp_(0.0, 1.0).numpy())
 
 
+def final_mask(cam, height: int, width: int, crf_rgb: Optional[np.ndarray], crf,
+               params: CrfParams) -> Tuple[np.ndarray, np.ndarray]:
+    """(soft, final) uint8 ``height x width`` masks of one image from its mask ``cam`` (S,S) in [0,1]
+    (float tensor or array) at the model input size.
+
+    soft: ``cam`` resized bilinearly to the image; final: soft itself without CRF, else the dense CRF's
+    foreground marginal — on ``crf_rgb`` = the S x S x 3 uint8 model input with ``cam`` 8-bit quantized
+    (``crf.resolution=input``, the authors'), then resized to the image; or on ``crf_rgb`` = the image
+    with the soft mask (``crf.resolution=image``). ``crf``: ``enabled``, ``resolution``; ``params``: the
+    CRF's parameters. Raises ValueError for an unknown resolution or a missing ``crf_rgb``.
+    """
+    cam = torch.as_tensor(np.asarray(cam, dtype=np.float32) if isinstance(cam, np.ndarray) else cam).float()
+    soft = _resize(cam, height, width)
+    if not crf.enabled:
+        return soft, soft
+    if crf.resolution not in ("input", "image"):
+        raise ValueError(f"crf.resolution must be input or image, got {crf.resolution!r}")
+    if crf_rgb is None:
+        raise ValueError(f"crf.resolution={crf.resolution} needs the picture the CRF runs on")
+    if crf.resolution == "image":
+        return soft, mask_to_u8(crf_refine(crf_rgb, soft / np.float32(255.0), params))
+    small = mask_to_u8(cam.clamp(0, 1).numpy()) / np.float32(255.0)
+    return soft, _resize(crf_refine(crf_rgb, small, params), height, width)
+
+
+def _final_mask_job(args) -> Tuple[np.ndarray, np.ndarray]:
+    return final_mask(*args)
+
+
 def image_masks(masks: Tensor, images: Sequence[np.ndarray], inputs: Optional[Tensor], crf,
                 params: CrfParams, executor: Optional[Executor] = None) -> Tuple[List[np.ndarray], List[np.ndarray]]:
-    """(soft, final) uint8 masks at each image's size for masks (N,1,S,S) and images (N of HxWx3 uint8).
+    """(soft, final) uint8 masks at each image's size for masks (N,1,S,S) and images (N of HxWx3 uint8):
+    :func:`final_mask` per image (in ``executor`` when given).
 
     ``inputs``: the (N,3,S,S) model inputs (needed for ``crf.resolution=input``); ``crf``: resolved
     CrfSettings (``enabled``, ``resolution``); ``params``: the CRF's parameters. Without the CRF, final is soft.
     """
     masks = masks.detach().float().cpu()
-    soft = [_resize(masks[k, 0], *img.shape[:2]) for k, img in enumerate(images)]
-    if not crf.enabled:
-        return soft, soft
-    if crf.resolution == "image":
-        refined = crf_refine_many(list(images), [m / np.float32(255.0) for m in soft], params, executor=executor)
-        return soft, [mask_to_u8(r) for r in refined]
-    if crf.resolution != "input":
+    if crf.enabled and crf.resolution not in ("input", "image"):
         raise ValueError(f"crf.resolution must be input or image, got {crf.resolution!r}")
-    if inputs is None:
+    if crf.enabled and crf.resolution == "input" and inputs is None:
         raise ValueError("crf.resolution=input needs the model inputs")
-    small = [mask_to_u8(m[0].clamp(0, 1).numpy()) / np.float32(255.0) for m in masks]
-    refined = crf_refine_many(input_u8(inputs), small, params, executor=executor)
-    return soft, [_resize(r, *img.shape[:2]) for r, img in zip(refined, images)]
+    if not crf.enabled:
+        rgbs = [None] * len(images)
+    else:
+        rgbs = list(images) if crf.resolution == "image" else input_u8(inputs)
+    jobs = [(masks[k, 0], *img.shape[:2], rgb, crf, params) for k, (img, rgb) in enumerate(zip(images, rgbs))]
+    pairs = list(executor.map(_final_mask_job, jobs)) if executor is not None else [final_mask(*j) for j in jobs]
+    return [p[0] for p in pairs], [p[1] for p in pairs]

@@ -13,12 +13,12 @@ import copy
 import hashlib
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,13 +26,12 @@ from tqdm.auto import tqdm
 
 from occon_plugin.errors import ConfigError, DataError
 from occon_plugin.images import BadImageError, ImageList, list_images, load_image
-from occon_plugin.localize.background import largest_empty_rectangle
-from occon_plugin.localize.boxes import mask_to_boxes
-from occon_plugin.localize.refine import cam_masks, image_masks
-from occon_plugin.localize.crf import CrfParams, make_crf_executor
+from occon_plugin.localize.crf import CrfParams
+from occon_plugin.localize.finish import CrfRun, Finished, FinishPool, FinishRules, default_post_workers
+from occon_plugin.localize.refine import cam_masks, input_u8
 from occon_plugin.localize.presets import apply_preset
 from occon_plugin.models import load_cam_model
-from occon_plugin.store import StoreEntry, StoreWriter, find_mask_collisions, mask_to_u8
+from occon_plugin.store import StoreEntry, StoreWriter, find_mask_collisions
 from occon_plugin.store.format import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,6 @@ class CrfSettings(CrfParams):
     bilateral_compat: Optional[float] = None   # weight of the bilateral kernel (pydensecrf: 10)
     enabled: Optional[bool] = None          # None: the preset decides
     resolution: Optional[str] = None        # input: on the image_size^2 model input (authors); image: image size
-    workers: int = 1                # processes; <= 1 runs CRF in the main process
 
 
 @dataclass
@@ -93,6 +91,7 @@ class LocalizeSettings:
     seed: int = 0
     threads: Optional[int] = None   # torch CPU threads (None: torch's default)
     sub_batch: Optional[int] = None  # images per backbone forward (None: 8 on CPU, the whole batch on GPU)
+    post_workers: Optional[int] = None  # processes turning CAMs into stored masks (resize, CRF, boxes, PNG)
     overlays: bool = False
     soft_masks: bool = False        # also write soft/<image>.png: the mask before the CRF (same size, 8-bit)
     resume: bool = True
@@ -123,7 +122,8 @@ def check_settings(s: LocalizeSettings) -> None:
     for key in ("bilateral_srgb", "bilateral_compat"):
         value = getattr(s.crf, key)
         need(value is None or value > 0, f"crf.{key}", "must be > 0", value)
-    need(s.crf.workers >= 0, "crf.workers", "must be >= 0", s.crf.workers)
+    need(s.post_workers is None or s.post_workers >= 0, "post_workers", "must be >= 0 (0: in the main process) "
+         "or null (one per CPU core, up to 8)", s.post_workers)
     need(0.0 < s.threshold <= 1.0, "threshold", "must be in (0, 1]", s.threshold)
     need(0.0 < s.bg_threshold <= 1.0, "bg_threshold", "must be in (0, 1]", s.bg_threshold)
     need(s.box_margin >= 0, "box_margin", "must be >= 0", s.box_margin)
@@ -140,7 +140,6 @@ def check_settings(s: LocalizeSettings) -> None:
 def result_settings(s: LocalizeSettings) -> dict:
     """The settings that change what is written (compared when resuming; recorded in the manifest)."""
     crf = asdict(s.crf)
-    crf.pop("workers")
     return {"preset": s.preset, "cam": asdict(s.cam), "crf": crf, "threshold": s.threshold, "bg_threshold": s.bg_threshold,
             "box_margin": s.box_margin, "min_box_area": s.min_box_area,
             "min_box_area_before_margin": s.min_box_area_before_margin, "batch_size": s.batch_size,
@@ -219,24 +218,25 @@ def to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
 
 
 
-def _overlay_png(image: np.ndarray, mask_u8: np.ndarray, boxes: list[list[float]]) -> bytes:
-    heat = cv2.applyColorMap(mask_u8, cv2.COLORMAP_JET)
-    out = cv2.addWeighted(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), 0.5, heat, 0.5, 0.0)
-    h, w = mask_u8.shape
-    for x1, y1, x2, y2 in boxes:
-        cv2.rectangle(out, (int(x1 * w), int(y1 * h)), (int(x2 * w) - 1, int(y2 * h) - 1), (255, 255, 255), 2)
-    return cv2.imencode(".png", out)[1].tobytes()
-
-
 class _Localizer:
-    def __init__(self, s: LocalizeSettings, images: ImageList, model, device, writer: StoreWriter, executor):
+    """One rank's loop: read a batch, ContraCAM it here, hand each image to the :class:`FinishPool` and
+    write the previous batch's finished images (their post-processing overlapped this batch's CAMs)."""
+
+    def __init__(self, s: LocalizeSettings, images: ImageList, model, device, writer: StoreWriter, pool: FinishPool):
         self.s, self.images, self.model, self.device = s, images, model, device
-        self.writer, self.executor = writer, executor
-        self.crf_params = CrfParams(**{k: v for k, v in asdict(s.crf).items()
-                                       if k not in ("enabled", "workers", "resolution")})
+        self.writer, self.pool = writer, pool
+        self.rules = FinishRules(
+            crf=CrfRun(enabled=bool(s.crf.enabled), resolution=str(s.crf.resolution)),
+            crf_params=CrfParams(**{k: v for k, v in asdict(s.crf).items() if k not in ("enabled", "resolution")}),
+            threshold=s.threshold, bg_threshold=s.bg_threshold, box_margin=s.box_margin,
+            min_box_area=s.min_box_area, min_box_area_before_margin=s.min_box_area_before_margin,
+            soft_masks=s.soft_masks, overlays=s.overlays)
         self.n_ok = self.n_bad = self.n_new = 0
         self.batch_forwards: list[int] = []  # backbone image-forwards per batch (top-up images included)
-        self.stage_seconds = {"read": 0.0, "cam": 0.0, "resize_crf": 0.0, "write": 0.0}  # wall, summed
+        # wall seconds of the main process, summed: waiting for finished images overlaps nothing
+        self.stage_seconds = {"read": 0.0, "cam": 0.0, "submit": 0.0, "wait": 0.0, "write": 0.0}
+        self.pending: deque = deque()  # per batch: [(path, future of Finished)]
+        self.keep = 1 if pool.workers > 0 else 0  # batches left in flight while the next one is computed
         self.order = np.random.default_rng(s.seed).permutation(len(images))
         self.readers = ThreadPoolExecutor(max_workers=max(1, s.data.workers))
 
@@ -257,7 +257,8 @@ class _Localizer:
 
     def run_batch(self, batch: np.ndarray, n_members: int) -> int:
         """Localize one batch; only the first ``n_members`` entries are written (the rest are top-up).
-        Returns how many entries (masks and bad images) were written."""
+        Returns how many entries (masks and bad images) were written by this call (finished images of
+        earlier batches included)."""
         done = self.writer.done_paths()
         self.n_new = 0
         members, loaded = [], []
@@ -284,7 +285,7 @@ class _Localizer:
                 loaded.append(image)
         targets = [k for k, (index, own) in enumerate(members) if own and self.images.paths[index] not in done]
         if not targets:
-            return self.n_new
+            return self.n_new + self.drain(self.keep)
         if len(loaded) < 2:
             raise DataError(f"ContraCAM needs at least 2 readable images (the negatives); {self.images.root} has "
                             f"{len(loaded)} of {len(self.images)}: the unreadable ones are listed in "
@@ -293,38 +294,47 @@ class _Localizer:
         clock = self._lap("read", clock)
         result = cam_masks(self.model, x, self.s.cam, sub_batch=self.s.sub_batch)
         self.batch_forwards.append(int(result.iterations.sum()))
+        cams = result.mask[targets, 0].detach().float().cpu().numpy()
+        crf_rgb: list = [None] * len(targets)
+        if self.rules.crf.enabled:
+            crf_rgb = (input_u8(x[targets]) if self.rules.crf.resolution == "input" else [loaded[k] for k in targets])
         clock = self._lap("cam", clock)
-        soft, final = image_masks(result.mask[targets], [loaded[k] for k in targets], x[targets], self.s.crf,
-                                  self.crf_params, executor=self.executor)
-        clock = self._lap("resize_crf", clock)
-        if self.s.soft_masks:  # the pre-CRF soft masks too (e.g. for MaxBoxAccV2 on the CAM)
-            for k, mask_u8 in zip(targets, soft):
-                atomic_write_bytes(self.writer.out_dir / "soft" / Path(self.images.paths[members[k][0]]).with_suffix(
-                    ".png"), cv2.imencode(".png", mask_u8)[1].tobytes())
-        soft = final
-        for k, mask_u8 in zip(targets, soft):
-            self._write(self.images.paths[members[k][0]], loaded[k], mask_u8)
-        self._lap("write", clock)
-        return self.n_new + len(targets)
+        self.pending.append([
+            (self.images.paths[members[k][0]],
+             self.pool.submit(cams[i], *loaded[k].shape[:2], crf_rgb[i], loaded[k] if self.s.overlays else None,
+                              self.rules))
+            for i, k in enumerate(targets)])
+        self._lap("submit", clock)  # post_workers=0: the whole post-processing happens here
+        return self.n_new + self.drain(self.keep)
+
+    def drain(self, keep: int = 0) -> int:
+        """Write the finished images of all but the newest ``keep`` pending batches, in order; returns
+        how many were written."""
+        written = 0
+        while len(self.pending) > keep:
+            for path, future in self.pending.popleft():
+                clock = time.perf_counter()
+                finished = self.pool.result(future)
+                clock = self._lap("wait", clock)
+                self._write(path, finished)
+                self._lap("write", clock)
+                written += 1
+        return written
 
     def _lap(self, stage: str, since: float) -> float:
         now = time.perf_counter()
         self.stage_seconds[stage] += now - since
         return now
 
-    def _write(self, path: str, image: np.ndarray, mask_u8: np.ndarray) -> None:
-        # Boxes and background come from the stored (quantized) mask: anyone can recompute them.
-        mask = mask_u8.astype(np.float32) / 255.0
-        boxes = mask_to_boxes(mask, self.s.threshold, self.s.box_margin, self.s.min_box_area,
-                              self.s.min_box_area_before_margin)
-        rect = largest_empty_rectangle(mask >= self.s.bg_threshold)
-        h, w = mask_u8.shape
-        self.writer.write(StoreEntry(path=path, width=w, height=h, boxes=boxes,
-                                     bg_rect=None if rect is None else list(rect)), mask_u8)
+    def _write(self, path: str, done: Finished) -> None:
+        stem = Path(path).with_suffix(".png")
+        if done.soft_png is not None:  # the pre-CRF soft mask too (e.g. for MaxBoxAccV2 on the CAM)
+            atomic_write_bytes(self.writer.out_dir / "soft" / stem, done.soft_png)
+        self.writer.write(StoreEntry(path=path, width=done.width, height=done.height, boxes=done.boxes,
+                                     bg_rect=done.bg_rect), None, mask_png=done.mask_png)
         self.n_ok += 1
-        if self.s.overlays:
-            target = self.writer.out_dir / "overlays" / Path(path).with_suffix(".png")
-            atomic_write_bytes(target, _overlay_png(image, mask_u8, boxes))
+        if done.overlay_png is not None:
+            atomic_write_bytes(self.writer.out_dir / "overlays" / stem, done.overlay_png)
 
 
 def run_localize(s: LocalizeSettings) -> dict:
@@ -372,19 +382,18 @@ def run_localize(s: LocalizeSettings) -> dict:
             mine.append((batch, n_members))
     todo = sum(sum(images.paths[i] not in done for i in batch[:n]) for batch, n in mine)
 
-    executor = make_crf_executor(s.crf.workers) if s.crf.enabled and s.crf.workers > 1 else None
-    localizer = _Localizer(s, images, model, device, writer, executor)
+    workers = default_post_workers() if s.post_workers is None else s.post_workers
     start = time.perf_counter()
-    try:
-        with tqdm(total=todo, unit="img", desc=f"localize[{rank}]", disable=not s.progress or rank != 0,
-                  dynamic_ncols=True) as bar:
-            for batch, n_members in mine:
-                written = localizer.run_batch(batch, n_members)
-                bar.update(written)
-    finally:
-        localizer.readers.shutdown()
-        if executor is not None:
-            executor.shutdown()
+    with FinishPool(workers if mine else 0) as pool:
+        localizer = _Localizer(s, images, model, device, writer, pool)
+        try:
+            with tqdm(total=todo, unit="img", desc=f"localize[{rank}]", disable=not s.progress or rank != 0,
+                      dynamic_ncols=True) as bar:
+                for batch, n_members in mine:
+                    bar.update(localizer.run_batch(batch, n_members))
+                bar.update(localizer.drain(0))
+        finally:
+            localizer.readers.shutdown()
     seconds = time.perf_counter() - start
     _barrier(world)
     manifest = writer.close(listed=len(images), model=s.model, data=s.data.path, world_size=world,
@@ -392,7 +401,7 @@ def run_localize(s: LocalizeSettings) -> dict:
     _barrier(world)
     summary = {"store": str(Path(s.output_dir)), "listed": len(images), "already_done": len(done),
                "written_ok": localizer.n_ok, "written_bad": localizer.n_bad, "seconds": round(seconds, 2),
-               "rank": rank, "world_size": world, "preset": s.preset, "settings": result_settings(s),
+               "rank": rank, "world_size": world, "preset": s.preset, "post_workers": workers, "settings": result_settings(s),
                "forwards": int(sum(localizer.batch_forwards)), "batch_forwards": localizer.batch_forwards,
                "stage_seconds": {k: round(v, 2) for k, v in localizer.stage_seconds.items()}, "not_listed": images.skipped}
     if manifest is not None:

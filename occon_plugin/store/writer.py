@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from occon_plugin.atomic import OUTPUT_ERRNOS, output_error
+from occon_plugin.atomic import OUTPUT_ERRNOS, output_error, remove_temp_files
 from occon_plugin.errors import DataError, examples
 from occon_plugin.store.format import (INDEX_FILE, MANIFEST_FILE, MASK_DIR, RANK_INDEX_GLOB, SCHEMA_NAME,
                                        SCHEMA_VERSION, STATUS_OK, StoreEntry, atomic_write_bytes, atomic_write_json,
-                                       encode_mask_png, mask_relpath, rank_index_file, read_index_lines)
+                                       encode_mask_png, mask_relpath, png_size, rank_index_file, read_index_lines)
 
 _SHOW = 5
 
@@ -27,6 +27,9 @@ class StoreSourceMismatchError(DataError, RuntimeError):
 
 class StoreFolderError(DataError, RuntimeError):
     """``output_dir`` cannot hold a store (not empty and not a store, or a damaged manifest)."""
+
+
+EXTRA_DIRS = ("overlays", "soft")  # what occon-localize may write beside the masks (overlays=, soft_masks=)
 
 
 class StoreWriter:
@@ -138,6 +141,8 @@ class StoreWriter:
             manifest = None
         if manifest is not None:
             self._check_manifest(manifest)
+            for folder in (MASK_DIR, *EXTRA_DIRS):  # what a run killed mid-write left (atomic_path temporaries)
+                remove_temp_files(self.out_dir / folder)
             if manifest.get("complete"):  # finishing again (e.g. more images): marked incomplete at the
                 self._reopen = manifest   # first write, so a refused resume leaves the store as it was
             return
@@ -146,7 +151,8 @@ class StoreWriter:
 
     def _clear(self) -> None:
         shutil.rmtree(self.out_dir / MASK_DIR, ignore_errors=True)
-        shutil.rmtree(self.out_dir / "overlays", ignore_errors=True)
+        for folder in EXTRA_DIRS:
+            shutil.rmtree(self.out_dir / folder, ignore_errors=True)
         for p in [self.out_dir / INDEX_FILE, self.out_dir / MANIFEST_FILE, *self.out_dir.glob(RANK_INDEX_GLOB)]:
             p.unlink(missing_ok=True)
 
@@ -200,19 +206,31 @@ class StoreWriter:
     def mask_file(self, path: str) -> Path:
         return self.out_dir / mask_relpath(path)
 
-    def write(self, entry: StoreEntry, mask_u8: np.ndarray | None) -> None:
-        """Write one image: its mask (None for a failed image) then its index line."""
+    def write(self, entry: StoreEntry, mask_u8: np.ndarray | None, mask_png: bytes | None = None) -> None:
+        """Write one image: its mask (None for a failed image) then its index line.
+
+        The mask comes as a uint8 ``height x width`` array, or already encoded as ``mask_png`` (8-bit
+        grayscale PNG bytes of that size, e.g. from a worker process: its header is checked)."""
         if entry.path in self._done:
             raise ValueError(f"{entry.path} is already in the store {self.out_dir}")
         if self._reopen is not None:  # a finished store gets new entries: incomplete until close()
             self._reopen["complete"] = False
             atomic_write_json(self.out_dir / MANIFEST_FILE, self._reopen)
             self._reopen = None
+        if mask_u8 is not None and mask_png is not None:
+            raise ValueError("give the mask as an array or as PNG bytes, not both")
         if mask_u8 is not None:
             if mask_u8.shape != (entry.height, entry.width):
                 raise ValueError(f"mask for {entry.path} is {mask_u8.shape}, image is "
                                  f"{entry.height}x{entry.width} (height x width)")
-            atomic_write_bytes(self.mask_file(entry.path), encode_mask_png(mask_u8))
+            mask_png = encode_mask_png(mask_u8)
+        elif mask_png is not None:
+            header = png_size(mask_png)
+            if header != (entry.width, entry.height, 8, 0):
+                raise ValueError(f"mask PNG for {entry.path} has header (width, height, depth, colour) {header}, "
+                                 f"expected ({entry.width}, {entry.height}, 8, 0)")
+        if mask_png is not None:
+            atomic_write_bytes(self.mask_file(entry.path), mask_png)
         elif entry.ok:
             raise ValueError(f"entry {entry.path} has status ok but no mask")
         if entry.fingerprint is None and self.image_root is not None:

@@ -97,6 +97,15 @@ def test_bad_keys_and_values_name_the_key(tmp_path):
         _settings("data.path=x", "output_dir=y", "bg_threshold=1.5")
     with pytest.raises(ValueError, match="data.path"):
         _settings("output_dir=y")
+    with pytest.raises(ValueError, match="post_workers"):
+        _settings("data.path=x", "output_dir=y", "post_workers=-1")
+
+
+def test_renamed_key_names_its_new_name():
+    from occon_plugin.cli.overrides import override_problem
+
+    problem = override_problem(Path(CONFIG_DIR) / "localize.yaml", ["crf.workers=2"])
+    assert problem == "'crf.workers' was renamed 'post_workers'; use post_workers=2 (see localize.yaml)"
 
 
 def test_batches_are_a_seeded_permutation_topped_up():
@@ -148,6 +157,18 @@ def test_cli_kill_then_resume_equals_uninterrupted(reference, photos, tmp_path):
     summary = run_localize(_settings(f"data.path={photos}", f"output_dir={out}", *OVERRIDES))  # resume
     assert summary["already_done"] == n_lines and summary["written_ok"] + summary["written_bad"] == 11 - n_lines
     _assert_same_store(reference, out)
+
+
+def test_post_processing_in_the_main_process_equals_the_workers(reference, photos, tmp_path):
+    """The reference ran with post_workers=null (one worker per core); in-process must give the same bytes."""
+    out = tmp_path / "store"
+    summary = run_localize(_settings(f"data.path={photos}", f"output_dir={out}", "post_workers=0", *OVERRIDES))
+    assert summary["post_workers"] == 0 and summary["written_ok"] == 10
+    _assert_same_store(reference, out)
+    one = tmp_path / "one"
+    assert run_localize(_settings(f"data.path={photos}", f"output_dir={one}", "post_workers=1",
+                                  *OVERRIDES))["post_workers"] == 1
+    _assert_same_store(reference, one)
 
 
 def test_two_ranks_equal_one_rank(reference, photos, tmp_path):

@@ -45,6 +45,29 @@ def test_random_masks_match_brute_force(seed):
     assert (x2 - x1) * (y2 - y1) == best
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_repeated_rows_and_columns_match_brute_force(seed):
+    """Runs of identical rows/columns are compressed: the result must not change (area and tie-break)."""
+    rng = np.random.default_rng(100 + seed)
+    h, w = rng.integers(1, 6, size=2)
+    base = rng.random((h, w)) < rng.uniform(0.1, 0.7)
+    mask = np.repeat(np.repeat(base, rng.integers(1, 4, size=h), axis=0), rng.integers(1, 4, size=w), axis=1)
+    rect = largest_empty_rectangle(mask)
+    best = _brute_force_area(mask)
+    if best == 0:
+        assert rect is None
+        return
+    x1, y1, x2, y2 = rect
+    assert not mask[y1:y2, x1:x2].any() and (x2 - x1) * (y2 - y1) == best
+    # the tie-break: the first bottom row, then the first left edge, among the largest rectangles
+    for y in range(y2 - 1):
+        for top in range(y + 1):
+            for a in range(mask.shape[1]):
+                for b in range(a + 1, mask.shape[1] + 1):
+                    if (b - a) * (y + 1 - top) == best:
+                        assert mask[top:y + 1, a:b].any(), (rect, (a, top, b, y + 1))
+
+
 def test_background_image_tiles_the_crop():
     image = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
     out = background_image(image, (1, 2, 3, 4))  # 2x2 patch rows 2-3, cols 1-2

@@ -35,7 +35,7 @@ def bench(repo_root):
 
 
 def _run(bench, data_root, folder, *extra):
-    return bench.main(["--data-root", str(data_root), "--limit", "4", "--threads", "1", "--crf-workers", "1",
+    return bench.main(["--data-root", str(data_root), "--limit", "4", "--threads", "1", "--post-workers", "1",
                        "--out", str(folder / "out"), "--results-md", str(folder / "results.md"),
                        "--figure", str(folder / "img" / "fig.png"), "--figure-images", "1", *extra])
 

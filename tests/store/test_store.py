@@ -66,6 +66,22 @@ def test_write_rejects_wrong_mask_shape_and_duplicates(tmp_path):
         writer.write(_entry("y.jpg"), None)
 
 
+def test_write_takes_an_encoded_mask_and_checks_its_header(tmp_path):
+    from occon_plugin.store.format import decode_mask_png, encode_mask_png
+
+    writer = StoreWriter(tmp_path / "s", SETTINGS, "h")
+    mask = _mask(4, 6, 1)
+    writer.write(_entry("a.jpg"), None, mask_png=encode_mask_png(mask))
+    np.testing.assert_array_equal(decode_mask_png(writer.mask_file("a.jpg")), mask)
+    with pytest.raises(ValueError, match=r"b.jpg has header .*\(6, 4, 8, 0\)"):
+        writer.write(_entry("b.jpg"), None, mask_png=encode_mask_png(_mask(6, 4, 1)))  # transposed
+    with pytest.raises(ValueError, match=r"b.jpg has header \(width, height, depth, colour\) None"):
+        writer.write(_entry("b.jpg"), None, mask_png=b"not a png")
+    with pytest.raises(ValueError, match="not both"):
+        writer.write(_entry("b.jpg"), mask, mask_png=encode_mask_png(mask))
+    assert not writer.mask_file("b.jpg").exists()
+
+
 def test_resume_ignores_torn_line_and_matches_uninterrupted(tmp_path):
     paths = [f"img{i}.jpg" for i in range(5)]
     full = tmp_path / "full"
@@ -174,3 +190,22 @@ def test_validation_lists_first_ten_and_counts_all(tmp_path):
         validate_store(Store.open(out), images)
     report = validate_store(Store.open(out), list_images(data), policy="full_image")
     assert len(report.missing) == 24
+
+
+def test_resume_removes_what_a_killed_write_left(tmp_path):
+    """atomic_path temporaries of a killed run (``.<name>.<8 chars><suffix>``) go on resume; other files stay."""
+    from occon_plugin.atomic import is_temp_file
+
+    writer = StoreWriter(tmp_path / "s", SETTINGS, "h")
+    writer.write(_entry("sub/x.jpg"), _mask(4, 6, 0))
+    writer._fh.close()
+    masks = tmp_path / "s" / "masks"
+    stale = [masks / "sub" / ".y.png.k2_9xq0a.png", tmp_path / "s" / "soft" / ".z.png.abcdefgh.png"]
+    keep = [masks / "sub" / ".y.png", masks / "notes.txt"]
+    for p in stale + keep:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"partial")
+    assert all(is_temp_file(p) for p in stale) and not any(is_temp_file(p) for p in keep)
+    StoreWriter(tmp_path / "s", SETTINGS, "h")._fh.close()
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+    assert (masks / "sub" / "x.png").exists()

@@ -1,0 +1,230 @@
+"""From one image's ContraCAM mask to its store entry, in worker processes that overlap the next batch's CAMs.
+
+``occon-localize`` spends, per image and after the backbone: resizing the mask to the image, the dense
+CRF (~50 ms at 224x224 on one core), the boxes, the background rectangle and the PNG encoding — as much
+CPU as a T=1 ContraCAM itself. :func:`finish_mask` does all of it for one image and returns what the
+store needs (PNG bytes, boxes, rectangle); :class:`FinishPool` runs it in ``post_workers`` processes while
+the main process computes the next batch's CAMs, so on a GPU machine the CPU post-processing no longer
+serialises with the GPU, and on a CPU machine the CRF uses every core. Results come back in order and the
+main process writes them (one writer: the index stays a single appending file).
+
+Semantics are exactly the in-process ones (tested: a store written with ``post_workers=0`` equals one
+written with workers, byte for byte).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from occon_plugin.errors import ResourceError
+from occon_plugin.localize.background import largest_empty_rectangle
+from occon_plugin.localize.boxes import mask_to_boxes
+from occon_plugin.localize.crf import CrfParams
+from occon_plugin.localize.refine import final_mask
+from occon_plugin.store.format import encode_mask_png
+
+MAX_AUTO_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class CrfRun:
+    """What :func:`occon_plugin.localize.refine.final_mask` needs of the CRF settings."""
+
+    enabled: bool
+    resolution: str  # input | image
+
+
+@dataclass(frozen=True)
+class FinishRules:
+    """How a CAM becomes a store entry (the localize settings that matter after the backbone)."""
+
+    crf: CrfRun
+    crf_params: CrfParams
+    threshold: float                 # boxes: regions of the stored mask >= threshold
+    bg_threshold: float              # background rectangle: stored mask < bg_threshold
+    box_margin: float
+    min_box_area: float
+    min_box_area_before_margin: bool
+    soft_masks: bool = False         # also return the pre-CRF mask as PNG
+    overlays: bool = False           # also return an overlay PNG (needs the image)
+
+
+@dataclass
+class Finished:
+    """One image's store entry parts: ``mask_png`` is the stored 8-bit mask (``height x width``)."""
+
+    width: int
+    height: int
+    boxes: list              # normalized [x1, y1, x2, y2], largest first
+    bg_rect: Optional[list]  # half-open pixel [x1, y1, x2, y2] or None
+    mask_png: bytes
+    soft_png: Optional[bytes] = None
+    overlay_png: Optional[bytes] = None
+
+
+def overlay_png(image: np.ndarray, mask_u8: np.ndarray, boxes: list) -> bytes:
+    """Heat map of ``mask_u8`` over the RGB ``image`` (same size) with the boxes in white, as PNG bytes."""
+    heat = cv2.applyColorMap(mask_u8, cv2.COLORMAP_JET)
+    out = cv2.addWeighted(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), 0.5, heat, 0.5, 0.0)
+    h, w = mask_u8.shape
+    for x1, y1, x2, y2 in boxes:
+        cv2.rectangle(out, (int(x1 * w), int(y1 * h)), (int(x2 * w) - 1, int(y2 * h) - 1), (255, 255, 255), 2)
+    return cv2.imencode(".png", out)[1].tobytes()
+
+
+def finish_mask(cam: np.ndarray, height: int, width: int, crf_rgb: Optional[np.ndarray],
+                image: Optional[np.ndarray], rules: FinishRules) -> Finished:
+    """One image: ``cam`` (S,S) float32 in [0,1] (ContraCAM at the model input size) -> :class:`Finished`.
+
+    ``crf_rgb``: the uint8 RGB picture the CRF sees (S x S x 3 for ``crf.resolution=input``, the image for
+    ``image``; None without CRF); ``image``: the uint8 RGB image (only for overlays). The stored mask is
+    :func:`~occon_plugin.localize.refine.final_mask`; boxes and the background rectangle come from the
+    stored (8-bit) mask, so anyone can recompute them from the store.
+    """
+    soft_u8, mask_u8 = final_mask(cam, height, width, crf_rgb, rules.crf, rules.crf_params)
+    mask = mask_u8.astype(np.float32) / np.float32(255.0)
+    boxes = mask_to_boxes(mask, rules.threshold, rules.box_margin, rules.min_box_area,
+                          rules.min_box_area_before_margin)
+    rect = largest_empty_rectangle(mask >= rules.bg_threshold)
+    return Finished(width=width, height=height, boxes=boxes, bg_rect=None if rect is None else list(rect),
+                    mask_png=encode_mask_png(mask_u8),
+                    soft_png=encode_mask_png(soft_u8) if rules.soft_masks else None,
+                    overlay_png=overlay_png(image, mask_u8, boxes) if rules.overlays and image is not None else None)
+
+
+def default_post_workers() -> int:
+    """``post_workers=null``: the CPU cores this process may use, shared among the ranks of this machine
+    (``LOCAL_WORLD_SIZE``), at most :data:`MAX_AUTO_WORKERS`; at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(MAX_AUTO_WORKERS, cores // ranks))
+
+
+def _exit_with(main_pid: int) -> None:
+    """Block until process ``main_pid`` has exited, then end this process (a daemon thread's job)."""
+    import select
+    import time
+
+    try:
+        fd = os.pidfd_open(main_pid)  # Linux >= 5.3: readable once the process has exited
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+    else:
+        while True:
+            try:
+                os.kill(main_pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass
+            time.sleep(1.0)
+    os._exit(1)
+
+
+def _worker_init(main_pid: int) -> None:
+    # One thread per process (the workers are the parallelism); Ctrl-C is the main process's to handle;
+    # a worker ends when the main process does, so a main process killed outright (kill -9, the OOM
+    # killer) leaves no worker behind (the fork server, not the main process, is a worker's parent).
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(main_pid,), daemon=True, name="occon-main-watch").start()
+    cv2.setNumThreads(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _ready(_: int) -> int:
+    return os.getpid()
+
+
+_PRELOAD = ["occon_plugin.localize.finish"]
+
+
+def _context():
+    """The fork server where the platform has one (Linux, macOS): it starts once per process from a fresh
+    interpreter that imports this module (torch, OpenCV, pydensecrf) and forks every worker from it, so a
+    worker starts in milliseconds and inherits no thread pool (forking the main process itself, whose
+    OpenMP/OpenCV pools are running, deadlocks OpenCV in the child). Elsewhere spawn. As with any
+    multiprocessing start method but fork, a worker imports the main script again: a script that calls
+    ``run_localize`` needs the ``if __name__ == "__main__":`` guard (``post_workers=0`` does not)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    ctx.set_forkserver_preload(_PRELOAD + ([name] if name and not name.endswith("__main__") else []))
+    return ctx
+
+
+class FinishPool:
+    """:func:`finish_mask` in ``workers`` processes (0: in the calling process, at submit).
+
+    ``submit(...)`` returns a Future; ``result(future)`` turns a dead worker (killed for memory) into a
+    :class:`~occon_plugin.errors.ResourceError` that says what to do. Use as a context manager.
+    """
+
+    def __init__(self, workers: int):
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        self.workers = workers
+        self._pool: Optional[ProcessPoolExecutor] = None
+        if workers > 0:
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_worker_init,
+                                             initargs=(os.getpid(),))
+            try:
+                list(self._pool.map(_ready, range(workers)))  # start them now: a broken start fails here
+            except BrokenProcessPool as exc:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                raise ResourceError(f"the {workers} post-processing worker processes did not start: a script that "
+                                    f"calls run_localize needs the 'if __name__ == \"__main__\":' guard (the "
+                                    f"workers import it again), or set post_workers=0") from exc
+
+    def submit(self, *args) -> Future:
+        if self._pool is not None:
+            try:
+                return self._pool.submit(finish_mask, *args)
+            except BrokenProcessPool as exc:
+                raise self._died() from exc
+        future: Future = Future()
+        try:
+            future.set_result(finish_mask(*args))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller through the future, like a pool
+            future.set_exception(exc)
+        return future
+
+    def result(self, future: Future) -> Finished:
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:
+            raise self._died() from exc
+
+    @staticmethod
+    def _died() -> ResourceError:
+        return ResourceError("a post-processing worker process died (out of memory?): rerun the same command to "
+                             "resume, with fewer post_workers or post_workers=0")
+
+    def close(self, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            self._pool = None
+
+    def __enter__(self) -> "FinishPool":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(cancel=exc_type is not None)

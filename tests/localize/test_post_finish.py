@@ -1,0 +1,149 @@
+"""FinishPool: the post-processing worker processes of occon-localize (occon_plugin.localize.finish).
+
+The store written through workers equals the in-process one (tests/localize/test_cli_localize.py); here:
+what a worker returns equals the in-process computation, errors reach the caller, a dead worker and an
+unguarded script give one actionable error, and a main process killed outright leaves no worker behind.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from occon_plugin.errors import ResourceError
+from occon_plugin.localize.background import largest_empty_rectangle
+from occon_plugin.localize.boxes import mask_to_boxes
+from occon_plugin.localize.crf import CrfParams
+from occon_plugin.localize.finish import CrfRun, FinishPool, FinishRules, default_post_workers, finish_mask
+from occon_plugin.localize.refine import final_mask
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _rules(crf: bool = True, resolution: str = "input", **kw) -> FinishRules:
+    return FinishRules(CrfRun(crf, resolution), CrfParams(bilateral_srgb=8.0, bilateral_compat=7.0), threshold=0.5,
+                       bg_threshold=0.2, box_margin=0.2, min_box_area=0.01, min_box_area_before_margin=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def job():
+    """A smooth off-centre blob on a 64x64 input of a real photo, for a 90 x 120 image."""
+    import skimage.data
+
+    photo = skimage.data.chelsea()
+    rgb = np.ascontiguousarray(cv2.resize(photo, (64, 64), interpolation=cv2.INTER_AREA))
+    yy, xx = np.mgrid[0:64, 0:64]
+    cam = np.exp(-((xx - 36.0) ** 2 + (yy - 30.0) ** 2) / 600.0).astype(np.float32)
+    image = np.ascontiguousarray(cv2.resize(photo, (120, 90), interpolation=cv2.INTER_AREA))
+    return cam, image, rgb
+
+
+def test_finish_mask_is_final_mask_plus_boxes_rectangle_and_png(job):
+    cam, image, rgb = job
+    rules = _rules(soft_masks=True, overlays=True)
+    done = finish_mask(cam, 90, 120, rgb, image, rules)
+    soft, final = final_mask(cam, 90, 120, rgb, rules.crf, rules.crf_params)
+    stored = cv2.imdecode(np.frombuffer(done.mask_png, np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(stored, final)
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(done.soft_png, np.uint8), cv2.IMREAD_UNCHANGED), soft)
+    assert (done.width, done.height) == (120, 90)
+    assert done.boxes == mask_to_boxes(final / np.float32(255), 0.5, 0.2, 0.01, True) and done.boxes
+    assert done.bg_rect == list(largest_empty_rectangle(final / np.float32(255) >= 0.2))
+    assert cv2.imdecode(np.frombuffer(done.overlay_png, np.uint8), cv2.IMREAD_COLOR).shape == (90, 120, 3)
+    plain = finish_mask(cam, 90, 120, None, None, _rules(crf=False))
+    assert plain.soft_png is None and plain.overlay_png is None
+
+
+def test_workers_return_what_the_main_process_computes(job):
+    cam, image, rgb = job
+    rules = [_rules(), _rules(crf=False), _rules(resolution="image")]
+    pictures = [rgb, None, image]
+    with FinishPool(2) as pool:
+        futures = [pool.submit(cam, 90, 120, pic, None, r) for r, pic in zip(rules, pictures)]
+        remote = [pool.result(f) for f in futures]
+    assert pool.workers == 2
+    local = [finish_mask(cam, 90, 120, pic, None, r) for r, pic in zip(rules, pictures)]
+    assert [d.mask_png for d in remote] == [d.mask_png for d in local]
+    assert [(d.boxes, d.bg_rect) for d in remote] == [(d.boxes, d.bg_rect) for d in local]
+    assert remote[0].mask_png != remote[1].mask_png  # the CRF changed something
+
+
+def test_a_worker_error_reaches_the_caller(job):
+    cam, _, rgb = job
+    for workers in (0, 1):
+        with FinishPool(workers) as pool:
+            future = pool.submit(cam, 90, 120, rgb, None, _rules(resolution="full"))
+            with pytest.raises(ValueError, match="crf.resolution"):
+                pool.result(future)
+
+
+def test_a_dead_worker_is_a_resource_error(job):
+    cam, _, rgb = job
+    pool = FinishPool(1)
+    try:
+        for pid in list(pool._pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        with pytest.raises(ResourceError, match="post-processing worker process died.*post_workers"):
+            pool.result(pool.submit(cam, 90, 120, rgb, None, _rules()))
+    finally:
+        pool.close(cancel=True)
+
+
+def _run(script: str, timeout: float = 120) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+
+def test_an_unguarded_script_is_told_about_the_main_guard(tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text("from occon_plugin.localize.finish import FinishPool\nFinishPool(1).close()\nprint('done')\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "if __name__ == \"__main__\":" in out.stderr and "post_workers=0" in out.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux-only")
+def test_a_main_process_killed_outright_leaves_no_worker(tmp_path):
+    script = tmp_path / "main.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        from occon_plugin.localize.finish import FinishPool
+        if __name__ == "__main__":
+            pool = FinishPool(2)
+            print(*pool._pool._processes, flush=True)
+            time.sleep(600)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
+    proc.kill()  # SIGKILL to the main process only, as the OOM killer would
+    proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 30
+    while time.time() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids), "orphaned post-processing workers"
+
+
+def test_default_workers_share_the_cores_among_local_ranks(monkeypatch):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_post_workers() == max(1, min(8, cores))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores * 4))
+    assert default_post_workers() == 1

@@ -236,7 +236,8 @@ def paired(a: dict, b: dict) -> tuple[float, float, int]:
 # --------------------------------------------------------------------------------------------- report
 
 class Clock:
-    """Wall and process-CPU seconds per named step (CPU includes finished child processes: CRF workers)."""
+    """Wall and process-CPU seconds per named step (CPU: this process and the children it waited for; not the
+    post-processing workers, which are children of multiprocessing's fork server)."""
 
     def __init__(self):
         self.steps: dict[str, dict] = {}
@@ -416,7 +417,8 @@ the frame itself.
 
 Machine: {info['machine']}; torch threads: {info['threads']}, post-processing workers: {info['post_workers']}. Load average
 (1/5/15 min) at the start: {info['load_start']}, at the end: {info['load_end']} (the machine is shared: wall
-time depends on the load; CPU time, which includes the CRF worker processes, is the steadier number).
+time depends on the load; CPU time is this process's only: the post-processing workers are children of
+multiprocessing's fork server and are not counted, so wall time is the measure).
 
 | step | wall s | CPU s |
 | --- | --- | --- |

@@ -9,6 +9,7 @@ Public API::
     masks = run_cam(model, images01, ClassifierScore(classifier), relu_mean_weights, iters=1).mask
 
 Modules: ``engine`` (driver, scores), ``cam`` (weight functions, the map), ``score`` (Eq. 1),
+``refine`` (CAM -> mask at the image size, CRF), ``finish`` (one image's store entry, in worker processes),
 ``runner`` (dataset -> store), ``crf``, ``boxes``, ``background``.
 """
 from occon_plugin.localize.cam import (WeightFn, cam_from_activations, cam_from_weights, mean_weights,

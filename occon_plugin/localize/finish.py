@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -178,27 +179,61 @@ class FinishPool:
     :class:`~occon_plugin.errors.ResourceError` that says what to do. Use as a context manager.
     """
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, wait: bool = True):
+        """``wait=False`` returns at once: the workers start in a background thread (the fork server is a fresh
+        interpreter importing torch, OpenCV and pydensecrf, ~1-2 s) while the caller computes; the first
+        :meth:`submit` waits for them, and a start that failed is reported there."""
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         self.workers = workers
         self._pool: Optional[ProcessPoolExecutor] = None
+        self._starting: list = []
+        self._starter: Optional[threading.Thread] = None
         if workers > 0:
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_worker_init,
-                                             initargs=(os.getpid(),))
-            try:
-                list(self._pool.map(_ready, range(workers)))  # start them now: a broken start fails here
-            except BrokenProcessPool as exc:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                raise ResourceError(f"the {workers} post-processing worker processes did not start: a script that "
-                                    f"calls run_localize needs the 'if __name__ == \"__main__\":' guard (the "
-                                    f"workers import it again), or set post_workers=0") from exc
+            if wait:
+                self._start()
+                self._started()
+                self._check_started()
+            else:
+                self._starter = threading.Thread(target=self._start, name="occon-post-start", daemon=True)
+                self._starter.start()
+
+    def _start(self) -> None:
+        try:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(),
+                                             initializer=_worker_init, initargs=(os.getpid(),))
+            self._starting = [self._pool.submit(_ready, k) for k in range(self.workers)]
+        except (OSError, RuntimeError, BrokenProcessPool) as exc:  # no processes left, no fork server, ...
+            self._start_error = exc
+
+    def _started(self) -> None:
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
+        error, self._start_error = getattr(self, "_start_error", None), None
+        if error is not None:
+            raise ResourceError(f"the {self.workers} post-processing worker processes could not be created "
+                                f"({type(error).__name__}: {error}); set post_workers=0") from error
+
+    def _check_started(self) -> None:
+        """Raise the start error (e.g. an unguarded main script) if the workers did not start."""
+        starting, self._starting = self._starting, []
+        try:
+            for future in starting:
+                future.result()
+        except BrokenProcessPool as exc:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            raise ResourceError(f"the {self.workers} post-processing worker processes did not start: a script that "
+                                f"calls run_localize needs the 'if __name__ == \"__main__\":' guard (the workers "
+                                f"import it again), or set post_workers=0") from exc
 
     def submit(self, *args) -> Future:
+        self._started()
         if self._pool is not None:
             try:
                 return self._pool.submit(finish_mask, *args)
             except BrokenProcessPool as exc:
+                self._check_started()
                 raise self._died() from exc
         future: Future = Future()
         try:
@@ -208,6 +243,9 @@ class FinishPool:
         return future
 
     def result(self, future: Future) -> Finished:
+        self._started()
+        if self._starting:
+            self._check_started()
         try:
             return future.result()
         except BrokenProcessPool as exc:
@@ -219,6 +257,9 @@ class FinishPool:
                              "resume, with fewer post_workers or post_workers=0")
 
     def close(self, cancel: bool = False) -> None:
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=cancel)
             self._pool = None

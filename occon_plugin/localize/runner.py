@@ -384,8 +384,9 @@ def run_localize(s: LocalizeSettings) -> dict:
 
     workers = default_post_workers() if s.post_workers is None else s.post_workers
     start = time.perf_counter()
-    with FinishPool(workers if mine else 0) as pool:
+    with FinishPool(workers if mine else 0, wait=False) as pool:  # the workers start during the first batch
         localizer = _Localizer(s, images, model, device, writer, pool)
+        localizer.stage_seconds["start"] = time.perf_counter() - start  # the worker processes' start
         try:
             with tqdm(total=todo, unit="img", desc=f"localize[{rank}]", disable=not s.progress or rank != 0,
                       dynamic_ncols=True) as bar:

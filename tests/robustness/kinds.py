@@ -75,7 +75,11 @@ KINDS = [
          "RNGs restored by `occon_plugin.runs`); DALI: each epoch's pipeline seeded from (seed, epoch) and the "
          "sampler resumes at the right epoch"),
     Kind("run.kill-localize", "11", "`kill -9` during localization, then rerun", "localize",
-         "resumes; the final store equals an uninterrupted run's"),
+         "resumes; the temporary files the kill left are removed; the final store equals an uninterrupted run's"),
+    Kind("run.dead-worker", "9", "a post-processing worker process killed (out of memory), or the main process "
+         "killed outright (`kill -9` of its pid only)", "localize",
+         "a dead worker: one line saying to rerun (resumes) with fewer `post_workers` (`ResourceError`); a killed "
+         "main process leaves no worker process behind"),
     # 6 / 9 / 10. store
     Kind("store.damaged-mask", "6,10", "deleted, empty, truncated, corrupt or wrong-size mask PNG", "both pipelines",
          "found by the validator before the first step, named; `occon.missing` error (exit 2) / skip / "

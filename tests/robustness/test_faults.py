@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from occon_plugin.atomic import is_temp_file
 import pytest
 
 from occon_plugin.images import list_images
@@ -69,6 +71,7 @@ def test_localization_killed_with_sigkill_resumes_to_the_uninterrupted_store(mix
     assert json.loads((out / "manifest.json").read_text())["complete"] is False
     summary = run_localize(localize_settings(mixed.root, out, "batch_size=2"))
     assert summary["already_done"] >= 2
+    assert not [p for p in out.rglob(".*") if is_temp_file(p)], "temporary files of the killed run are left"
     assert (out / "index.jsonl").read_bytes() == (reference / "index.jsonl").read_bytes()
     for path, entry in Store.open(reference).entries.items():
         if entry.ok:

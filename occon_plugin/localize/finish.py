@@ -102,15 +102,23 @@ def finish_mask(cam: np.ndarray, height: int, width: int, crf_rgb: Optional[np.n
                     overlay_png=overlay_png(image, mask_u8, boxes) if rules.overlays and image is not None else None)
 
 
-def default_post_workers() -> int:
-    """``post_workers=null``: the CPU cores this process may use, shared among the ranks of this machine
-    (``LOCAL_WORLD_SIZE``), at most :data:`MAX_AUTO_WORKERS`; at least 1."""
+def default_post_workers(device_type: str = "cuda", torch_threads: int = 0) -> int:
+    """``post_workers=null``: the CPU cores the backbone leaves free, at most :data:`MAX_AUTO_WORKERS`.
+
+    The cores this process may use are shared among the ranks of this machine (``LOCAL_WORLD_SIZE``). With
+    the backbone on a GPU every one of them is free; on the CPU its forwards already use ``torch_threads``
+    of them (torch's intra-op threads), and workers on the same cores only take time from the forwards
+    (measured on 2 cores: ``docs/benchmarks.md``), so only the cores beyond those get a worker (0: the
+    post-processing runs in the main process)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    return max(1, min(MAX_AUTO_WORKERS, cores // ranks))
+    free = max(1, cores // ranks)
+    if device_type == "cpu":
+        free -= max(1, torch_threads)
+    return max(0, min(MAX_AUTO_WORKERS, free))
 
 
 def _exit_with(main_pid: int) -> None:

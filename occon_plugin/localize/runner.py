@@ -91,7 +91,7 @@ class LocalizeSettings:
     seed: int = 0
     threads: Optional[int] = None   # torch CPU threads (None: torch's default)
     sub_batch: Optional[int] = None  # images per backbone forward (None: 8 on CPU, the whole batch on GPU)
-    post_workers: Optional[int] = None  # processes turning CAMs into stored masks (resize, CRF, boxes, PNG)
+    post_workers: Optional[int] = None  # processes for resize, CRF, boxes, PNG (None: the cores the backbone leaves free)
     overlays: bool = False
     soft_masks: bool = False        # also write soft/<image>.png: the mask before the CRF (same size, 8-bit)
     resume: bool = True
@@ -123,7 +123,7 @@ def check_settings(s: LocalizeSettings) -> None:
         value = getattr(s.crf, key)
         need(value is None or value > 0, f"crf.{key}", "must be > 0", value)
     need(s.post_workers is None or s.post_workers >= 0, "post_workers", "must be >= 0 (0: in the main process) "
-         "or null (one per CPU core, up to 8)", s.post_workers)
+         "or null (the cores the backbone leaves free)", s.post_workers)
     need(0.0 < s.threshold <= 1.0, "threshold", "must be in (0, 1]", s.threshold)
     need(0.0 < s.bg_threshold <= 1.0, "bg_threshold", "must be in (0, 1]", s.bg_threshold)
     need(s.box_margin >= 0, "box_margin", "must be >= 0", s.box_margin)
@@ -382,7 +382,8 @@ def run_localize(s: LocalizeSettings) -> dict:
             mine.append((batch, n_members))
     todo = sum(sum(images.paths[i] not in done for i in batch[:n]) for batch, n in mine)
 
-    workers = default_post_workers() if s.post_workers is None else s.post_workers
+    workers = (default_post_workers(device.type, torch.get_num_threads()) if s.post_workers is None
+               else s.post_workers)
     start = time.perf_counter()
     with FinishPool(workers if mine else 0, wait=False) as pool:  # the workers start during the first batch
         localizer = _Localizer(s, images, model, device, writer, pool)

@@ -34,15 +34,19 @@ def test_constructed_masks():
 def test_random_masks_match_brute_force(seed):
     rng = np.random.default_rng(seed)
     h, w = rng.integers(1, 9, size=2)
-    mask = rng.random((h, w)) < rng.uniform(0.1, 0.7)
+    _assert_largest(rng.random((h, w)) < rng.uniform(0.1, 0.7))
+
+
+def _assert_largest(mask):
+    """The rectangle is empty and as large as brute force finds; returns (rect, best area)."""
     rect = largest_empty_rectangle(mask)
     best = _brute_force_area(mask)
     if best == 0:
         assert rect is None
-        return
+        return None, 0
     x1, y1, x2, y2 = rect
-    assert not mask[y1:y2, x1:x2].any()
-    assert (x2 - x1) * (y2 - y1) == best
+    assert not mask[y1:y2, x1:x2].any() and (x2 - x1) * (y2 - y1) == best
+    return rect, best
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -52,13 +56,10 @@ def test_repeated_rows_and_columns_match_brute_force(seed):
     h, w = rng.integers(1, 6, size=2)
     base = rng.random((h, w)) < rng.uniform(0.1, 0.7)
     mask = np.repeat(np.repeat(base, rng.integers(1, 4, size=h), axis=0), rng.integers(1, 4, size=w), axis=1)
-    rect = largest_empty_rectangle(mask)
-    best = _brute_force_area(mask)
-    if best == 0:
-        assert rect is None
+    rect, best = _assert_largest(mask)
+    if rect is None:
         return
     x1, y1, x2, y2 = rect
-    assert not mask[y1:y2, x1:x2].any() and (x2 - x1) * (y2 - y1) == best
     # the tie-break: the first bottom row, then the first left edge, among the largest rectangles
     for y in range(y2 - 1):
         for top in range(y + 1):

@@ -90,9 +90,11 @@ def test_an_unguarded_script_is_told_about_the_main_guard(tmp_path, start):
     assert "post_workers=0" in out.stderr
 
 
-def test_default_workers_share_the_cores_among_local_ranks(monkeypatch):
+def test_default_workers_are_the_cores_the_backbone_leaves_free(monkeypatch):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert default_post_workers() == max(1, min(8, cores))
+    assert default_post_workers("cuda") == min(8, cores)  # the GPU computes: every core is free
+    assert default_post_workers("cpu", torch_threads=cores) == 0  # torch's threads use them all
+    assert default_post_workers("cpu", torch_threads=1) == min(8, cores - 1)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores * 4))
-    assert default_post_workers() == 1
+    assert default_post_workers("cuda") == 1 and default_post_workers("cpu", torch_threads=1) == 0

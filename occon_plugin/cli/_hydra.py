@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, OcconError, format_error
 
 F = TypeVar("F", bound=Callable)
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 
 # > 0 while a plugin entry point (exit_on_bad_input) is running: it reports bad input itself.
 _PLUGIN_ENTRY_DEPTH = 0
@@ -31,6 +32,10 @@ def exit_on_bad_input(fn: F) -> F:
         except OcconError as err:
             print(format_error(err), file=sys.stderr)
             sys.exit(USAGE_EXIT_CODE)
+        except KeyboardInterrupt:  # Ctrl-C: every output is written atomically and runs resume
+            print("[occon] interrupted: nothing is half-written; run the same command again to resume",
+                  file=sys.stderr)
+            sys.exit(INTERRUPTED_EXIT_CODE)
         finally:
             _PLUGIN_ENTRY_DEPTH -= 1
 

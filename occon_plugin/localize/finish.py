@@ -161,7 +161,9 @@ def _ready(_: int) -> int:
     return os.getpid()
 
 
-_PRELOAD = ["occon_plugin.localize.finish"]
+# imported once by the fork server, so a worker inherits them; the main module itself is not preloaded (a worker
+# runs it again under "__mp_main__", and runpy warns when the module is already imported)
+_PRELOAD = ["occon_plugin.localize.finish", "occon_plugin.localize.runner", "hydra", "omegaconf"]
 
 
 def _context():
@@ -174,9 +176,7 @@ def _context():
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    main = sys.modules.get("__main__")
-    name = getattr(getattr(main, "__spec__", None), "name", None)
-    ctx.set_forkserver_preload(_PRELOAD + ([name] if name and not name.endswith("__main__") else []))
+    ctx.set_forkserver_preload(_PRELOAD)
     return ctx
 
 

@@ -171,6 +171,38 @@ def test_post_processing_in_the_main_process_equals_the_workers(reference, photo
     _assert_same_store(reference, one)
 
 
+def test_ctrl_c_is_one_line_and_the_rerun_resumes(reference, photos, tmp_path):
+    out = tmp_path / "store"
+    proc = _cli("-m", "occon_plugin.cli.localize", f"data.path={photos}", f"output_dir={out}", "post_workers=2",
+                *OVERRIDES, start_new_session=True)
+    index = out / "index.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if index.exists() and index.read_bytes().count(b"\n") >= 2:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group, workers included
+            break
+        time.sleep(0.002)
+    output, _ = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run ended before Ctrl-C reached it")
+    assert proc.returncode == 130, output
+    assert output.strip().splitlines()[-1] == ("[occon] interrupted: nothing is half-written; run the same "
+                                               "command again to resume"), output
+    run_localize(_settings(f"data.path={photos}", f"output_dir={out}", *OVERRIDES))
+    _assert_same_store(reference, out)
+
+
+def test_cli_with_workers_prints_no_warning(reference, photos, tmp_path):
+    """The workers run the CLI module again (multiprocessing's fork server): nothing of that reaches the user."""
+    out = tmp_path / "store"
+    proc = subprocess.run([sys.executable, "-m", "occon_plugin.cli.localize", f"data.path={photos}",
+                           f"output_dir={out}", "post_workers=2", *OVERRIDES], capture_output=True, text=True,
+                          timeout=300, env={k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"})
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    _assert_same_store(reference, out)
+
+
 def test_two_ranks_equal_one_rank(reference, photos, tmp_path):
     out = tmp_path / "store"
     proc = _cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",

@@ -328,13 +328,14 @@ class _Localizer:
 
     def _write(self, path: str, done: Finished) -> None:
         stem = Path(path).with_suffix(".png")
+        # soft mask and overlay before the index entry: a run stopped in between (disk full, Ctrl-C) redoes the image
         if done.soft_png is not None:  # the pre-CRF soft mask too (e.g. for MaxBoxAccV2 on the CAM)
             atomic_write_bytes(self.writer.out_dir / "soft" / stem, done.soft_png)
+        if done.overlay_png is not None:
+            atomic_write_bytes(self.writer.out_dir / "overlays" / stem, done.overlay_png)
         self.writer.write(StoreEntry(path=path, width=done.width, height=done.height, boxes=done.boxes,
                                      bg_rect=done.bg_rect), None, mask_png=done.mask_png)
         self.n_ok += 1
-        if done.overlay_png is not None:
-            atomic_write_bytes(self.writer.out_dir / "overlays" / stem, done.overlay_png)
 
 
 def run_localize(s: LocalizeSettings) -> dict:

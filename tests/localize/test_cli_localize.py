@@ -200,6 +200,33 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes(photos, tmp_path):
         assert (out / mask.relative_to(whole)).read_bytes() == mask.read_bytes()
 
 
+def test_a_run_stopped_at_an_overlay_redoes_that_image(photos, tmp_path, monkeypatch):
+    """The overlay is written before the index entry: a run stopped there (disk full) leaves no image without it."""
+    import errno
+
+    from occon_plugin.errors import OutputError
+    from occon_plugin.localize import runner
+
+    real, calls = runner.atomic_write_bytes, []
+
+    def full_disk_at_the_third_overlay(path, data):
+        if "overlays" in Path(path).parts:
+            calls.append(path)
+            if len(calls) == 3:
+                raise OutputError(f"cannot write {path}: {os.strerror(errno.ENOSPC)} (free some space)")
+        return real(path, data)
+
+    out = tmp_path / "store"
+    monkeypatch.setattr(runner, "atomic_write_bytes", full_disk_at_the_third_overlay)
+    with pytest.raises(OutputError):
+        run_localize(_settings(f"data.path={photos}", f"output_dir={out}", "overlays=true", "post_workers=0", *OVERRIDES))
+    monkeypatch.setattr(runner, "atomic_write_bytes", real)
+    run_localize(_settings(f"data.path={photos}", f"output_dir={out}", "overlays=true", "post_workers=0", *OVERRIDES))
+    ok = [p for p, e in Store.open(out).entries.items() if e.ok]
+    assert len(ok) == 10
+    assert all((out / "overlays" / Path(p).with_suffix(".png")).exists() for p in ok)
+
+
 def test_cli_with_workers_prints_no_warning(reference, photos, tmp_path):
     """The workers run the CLI module again (multiprocessing's fork server): nothing of that reaches the user."""
     out = tmp_path / "store"

@@ -103,8 +103,10 @@ def crf_refine_many(images: list[np.ndarray], masks: list[np.ndarray], params: C
 
 
 def make_crf_executor(workers: int) -> Executor:
-    """A process pool for CRF. 'spawn': forking a process that already runs torch threads can deadlock."""
-    import multiprocessing
+    """A process pool for CRF, started the way occon-localize starts its post-processing workers
+    (:func:`occon_plugin.localize.finish.process_context`: the fork server, not a fork of this process)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    from occon_plugin.localize.finish import process_context
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=process_context())

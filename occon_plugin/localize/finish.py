@@ -166,7 +166,7 @@ def _ready(_: int) -> int:
 _PRELOAD = ["occon_plugin.localize.finish", "occon_plugin.localize.runner", "hydra", "omegaconf"]
 
 
-def _context():
+def process_context():
     """The fork server where the platform has one (Linux, macOS): it starts once per process from a fresh
     interpreter that imports this module (torch, OpenCV, pydensecrf) and forks every worker from it, so a
     worker starts in milliseconds and inherits no thread pool (forking the main process itself, whose
@@ -208,7 +208,7 @@ class FinishPool:
 
     def _start(self) -> None:
         try:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(),
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=process_context(),
                                              initializer=_worker_init, initargs=(os.getpid(),))
             self._starting = [self._pool.submit(_ready, k) for k in range(self.workers)]
         except (OSError, RuntimeError, BrokenProcessPool) as exc:  # no processes left, no fork server, ...

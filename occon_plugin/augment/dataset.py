@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from occon_plugin.augment.config import OcconConfig, parse_occon_config
 from occon_plugin.augment.semantics import Partner, choose_partner, replacement_index, sample_seed
@@ -335,10 +335,19 @@ def build_dataset(cfg: Any, view_transforms: Sequence[ViewTransform]) -> "OcconP
     return dataset
 
 
-def build_pretrain_dataloader(cfg: Any) -> DataLoader:
+def collate_host_batch(samples: list) -> list:
+    """Collate to the host's own ``[indexes, views, targets]`` (the object-aware record dropped): the
+    batches of a plain host method (``method=mocov2plus``), whose training step unpacks three elements."""
+    return default_collate([sample[:3] for sample in samples])
+
+
+def build_pretrain_dataloader(cfg: Any, with_info: bool = True) -> DataLoader:
     """The training loader from ``cfg.data.train_path`` (+ optional ``cfg.data.image_root`` for a COCO
     json), ``cfg.data.num_workers``, ``cfg.optimizer.batch_size``, ``cfg.augmentations``,
-    ``cfg.occon`` and ``cfg.seed``. Store mismatches are reported here, before training."""
+    ``cfg.occon`` and ``cfg.seed``. Store mismatches are reported here, before training.
+
+    ``with_info``: batches carry the object-aware record (``[idx, views, targets, info]``, what the
+    ``*_occon`` methods take); False gives the host's ``[idx, views, targets]`` for a plain method."""
     train_path, batch_size, seed = loader_settings(cfg)
     num_workers = int(select(cfg, "data.num_workers", 0))
     dataset = build_dataset(cfg, build_view_transforms(select(cfg, "augmentations")))
@@ -348,4 +357,4 @@ def build_pretrain_dataloader(cfg: Any) -> DataLoader:
                           f"lower optimizer.batch_size ({dataset.startup_summary()})")
     return DataLoader(dataset, batch_size=int(batch_size), sampler=SeededRandomSampler(len(dataset), seed),
                       num_workers=num_workers, drop_last=True, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, collate_fn=None if with_info else collate_host_batch)

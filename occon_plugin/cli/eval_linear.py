@@ -37,6 +37,7 @@ def run(cfg: DictConfig) -> dict:
            "n_train": res["n_train"], "n_val": res["n_val"], "n_test": res["n_test"],
            "n_bad": len(train.bad) + len(test.bad), "feature_dim": int(train.X.shape[1])}
     details = {"model_info": info, "l2_table": res["l2_table"], "classes": train.classes,
+               "confusion": res["confusion"],  # rows: true class, columns: predicted (test set)
                "bad_images": train.bad + test.bad}
     return finish(cfg, "eval_linear", [row], details, row)
 

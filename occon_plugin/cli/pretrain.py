@@ -29,15 +29,35 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.checkpoint.dir) / str(cfg.method) / str(cfg.name)
 
 
-def build_train_data(cfg: DictConfig):
-    """(train_dataloader, datamodule): exactly one is not None."""
+def build_train_data(cfg: DictConfig, with_info: bool = True):
+    """(train_dataloader, datamodule): exactly one is not None. ``with_info``: batches carry the
+    object-aware record (the ``*_occon`` methods); False: the host's three-element batches."""
     if cfg.data.format == "dali":
         from occon_plugin.augment.dali import build_dali_datamodule
 
-        return None, build_dali_datamodule(cfg)
+        return None, build_dali_datamodule(cfg, with_info=with_info)
     from occon_plugin.augment.dataset import build_pretrain_dataloader
 
-    return build_pretrain_dataloader(cfg), None
+    return build_pretrain_dataloader(cfg, with_info=with_info), None
+
+
+def is_object_aware_method(cfg: DictConfig, methods) -> bool:
+    """Is ``cfg.method`` one of the plugin's ``*_occon`` methods? A plain host method (``mocov2plus``,
+    the paper's baseline) trains on the same pipeline with its own three-element batches; with an
+    object-aware augmentation switched on it is refused (it would silently train without it)."""
+    from occon_plugin.augment.config import parse_occon_config
+    from occon_plugin.methods import OcconMethodMixin, table
+
+    if issubclass(methods[cfg.method], OcconMethodMixin):
+        return True
+    views = int(cfg.data.num_large_crops) + int(cfg.data.num_small_crops)
+    if parse_occon_config(OmegaConf.select(cfg, "occon", default=None), n_views=views).active:
+        occon_name = next((name for name, parent in table.parents().items() if parent == cfg.method), None)
+        use = f"method={occon_name}" if occon_name else "an object-aware method (occon-pretrain lists them)"
+        raise ConfigError(f"method={cfg.method} is solo-learn's own method: it cannot run the `occon` "
+                          f"augmentations (OA-Crop / BG-Mixup) this config switches on; use {use}, or "
+                          f"occon.enabled=false for the plain baseline")
+    return False
 
 
 def check_store(cfg: DictConfig) -> None:
@@ -119,7 +139,7 @@ def pretrain(cfg: DictConfig) -> Path:
     out_dir, ckpt_path = plan.out_dir, plan.ckpt_path
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    train_loader, datamodule = build_train_data(cfg)
+    train_loader, datamodule = build_train_data(cfg, with_info=is_object_aware_method(cfg, host.METHODS))
     model = host.build_method(cfg.method, cfg)
     model._occon_run_cfg = cfg  # pictures of the DALI pipeline's decisions (methods/base.py)
 

@@ -150,11 +150,17 @@ def linear_eval(X_train, y_train, X_test, y_test, n_classes: Optional[int] = Non
                 l2_values: Optional[Sequence[float]] = None, val_fraction: float = 0.2, seed: int = 0,
                 max_iter: Optional[int] = None, groups=None) -> dict:
     """Test accuracy of the validated, refitted classifier; ``fast`` uses 8 l2 values and 100 iterations.
-    ``groups``: see :func:`stratified_split`."""
+    ``groups``: see :func:`stratified_split`. ``confusion[i][j]``: test images of class ``i`` predicted as
+    ``j`` (counts; rows sum to the class sizes), so per-class accuracy and which classes are confused
+    (e.g. objects that co-occurred in pretraining) can be read off."""
     X_test, y_test = _check(X_test, y_test, "test set")
     if l2_values is None:
         l2_values = l2_grid(FAST_GRID_SIZE if fast else FULL_GRID_SIZE)
     if max_iter is None:
         max_iter = 100 if fast else 1000
     clf, info = fit_with_validation(X_train, y_train, n_classes, l2_values, val_fraction, seed, max_iter, groups)
-    return {"test_acc": clf.accuracy(X_test, y_test), "n_test": int(len(y_test)), **info}
+    pred = clf.predict(X_test)
+    confusion = np.zeros((info["n_classes"], info["n_classes"]), dtype=np.int64)
+    np.add.at(confusion, (y_test.astype(np.int64), pred.astype(np.int64)), 1)
+    return {"test_acc": clf.accuracy(X_test, y_test), "n_test": int(len(y_test)), "confusion": confusion.tolist(),
+            **info}

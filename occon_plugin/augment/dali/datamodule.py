@@ -72,10 +72,11 @@ class ObjectAwareDALILoader:
     happen when the source is built (before this object exists), the pipeline at ``iter()``."""
 
     def __init__(self, source: ObjectAwareSource, views: list[ViewOps], *, device: str = "cpu",
-                 num_threads: int = 2, seed: int = 0, py_workers: int = 0, start_epoch=0):
+                 num_threads: int = 2, seed: int = 0, py_workers: int = 0, start_epoch=0, with_info: bool = True):
         if len(views) != source.n_views:
             raise ValueError(f"{len(views)} view pipelines for a source of {source.n_views} views")
         self.source = source
+        self.with_info = with_info  # False: the host's [indexes, views, targets] (a plain host method)
         self.n_views = len(views)
         self.output_map = [f"view{v}" for v in range(self.n_views)] + ["index", "target", *INFO_KEYS]
         self._build_args = dict(view_fn=standard_view_fn(views), device=device, num_threads=num_threads,
@@ -142,7 +143,8 @@ class ObjectAwareDALILoader:
         for key in ("oa_crop", "no_entry", "replaced"):
             info[key] = info[key].reshape(-1)
         views = [out[f"view{v}"] for v in range(self.n_views)]
-        return [indexes, views, out["target"].reshape(-1).long(), info]
+        batch = [indexes, views, out["target"].reshape(-1).long(), info]
+        return batch if self.with_info else batch[:3]
 
 
 def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> tuple[ObjectAwareSource, list[ViewOps]]:
@@ -170,10 +172,12 @@ def dali_device(cfg: Any) -> str:
     return device
 
 
-def build_dali_loader(cfg: Any, shard_id: int = 0, num_shards: int = 1, start_epoch=0) -> ObjectAwareDALILoader:
+def build_dali_loader(cfg: Any, shard_id: int = 0, num_shards: int = 1, start_epoch=0,
+                      with_info: bool = True) -> ObjectAwareDALILoader:
     """The DALI training loader: :func:`build_dali_source` + ``cfg.dali.device`` ("gpu" or "cpu"),
     ``cfg.data.num_workers`` (DALI threads) and ``cfg.dali.py_workers`` (processes running the
-    external source; default 0 = in the training process)."""
+    external source; default 0 = in the training process). ``with_info=False``: batches in the host's
+    three-element format (a plain host method)."""
     device = dali_device(cfg)
     py_workers = select(cfg, "dali.py_workers", 0)
     if not isinstance(py_workers, int) or isinstance(py_workers, bool) or py_workers < 0:
@@ -181,16 +185,17 @@ def build_dali_loader(cfg: Any, shard_id: int = 0, num_shards: int = 1, start_ep
     source, views = build_dali_source(cfg, shard_id, num_shards)
     return ObjectAwareDALILoader(source, views, device=device, seed=int(select(cfg, "seed", 0)),
                                  num_threads=max(1, int(select(cfg, "data.num_workers", 2))),
-                                 py_workers=py_workers, start_epoch=start_epoch)
+                                 py_workers=py_workers, start_epoch=start_epoch, with_info=with_info)
 
 
 class ObjectAwareDALIDataModule(LightningDataModule):
     """Lightning data module around :func:`build_dali_loader` (built in ``setup`` so the GPU
     pipeline lands on the device Lightning assigned to this process)."""
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Any, with_info: bool = True):
         super().__init__()
         self.cfg = cfg
+        self.with_info = with_info
         self.loader: ObjectAwareDALILoader | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -200,12 +205,13 @@ class ObjectAwareDALIDataModule(LightningDataModule):
             # a resumed run's epoch is known only after Lightning restored the checkpoint (after setup):
             # the loader reads it when its pipeline is built, at the first epoch's iter()
             self.loader = build_dali_loader(self.cfg, shard_id=rank, num_shards=world,
-                                            start_epoch=lambda: trainer.current_epoch if trainer is not None else 0)
+                                            start_epoch=lambda: trainer.current_epoch if trainer is not None else 0,
+                                            with_info=self.with_info)
 
     def train_dataloader(self):
         self.setup()
         return self.loader
 
 
-def build_dali_datamodule(cfg: Any) -> ObjectAwareDALIDataModule:
-    return ObjectAwareDALIDataModule(cfg)
+def build_dali_datamodule(cfg: Any, with_info: bool = True) -> ObjectAwareDALIDataModule:
+    return ObjectAwareDALIDataModule(cfg, with_info=with_info)

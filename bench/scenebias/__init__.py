@@ -1,0 +1,1 @@
+"""The controlled scene-bias benchmark (issue: does it work?): data generator, protocol, report."""

@@ -1,0 +1,278 @@
+"""The paper's two-stage protocol on the scene-bias benchmark, through the plugin's own commands.
+
+For each seed, set (``bg``: Background-Challenge set, BG-Mixup; ``ctx``: contextual set, OA-Crop) and
+method (``mocov2``: MoCo v2, ``byol``: BYOL), the arms are:
+
+============  ===========================================================================================
+arm           what trains
+============  ===========================================================================================
+baseline      the host's own method (``mocov2plus`` / ``byol``), no object-aware augmentation: stage 1
+contracam     ``mocov2_occon`` / ``byol_occon`` from scratch with the store ``occon-localize`` wrote from
+              the stage-1 checkpoint (the preset a user's checkpoint gets: ``preset=auto``): stage 2
+oracle        the same, with a store made from the ground-truth masks (upper bound)
+random        the same, with masks of the same areas at random places (does localization matter?)
+hardmix       (bg set) BG-HardMix: the ContraCAM store with the mask binarized (paper Table 7)
+============  ===========================================================================================
+
+Every arm uses one training recipe (:class:`Recipe`); they differ only in their ``occon`` section. Each
+step is one command (``occon-pretrain``, ``occon-localize``, ``occon-eval-bgchallenge``,
+``occon-eval-linear``, ``occon-eval-localization``) run as a subprocess with its log in ``logs/``; a step
+whose result file exists is not redone, so an interrupted run continues where it stopped (the commands
+themselves resume a killed training or localization).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+BIN = Path(sys.executable).parent
+METHODS = {"mocov2": ("mocov2plus", "mocov2_occon"), "byol": ("byol", "byol_occon")}
+SET_YAMLS = {"bg": "imagenet-9", "ctx": "coco"}  # the shipped YAMLs: BG-Mixup on, resp. OA-Crop on
+ARMS = ("baseline", "contracam", "oracle", "random", "hardmix")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe shared by every arm: the shipped YAML's method and augmentations (paper App.
+    B.1) at the benchmark's scale. What differs from the paper's ImageNet recipe, and why, is listed in
+    ``docs/science.md``."""
+
+    epochs: int = 50
+    batch_size: int = 128
+    crop: int = 64                    # training crop = image size (64 px)
+    backbone: str = "resnet18"
+    cifar_stem: bool = False
+    precision: str = "bf16"           # CPU autocast; "16-mixed" on a GPU
+    lr: Dict[str, float] = field(default_factory=lambda: {"mocov2": 0.3, "byol": 1.0})  # per 256 images
+    weight_decay: Dict[str, float] = field(default_factory=lambda: {"mocov2": 1e-4, "byol": 1e-5})
+    queue_size: int = 4096            # MoCo: ~1.4 epochs of keys (paper: 65536 for 118k images)
+    base_tau: Dict[str, float] = field(default_factory=lambda: {"mocov2": 0.99, "byol": 0.99})
+    warmup_epochs: int = 2
+    blur_prob: float = 0.0            # a 23-px blur kernel on 64-px images erases the shapes
+    num_workers: int = 2
+    localize_size: int = 128          # occon-localize image_size (default 224): 2x the training scale
+    eval_fast: bool = False           # L-BFGS grid: full (45 l2 values), as the paper
+
+    def pretrain_overrides(self, method: str) -> List[str]:
+        lr, wd, tau = self.lr[method], self.weight_decay[method], self.base_tau[method]
+        out = [f"++max_epochs={self.epochs}", f"++optimizer.batch_size={self.batch_size}",
+               f"++optimizer.lr={lr}", f"++optimizer.weight_decay={wd}", f"++precision={self.precision}",
+               f"++backbone.name={self.backbone}", f"++augmentations.0.crop_size={self.crop}",
+               f"++augmentations.0.gaussian_blur.prob={self.blur_prob}", f"++data.num_workers={self.num_workers}",
+               f"++scheduler.warmup_epochs={self.warmup_epochs}", f"++momentum.base_tau={tau}",
+               "++momentum.final_tau=1.0", "++wandb.enabled=false", "++checkpoint.frequency=1000000"]
+        if self.cifar_stem:
+            out.append("++backbone.kwargs.cifar=true")
+        if method == "mocov2":
+            out.append(f"++method_kwargs.queue_size={self.queue_size}")
+        if method == "byol":
+            out += ["++optimizer.name=lars", "++optimizer.kwargs.eta=0.02", "++optimizer.kwargs.clip_lr=true",
+                    "++optimizer.kwargs.exclude_bias_n_norm=true"]
+        return out
+
+
+@dataclass
+class Step:
+    """One command of the protocol; ``done`` is its result file (the step is skipped when it exists)."""
+
+    stage: str                       # generate | pretrain | localize | eval
+    label: str
+    done: Path
+    argv: Optional[List[str]] = None  # a command, or
+    func: Optional[Callable[[], None]] = None  # an in-process step (data, control stores, baseline maps)
+    env: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Layout:
+    """Where everything of one benchmark run lives (under ``--out``)."""
+
+    root: Path
+
+    def data(self, seed: int) -> Path:
+        return self.root / "data" / f"seed{seed}"
+
+    def run_dir(self, seed: int, set_: str, method: str, arm: str) -> Path:
+        return self.root / "runs" / f"seed{seed}" / set_ / method / arm
+
+    def checkpoint(self, seed: int, set_: str, method: str, arm: str) -> Path:
+        host_method = METHODS[method][0 if arm == "baseline" else 1]
+        return self.run_dir(seed, set_, method, arm) / host_method / arm / "final.ckpt"
+
+    def store(self, seed: int, set_: str, method: str, arm: str) -> Path:
+        if arm == "oracle":
+            return self.root / "stores" / f"seed{seed}" / set_ / "oracle"
+        if arm == "random":
+            return self.root / "stores" / f"seed{seed}" / set_ / "random"
+        return self.root / "stores" / f"seed{seed}" / set_ / method / "contracam"
+
+    def evals(self, seed: int, set_: str, method: str, arm: str) -> Path:
+        return self.root / "evals" / f"seed{seed}" / set_ / method / arm
+
+    def localization(self, seed: int, set_: str, what: str) -> Path:
+        return self.root / "localization" / f"seed{seed}" / set_ / what
+
+    def log(self, step: Step) -> Path:
+        return self.root / "logs" / (step.label.replace(" ", "_").replace("/", "-") + ".log")
+
+
+def train_images(data: Path, set_: str) -> Path:
+    return data / ("bg/original/train" if set_ == "bg" else "ctx/train")
+
+
+def gt_masks(data: Path, set_: str) -> Path:
+    return data / "masks" / ("bg/original/train" if set_ == "bg" else "ctx/train")
+
+
+def pretrain_step(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str, arm: str) -> Step:
+    host_method = METHODS[method][0 if arm == "baseline" else 1]
+    argv = [str(BIN / "occon-pretrain"), "--config-name", f"{SET_YAMLS[set_]}/{host_method}",
+            f"++name={arm}", f"++seed={seed}", f"++data.train_path={train_images(lay.data(seed), set_)}",
+            f"++checkpoint.dir={lay.run_dir(seed, set_, method, arm)}", "++auto_resume.enabled=true",
+            *recipe.pretrain_overrides(method)]
+    if set_ == "ctx":
+        argv.append("++data.no_labels=true")
+    if arm != "baseline":
+        argv.append(f"++occon.store={lay.store(seed, set_, method, arm)}")
+    if arm == "hardmix":
+        argv.append("++occon.bg_mixup.hard=true")
+    return Step("pretrain", f"pretrain {set_} {method} {arm} seed{seed}", lay.checkpoint(seed, set_, method, arm),
+                argv=argv)
+
+
+def localize_step(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str) -> Step:
+    store = lay.store(seed, set_, method, "contracam")
+    argv = [str(BIN / "occon-localize"), f"data.path={train_images(lay.data(seed), set_)}",
+            f"output_dir={store}", f"model={lay.checkpoint(seed, set_, method, 'baseline')}",
+            f"image_size={recipe.localize_size}", "progress=false"]
+    return Step("localize", f"localize {set_} {method} seed{seed}", store / "index.jsonl", argv=argv)
+
+
+def eval_steps(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str, arm: str) -> List[Step]:
+    ckpt, out, data = lay.checkpoint(seed, set_, method, arm), lay.evals(seed, set_, method, arm), lay.data(seed)
+    size = [f"resize={recipe.crop}", f"crop={recipe.crop}", f"fast={str(recipe.eval_fast).lower()}",
+            "wandb.enabled=false", "progress=false", "num_workers=0"]
+    if set_ == "bg":
+        return [Step("eval", f"eval bgchallenge {set_} {method} {arm} seed{seed}", out / "eval_bgchallenge.json",
+                     argv=[str(BIN / "occon-eval-bgchallenge"), f"model={ckpt}", f"root={data / 'bg'}",
+                           f"output_dir={out}", *size])]
+    return [Step("eval", f"eval linear {set_} {method} {arm} seed{seed}", out / "eval_linear.json",
+                 argv=[str(BIN / "occon-eval-linear"), f"model={ckpt}", f"train_dir={data / 'ctx/single/train'}",
+                       f"test_dir={data / 'ctx/single/test'}", f"output_dir={out}", *size])]
+
+
+def localization_eval_step(lay: Layout, seed: int, set_: str, what: str, predictions: Path) -> Step:
+    out = lay.localization(seed, set_, what)
+    data = lay.data(seed)
+    return Step("eval", f"eval localization {set_} {what} seed{seed}", out / "eval_localization.json",
+                argv=[str(BIN / "occon-eval-localization"), f"predictions={predictions}",
+                      f"gt={gt_masks(data, set_)}", f"image_root={train_images(data, set_)}", f"output_dir={out}",
+                      "wandb.enabled=false", "progress=false", "overlays=0"])
+
+
+def prior_maps_step(lay: Layout, seed: int, set_: str) -> Step:
+    """The centred Gaussian and the whole image as prediction folders (occon_plugin.eval.baselines)."""
+    from occon_plugin.eval.baselines import centered_gaussian, whole_image_mask
+    from occon_plugin.images import list_images
+
+    root = lay.root / "priors" / f"seed{seed}" / set_
+
+    def make() -> None:
+        images = train_images(lay.data(seed), set_)
+        for rel in list_images(images):
+            with Image.open(images / rel) as im:
+                w, h = im.size
+            for name, m in (("gaussian", centered_gaussian(h, w)), ("whole_image", whole_image_mask(h, w))):
+                path = root / name / Path(rel).with_suffix(".png")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.clip(np.rint(np.asarray(m, np.float64) * 255), 0, 255).astype(np.uint8)).save(path)
+        (root / "done").write_text("ok\n")
+    return Step("generate", f"prior maps {set_} seed{seed}", root / "done", func=make)
+
+
+def control_store_step(lay: Layout, seed: int, set_: str, kind: str) -> Step:
+    from scenebias.stores import gt_mask, random_mask, write_store
+
+    store = lay.store(seed, set_, "-", kind)
+    data = lay.data(seed)
+
+    def make() -> None:
+        mask_of = gt_mask(gt_masks(data, set_)) if kind == "oracle" else random_mask(gt_masks(data, set_), seed)
+        write_store(train_images(data, set_), store, kind, mask_of)
+    return Step("generate", f"{kind} store {set_} seed{seed}", store / "index.jsonl", func=make)
+
+
+def plan(lay: Layout, recipe: Recipe, seeds: Sequence[int], sets: Sequence[str], methods: Sequence[str],
+         arms: Sequence[str], generate: Callable[[int], None]) -> List[Step]:
+    """Every step, in an order where each step's inputs come first."""
+    steps: List[Step] = []
+    for seed in seeds:
+        steps.append(Step("generate", f"data seed{seed}", lay.data(seed) / "meta.json",
+                          func=lambda seed=seed: generate(seed)))
+        for set_ in sets:
+            set_arms = [a for a in arms if not (a == "hardmix" and set_ != "bg")]
+            steps.append(prior_maps_step(lay, seed, set_))
+            for what in ("gaussian", "whole_image"):
+                steps.append(localization_eval_step(lay, seed, set_, what,
+                                                    lay.root / "priors" / f"seed{seed}" / set_ / what))
+            for kind in ("oracle", "random"):
+                if kind in set_arms:
+                    steps.append(control_store_step(lay, seed, set_, kind))
+                    steps.append(localization_eval_step(lay, seed, set_, kind, lay.store(seed, set_, "-", kind)))
+            for method in methods:
+                steps.append(pretrain_step(lay, recipe, seed, set_, method, "baseline"))
+                steps += eval_steps(lay, recipe, seed, set_, method, "baseline")
+                if {"contracam", "hardmix"} & set(set_arms):
+                    steps.append(localize_step(lay, recipe, seed, set_, method))
+                    steps.append(localization_eval_step(lay, seed, set_, f"contracam-{method}",
+                                                        lay.store(seed, set_, method, "contracam")))
+                for arm in set_arms:
+                    if arm == "baseline":
+                        continue
+                    steps.append(pretrain_step(lay, recipe, seed, set_, method, arm))
+                    steps += eval_steps(lay, recipe, seed, set_, method, arm)
+    return steps
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def run_step(lay: Layout, step: Step, threads: Optional[int] = None) -> float:
+    """Run one step (its output to its log file); returns its wall time. Raises StepFailed."""
+    start = time.time()
+    if step.func is not None:
+        step.func()
+        return time.time() - start
+    log = lay.log(step)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, **step.env)
+    env.setdefault("WANDB_MODE", "disabled")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    with open(log, "w") as fh:
+        fh.write("$ " + shlex.join(step.argv) + "\n")
+        fh.flush()
+        proc = subprocess.run(step.argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0 or not step.done.exists():
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise StepFailed(f"{step.label} failed (exit {proc.returncode}); log {log}: " + " | ".join(tail))
+    return time.time() - start
+
+
+def read_json(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def recipe_dict(recipe: Recipe) -> dict:
+    return asdict(recipe)

@@ -1,0 +1,249 @@
+"""Results of the scene-bias benchmark: collected from the evaluation files, aggregated over seeds (mean and
+standard error), checked against the paper's predictions, written as ``docs/science.md`` and a figure.
+
+Standard errors are over seeds (``std(ddof=1) / sqrt(n)``); differences between arms are paired by seed
+(same data, same seed) and their standard error is that of the per-seed differences. With one seed no
+standard error exists and none is printed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from scenebias.protocol import Layout, read_json
+
+BG_VARIANTS = ("original", "only_fg", "only_bg_t", "mixed_same", "mixed_rand", "mixed_next")
+ARM_TITLES = {"baseline": "baseline (no object-aware aug.)", "contracam": "ContraCAM of stage 1",
+              "oracle": "oracle (ground-truth masks)", "random": "random masks, same areas",
+              "hardmix": "BG-HardMix (ContraCAM)"}
+METHOD_TITLES = {"mocov2": "MoCo v2", "byol": "BYOL"}
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def mean_se(values: Sequence[Optional[float]]) -> dict:
+    v = np.array([x for x in values if x is not None], dtype=np.float64)
+    if len(v) == 0:
+        return {"mean": None, "se": None, "n": 0, "values": []}
+    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
+    return {"mean": float(v.mean()), "se": se, "n": int(len(v)), "values": [float(x) for x in v]}
+
+
+def partner_confusion(confusion: List[List[int]], partners: Dict[int, Optional[int]]) -> dict:
+    """From a confusion matrix (rows: true class): mean P(predicted = partner | true) over classes with a
+    partner, and the mean P(predicted = j | true) over the other wrong classes j (the chance level of a
+    confusion), so entanglement of co-occurring classes shows as ``partner >> other``."""
+    c = np.asarray(confusion, dtype=np.float64)
+    rows = c / np.maximum(c.sum(1, keepdims=True), 1)
+    part, other = [], []
+    for k, p in partners.items():
+        if p is None:
+            continue
+        part.append(rows[k, p])
+        others = [j for j in range(len(rows)) if j not in (k, p)]
+        other.append(rows[k, others].mean())
+    return {"partner": float(np.mean(part)), "other": float(np.mean(other))}
+
+
+def _bg_metrics(path: Path) -> Optional[dict]:
+    data = read_json(path)
+    if data is None:
+        return None
+    s = data["summary"]
+    out = {v: s.get(f"acc/{v}") for v in BG_VARIANTS}
+    out["bg_gap"] = s.get("bg_gap")
+    return out
+
+
+def _ctx_metrics(path: Path, partners: Dict[int, Optional[int]]) -> Optional[dict]:
+    data = read_json(path)
+    if data is None:
+        return None
+    pc = partner_confusion(data["confusion"], partners)
+    return {"single_acc": data["summary"]["test_acc"], "partner_confusion": pc["partner"],
+            "other_confusion": pc["other"]}
+
+
+def _loc_metrics(path: Path) -> Optional[dict]:
+    data = read_json(path)
+    if data is None:
+        return None
+    s = data["summary"]
+    return {"miou": s.get("mask_miou@0.5"), "maxboxacc": s.get("max_box_acc_v2")}
+
+
+def _per_image_iou(path: Path) -> Optional[Dict[str, float]]:
+    data = read_json(path)
+    if data is None:
+        return None
+    return {r["path"]: r.get("iou@0.5", r.get("iou")) for r in data["rows"]}
+
+
+def collect(lay: Layout, seeds, sets, methods, arms) -> dict:
+    """Every metric per (set, method, arm) and seed, aggregated; localization per (set, what)."""
+    out: dict = {"train": {}, "localization": {}}
+    for set_ in sets:
+        for method in methods:
+            for arm in arms:
+                if arm == "hardmix" and set_ != "bg":
+                    continue
+                per_seed = []
+                for seed in seeds:
+                    ev = lay.evals(seed, set_, method, arm)
+                    if set_ == "bg":
+                        m = _bg_metrics(ev / "eval_bgchallenge.json")
+                    else:
+                        meta = read_json(lay.data(seed) / "meta.json") or {}
+                        names = meta.get("classes", [])
+                        partners = {i: (names.index(p) if p else None)
+                                    for i, p in enumerate(meta.get("partners", {}).get(n) for n in names)}
+                        m = _ctx_metrics(ev / "eval_linear.json", partners)
+                    per_seed.append(m)
+                if not any(per_seed):
+                    continue
+                keys = next(m for m in per_seed if m).keys()
+                out["train"][f"{set_}/{method}/{arm}"] = {
+                    "per_seed": per_seed, **{k: mean_se([m[k] if m else None for m in per_seed]) for k in keys}}
+        whats = ["gaussian", "whole_image", "oracle", "random"] + [f"contracam-{m}" for m in methods]
+        for what in whats:
+            per_seed = [_loc_metrics(lay.localization(seed, set_, what) / "eval_localization.json") for seed in seeds]
+            if any(per_seed):
+                out["localization"][f"{set_}/{what}"] = {
+                    "per_seed": per_seed, **{k: mean_se([m[k] if m else None for m in per_seed])
+                                             for k in ("miou", "maxboxacc")}}
+    return out
+
+
+def paired(results: dict, key_a: str, key_b: str, metric: str, section: str = "train") -> dict:
+    """``a - b`` per seed (both present), mean and standard error."""
+    a, b = results[section].get(key_a), results[section].get(key_b)
+    if a is None or b is None:
+        return mean_se([])
+    diffs = [(x[metric] - y[metric]) if (x and y and x.get(metric) is not None and y.get(metric) is not None)
+             else None for x, y in zip(a["per_seed"], b["per_seed"])]
+    return mean_se(diffs)
+
+
+def fmt(stat: Optional[dict], digits: int = 3, signed: bool = False) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    m = f"{stat['mean']:+.{digits}f}" if signed else f"{stat['mean']:.{digits}f}"
+    return m + (f" ± {stat['se']:.{digits}f}" if stat.get("se") is not None else "")
+
+
+def targets(results: dict, methods: Sequence[str], sets: Sequence[str]) -> List[dict]:
+    """The paper's predictions as the issue states them, each met / missed / not measured, with numbers."""
+    rows = []
+
+    def add(name, ok, value):
+        rows.append({"target": name, "status": "not measured" if ok is None else ("met" if ok else "missed"),
+                     "value": value})
+
+    for set_ in sets:
+        for method in methods:
+            d = paired(results, f"{set_}/contracam-{method}", f"{set_}/gaussian", "miou", "localization")
+            add(f"{set_}: ContraCAM ({METHOD_TITLES[method]} stage 1) mIoU@0.5 >= centred Gaussian + 0.10",
+                None if d["mean"] is None else d["mean"] >= 0.10, f"difference {fmt(d, signed=True)}")
+    if "bg" in sets:
+        for method in methods:
+            base, cc = results["train"].get(f"bg/{method}/baseline"), results["train"].get(f"bg/{method}/contracam")
+            orc = results["train"].get(f"bg/{method}/oracle")
+            if base and cc:
+                gb, gc = base["bg_gap"]["mean"], cc["bg_gap"]["mean"]
+                ok = gc <= 0.5 * gb if gb is not None and gb > 0 else None
+                add(f"bg, {METHOD_TITLES[method]}: BG-Gap(contracam) <= 1/2 BG-Gap(baseline)", ok,
+                    f"{fmt(cc['bg_gap'])} vs {fmt(base['bg_gap'])}")
+                d = paired(results, f"bg/{method}/contracam", f"bg/{method}/baseline", "mixed_rand")
+                ok = (d["mean"] >= 2 * d["se"]) if d["se"] is not None else None
+                add(f"bg, {METHOD_TITLES[method]}: mixed_rand accuracy up by >= 2 s.e.", ok,
+                    f"paired difference {fmt(d, signed=True)}")
+                if orc:
+                    go = orc["bg_gap"]["mean"]
+                    denom = gb - go
+                    frac = (gb - gc) / denom if denom and denom > 0 else None
+                    add(f"bg, {METHOD_TITLES[method]}: ContraCAM closes >= 1/2 of the BG-Gap between baseline "
+                        "and oracle", None if frac is None else frac >= 0.5,
+                        "oracle gap not below the baseline's" if frac is None else f"{frac:.2f} of it")
+    if "ctx" in sets:
+        for method in methods:
+            d = paired(results, f"ctx/{method}/contracam", f"ctx/{method}/baseline", "single_acc")
+            ok = (d["mean"] >= 2 * d["se"]) if d["se"] is not None else None
+            add(f"ctx, {METHOD_TITLES[method]}: single-object accuracy of OA-Crop (ContraCAM) above the baseline "
+                "by >= 2 s.e.", ok, f"paired difference {fmt(d, signed=True)}")
+            r = paired(results, f"ctx/{method}/random", f"ctx/{method}/baseline", "single_acc")
+            if r["mean"] is not None and d["mean"] is not None:
+                add(f"ctx, {METHOD_TITLES[method]}: random boxes do not give the same gain", r["mean"] < d["mean"],
+                    f"random - baseline {fmt(r, signed=True)} vs ContraCAM - baseline {fmt(d, signed=True)}")
+    return rows
+
+
+def summary_text(results: dict, meta: dict) -> str:
+    lines = ["", "Scene-bias benchmark: " + ", ".join(f"{k}={meta[k]}" for k in ("size", "seeds", "methods"))]
+    for key, r in results["train"].items():
+        if key.startswith("bg/"):
+            lines.append(f"  {key:28s} orig {fmt(r['original'])}  only_fg {fmt(r['only_fg'])}  "
+                         f"same {fmt(r['mixed_same'])}  rand {fmt(r['mixed_rand'])}  gap {fmt(r['bg_gap'])}")
+        else:
+            lines.append(f"  {key:28s} single {fmt(r['single_acc'])}  partner conf {fmt(r['partner_confusion'])}  "
+                         f"other {fmt(r['other_confusion'])}")
+    for key, r in results["localization"].items():
+        lines.append(f"  loc {key:24s} mIoU@0.5 {fmt(r['miou'])}  MaxBoxAccV2 {fmt(r['maxboxacc'])}")
+    for t in targets(results, meta["methods"], meta["sets"]):
+        lines.append(f"  [{t['status']}] {t['target']}: {t['value']}")
+    return "\n".join(lines)
+
+
+def figure(results: dict, meta: dict, path: Path) -> Optional[Path]:
+    """Bar charts (mean ± s.e. over seeds): background set accuracy per variant and arm; contextual set
+    single-object accuracy and partner confusion per arm."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    methods = meta["methods"]
+    panels = [(s, m) for s in meta["sets"] for m in methods]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, (set_, method) in zip(axes[0], panels):
+        arms = [a for a in meta["arms"] if f"{set_}/{method}/{a}" in results["train"]]
+        if set_ == "bg":
+            metrics = ["only_fg", "mixed_same", "mixed_rand", "bg_gap"]
+        else:
+            metrics = ["single_acc", "partner_confusion", "other_confusion"]
+        width = 0.8 / max(len(arms), 1)
+        for i, arm in enumerate(arms):
+            r = results["train"][f"{set_}/{method}/{arm}"]
+            means = [r[k]["mean"] or 0 for k in metrics]
+            errs = [r[k]["se"] or 0 for k in metrics]
+            ax.bar(np.arange(len(metrics)) + i * width, means, width, yerr=errs, capsize=2, label=arm)
+        ax.set_xticks(np.arange(len(metrics)) + width * (len(arms) - 1) / 2)
+        ax.set_xticklabels(metrics, fontsize=8)
+        ax.set_title(f"{'background' if set_ == 'bg' else 'contextual'} set, {METHOD_TITLES[method]}", fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def write_markdown(path: Path, results: dict, meta: dict, lay: Layout) -> None:
+    from scenebias.markdown import render
+
+    fig = figure(results, meta, path.parent / "img" / "science.png")
+    text = render(results, meta, targets(results, meta["methods"], meta["sets"]),
+                  fig.relative_to(path.parent).as_posix() if fig else None)
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -244,6 +244,9 @@ class StoreWriter:
             self._check_manifest(manifest)
             for folder in (MASK_DIR, *EXTRA_DIRS):  # what a run killed mid-write left (atomic_path temporaries)
                 remove_temp_files(self.out_dir / folder)
+            for leftover in self.out_dir.iterdir():  # ... and a kill while close() rewrote the index / manifest
+                if leftover.name.startswith((f".{MANIFEST_FILE}.", f".{INDEX_FILE}.")) and is_temp_file(leftover.name):
+                    leftover.unlink(missing_ok=True)
             if manifest.get("complete"):  # finishing again (e.g. more images): marked incomplete at the
                 self._reopen = manifest   # first write, so a refused resume leaves the store as it was
             return

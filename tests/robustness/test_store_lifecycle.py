@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
+from pathlib import Path
 
 import pytest
 
@@ -131,6 +131,12 @@ def test_leftovers_of_a_kill_during_the_first_manifest_write_are_recognised(mixe
     (other / "notes.txt").write_text("mine")
     with pytest.raises(StoreFolderError, match="is not empty and is not an occon store"):
         run_localize(localize_settings(mixed.root, other))
+    # a kill while the finished run rewrote its index and manifest: the next run removes those temporaries
+    for target in ("index.jsonl", "manifest.json"):
+        fd, _name = tempfile.mkstemp(dir=out, prefix=f".{target}.", suffix=Path(target).suffix)
+        os.close(fd)
+    run_localize(localize_settings(mixed.root, out))
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [LOCK_FILE]
 
 
 @pytest.mark.kind("store.killed-start")

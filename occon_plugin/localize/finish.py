@@ -131,16 +131,18 @@ def resolve_post_workers(requested: Optional[int], device_type: str = "cuda", to
     """The number of post-processing processes to start for ``post_workers=requested``.
 
     ``None``: :func:`default_post_workers`. An explicit number above the cores this process may use
-    (:func:`usable_cores`) is capped to them, with one line on stderr saying so (``announce``): more
-    processes than cores cannot run at once, and each one holds its own copy of the libraries (~200 MB).
-    The store is the same whatever the number (byte for byte)."""
+    (:func:`usable_cores`, shared among the ranks of this machine, ``LOCAL_WORLD_SIZE``) is capped to them,
+    with one line on stderr saying so (``announce``): more processes than cores cannot run at once, and each
+    one holds its own copy of the libraries (~200 MB). The store is the same whatever the number (byte for byte)."""
     if requested is None:
         return default_post_workers(device_type, torch_threads)
-    cores = usable_cores()
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    cores = max(1, usable_cores() // ranks)
     if requested > cores:
         if announce:
-            print(f"[occon] post_workers={requested} is more than the {cores} CPU core(s) this process may use: "
-                  f"starting {cores}", file=sys.stderr, flush=True)
+            shared = f" (its share of {usable_cores()} among {ranks} ranks)" if ranks > 1 else ""
+            print(f"[occon] post_workers={requested} is more than the {cores} CPU core(s) this process may "
+                  f"use{shared}: starting {cores}", file=sys.stderr, flush=True)
         return cores
     return requested
 

@@ -118,7 +118,7 @@ def test_an_unguarded_script_gets_its_one_useful_line_without_worker_tracebacks(
 
 
 @pytest.mark.kind("run.worker-start")
-def test_more_post_workers_than_cores_are_capped_with_one_line(mixed, tmp_path, capsys):
+def test_more_post_workers_than_cores_are_capped_with_one_line(mixed, tmp_path, capsys, monkeypatch):
     from occon_plugin.localize.finish import resolve_post_workers, usable_cores
     from occon_plugin.localize.runner import run_localize
 
@@ -126,6 +126,9 @@ def test_more_post_workers_than_cores_are_capped_with_one_line(mixed, tmp_path, 
 
     cores = usable_cores()
     assert resolve_post_workers(cores, announce=False) == cores and resolve_post_workers(0) == 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cores))  # torchrun: the ranks share the machine's cores
+    assert resolve_post_workers(8, announce=False) == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     summary = run_localize(localize_settings(mixed.root, tmp_path / "store", "post_workers=64"))
     assert summary["post_workers"] == cores
     err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("[occon]")]

@@ -7,6 +7,7 @@ occon:
   enabled: true             # false: the host baseline whatever the rest says
   store: <store>            # written by occon-localize; required when an augmentation is on
   missing: error            # error | skip | full_image: images without a usable store entry
+  allow_v1_store: false     # true: train on a store from before fingerprints (schema v1), sizes checked only
   oa_crop: {enabled: true}  # (shorthand: oa_crop: true)
   bg_mixup: {enabled: true, p_mix: 0.4, hard: false, hard_threshold: 0.2, views: null}  # views: null = every view
 ```
@@ -50,6 +51,7 @@ class OcconSettings:
     enabled: bool = True
     store: Optional[str] = None
     missing: MissingPolicy = MissingPolicy.error  # type: ignore[valid-type]
+    allow_v1_store: bool = False                  # a schema-v1 store (no image fingerprints): refused unless true
     oa_crop: OaCropSettings = field(default_factory=OaCropSettings)
     bg_mixup: BgMixupSettings = field(default_factory=BgMixupSettings)
 
@@ -73,6 +75,7 @@ class OcconConfig:
 
     store: Path | None = None
     missing: str = "error"             # error | skip | full_image (occon_plugin.store.POLICIES)
+    allow_v1_store: bool = False       # train on a schema-v1 store (sizes checked only)
     oa_crop: bool = False
     bg_mixup: BgMixupConfig = BgMixupConfig()
 
@@ -98,7 +101,7 @@ def _plain(cfg: Any) -> dict:
     return dict(cfg)
 
 
-_BOOL_KEYS = ("enabled", "oa_crop.enabled", "bg_mixup.enabled", "bg_mixup.hard")
+_BOOL_KEYS = ("enabled", "allow_v1_store", "oa_crop.enabled", "bg_mixup.enabled", "bg_mixup.hard")
 _UNIT_KEYS = ("bg_mixup.p_mix", "bg_mixup.hard_threshold")
 
 
@@ -187,6 +190,7 @@ def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> 
     out = OcconConfig(
         store=Path(settings.store).expanduser() if settings.store else None,
         missing=settings.missing.name,
+        allow_v1_store=settings.allow_v1_store,
         oa_crop=settings.oa_crop.enabled,
         bg_mixup=BgMixupConfig(enabled=bg.enabled, p_mix=float(bg.p_mix), hard=bg.hard,
                                hard_threshold=float(bg.hard_threshold), views=views),

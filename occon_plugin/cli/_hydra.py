@@ -10,6 +10,7 @@ from typing import Callable, List, NoReturn, Optional, Tuple, TypeVar
 import hydra
 from omegaconf import DictConfig
 
+from occon_plugin.configs import packaged_config_dir, packaged_config_names  # noqa: F401  (used by the CLIs)
 from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, OcconError, format_error
 
 F = TypeVar("F", bound=Callable)
@@ -97,25 +98,6 @@ def absolutize_config_path(argv: Optional[List[str]] = None) -> None:
                 argv[i + 1] = os.path.abspath(argv[i + 1])
             elif arg.startswith(flag + "="):
                 argv[i] = flag + "=" + os.path.abspath(arg.split("=", 1)[1])
-
-
-def packaged_config_dir(kind: str) -> Optional[Path]:
-    """The folder of the YAMLs shipped for ``kind`` (``pretrain``, ``linear``): inside the installed
-    package (``occon_plugin/configs/<kind>``, put there by setup.py), or, in a source checkout /
-    editable install, the repository's ``scripts/<kind>``."""
-    package = Path(__file__).resolve().parents[1]
-    for candidate in (package / "configs" / kind, package.parent / "scripts" / kind):
-        if candidate.is_dir() and any(candidate.rglob("*.yaml")):
-            return candidate
-    return None
-
-
-def packaged_config_names(kind: str) -> List[str]:
-    """``<dataset>/<name>`` of every shipped YAML of ``kind`` (config groups excluded)."""
-    root = packaged_config_dir(kind)
-    if root is None:
-        return []
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.glob("*/*.yaml"))
 
 
 def _flag_value(argv: List[str], flags) -> Tuple[Optional[int], Optional[str]]:

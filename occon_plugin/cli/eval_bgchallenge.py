@@ -29,7 +29,9 @@ def run(cfg: DictConfig) -> dict:
     summary = {"model": info["model"], "bg_gap": out["bg_gap"], "best_l2": out["selection"]["best_l2"],
                **{f"acc/{r['set']}": r["accuracy"] for r in out["rows"]}}
     details = {"model_info": info, "selection": out["selection"], "classes": out["classes"],
-               "n_train_bad": out["n_train_bad"]}
+               "bg_gap_classes": out["bg_gap_classes"], "notes": out["notes"], "n_train_bad": out["n_train_bad"]}
+    for note in out["notes"]:  # a BG-gap over fewer classes, sets without some classes: said, and in the JSON
+        print(f"[occon] {note}")
     return finish(cfg, "eval_bgchallenge", rows, details, summary)
 
 

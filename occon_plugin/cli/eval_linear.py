@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.overrides import exit_on_bad_overrides
 from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish, setup_torch
-from occon_plugin.eval.features import extract_features
+from occon_plugin.eval.features import check_training_features, compare_to_training, extract_features
 from occon_plugin.eval.linear import linear_eval
 from occon_plugin.models import load_feature_model
 
@@ -24,7 +24,11 @@ def run(cfg: DictConfig) -> dict:
     kw = dict(resize=int(cfg.resize), crop=int(cfg.crop), batch_size=int(cfg.batch_size),
               num_workers=int(cfg.num_workers), device=device, progress=bool(cfg.progress))
     train = extract_features(model, cfg.train_dir, **kw)
+    check_training_features(train)  # one class (or one readable class): refused, 100 % would mean nothing
     test = extract_features(model, cfg.test_dir, classes=train.classes, **kw)
+    note = compare_to_training(train, test)  # a test class never trained: refused; fewer classes: said
+    if note:
+        print(f"[occon] {note}")
     groups = None
     if cfg.val_group_regex:  # e.g. COCO-Crop: crops of one photo share the stem before "_<ann id>"
         pattern = re.compile(str(cfg.val_group_regex))
@@ -38,7 +42,7 @@ def run(cfg: DictConfig) -> dict:
            "n_bad": len(train.bad) + len(test.bad), "feature_dim": int(train.X.shape[1])}
     details = {"model_info": info, "l2_table": res["l2_table"], "classes": train.classes,
                "confusion": res["confusion"],  # rows: true class, columns: predicted (test set)
-               "bad_images": train.bad + test.bad}
+               "test_classes": test.present, "notes": [note] if note else [], "bad_images": train.bad + test.bad}
     return finish(cfg, "eval_linear", [row], details, row)
 
 

@@ -38,11 +38,19 @@ def _loud_counts(res: dict, json_name: str) -> list[str]:
     if res["gt_problems"]:
         lines.append(f"[occon] {len(res['gt_problems'])} annotation(s) left out of the ground truth, e.g. "
                      + "; ".join(res["gt_problems"][:3]))
+    encodings = res.get("gt_encodings") or {}
+    if encodings:  # one line: every assumption made about mask files that are not plain binary
+        n = sum(len(v) for v in encodings.values())
+        lines.append(f"[occon] {n} of {n_scored} ground-truth masks are not plain binary (0/1 or 0/255), read as: "
+                     + "; ".join(f"{len(paths)} {rule} (e.g. {paths[0]})" for rule, paths in encodings.items())
+                     + f" (docs/eval.md; all in {json_name})")
     return lines
 
 
 def run(cfg: DictConfig) -> dict:
-    preds = open_predictions(cfg.predictions)
+    preds = open_predictions(cfg.predictions, bool(cfg.get("allow_v1_store", False)), cfg.image_root)
+    if preds.note:  # a schema-v1 store, allowed: said once
+        print(f"[occon] {preds.note}")
     gts = iter_ground_truth(cfg.gt, cfg.image_root, include_crowd=bool(cfg.include_crowd))
     out_dir = Path(cfg.output_dir)
     res = evaluate_localization(
@@ -77,7 +85,8 @@ def run(cfg: DictConfig) -> dict:
         raise DataError("nothing to score: the ground truth has neither masks nor boxes for the predicted images")
     write_results(out_dir, "per_image", res["per_image"])
     details = {"mask": m, "boxes": box, "missing": res["missing"], "failed": res["failed"],
-               "mismatched": res["mismatched"], "gt_problems": res["gt_problems"], "overlays": res["overlays"]}
+               "mismatched": res["mismatched"], "gt_problems": res["gt_problems"], "gt_encodings": res["gt_encodings"],
+               "store_note": preds.note, "overlays": res["overlays"]}
 
     def images(wandb):
         return {"overlays": [wandb.Image(p, caption=Path(p).name) for p in res["overlays"]]} if res["overlays"] else {}

@@ -88,6 +88,11 @@ def image_folder(cfg: DictConfig, key: str, transform, **kwargs) -> datasets.Ima
     return folder
 
 
+def _classes_with_images(folder: datasets.ImageFolder) -> list[str]:
+    have = {label for _, label in folder.samples}
+    return [c for i, c in enumerate(folder.classes) if i in have]
+
+
 def linear_eval(cfg: DictConfig) -> dict:
     from occon_plugin import host  # raises a one-line HostMissingError without solo-learn
     from occon_plugin.tracking import make_wandb_logger
@@ -99,14 +104,20 @@ def linear_eval(cfg: DictConfig) -> dict:
     # the plugin's decode rule (16-bit, modes, EXIF) and listing (hidden files, dangling links) for the host's ImageFolder
     folder_kw = {"loader": load_pil_image, "is_valid_file": is_listable_file}
     train_set = image_folder(cfg, "data.train_path", train_tf, **folder_kw)
-    if len(train_set.classes) < 2:
-        raise ConfigError(f"`data.train_path={cfg.data.train_path}` has {len(train_set.classes)} class "
-                          f"sub-folder(s): linear evaluation needs at least 2")
+    trained = _classes_with_images(train_set)
+    if len(train_set.classes) < 2 or len(trained) < 2:
+        raise ConfigError(f"`data.train_path={cfg.data.train_path}` has readable images of {len(trained)} class(es) "
+                          f"({', '.join(trained)}; {len(train_set.classes)} class sub-folder(s)): linear evaluation "
+                          f"needs at least 2 (a one-class classifier scores 100 % whatever the features)")
     val_path = OmegaConf.select(cfg, "data.val_path", default=None)
     val_set = image_folder(cfg, "data.val_path", val_tf, **folder_kw) if val_path else None
     if val_set is not None and val_set.classes != train_set.classes:
         raise ConfigError(f"`data.val_path` classes {val_set.classes} differ from `data.train_path` "
                           f"classes {train_set.classes}")
+    never = [c for c in (_classes_with_images(val_set) if val_set is not None else []) if c not in trained]
+    if never:
+        raise ConfigError(f"`data.val_path={val_path}` has images of {never} but `data.train_path` has no readable "
+                          f"image of them: they can never be predicted; add training images or remove them")
     cfg.data.num_classes = len(train_set.classes)  # top-k metrics are capped at it (host.py)
 
     if cfg.backbone.name is None:

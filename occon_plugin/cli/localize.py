@@ -72,6 +72,16 @@ def _report(summary: dict) -> None:
             print(f"    {item['path']}: {item['status']}")
         if len(skipped) > SHOW_BAD:
             print(f"    ... all {len(skipped)} with reasons in {out / 'manifest.json'} under skipped_images")
+    repaired = summary.get("redone_damaged") or {}
+    if repaired:
+        shown = [f"{p} ({why})" for p, why in list(repaired.items())[:SHOW_BAD]]
+        print(f"  {len(repaired)} damaged store entr{'y' if len(repaired) == 1 else 'ies'} localized again: "
+              f"{'; '.join(shown)}{' ...' if len(repaired) > SHOW_BAD else ''}")
+    changed = summary.get("changed_during_run") or []
+    if changed:
+        print(f"  {len(changed)} image(s) changed while being localized (replaced or still being written) and are "
+              f"not in the store: {', '.join(changed[:SHOW_BAD])}{' ...' if len(changed) > SHOW_BAD else ''}; run the "
+              f"same command again once they stay as they are (it adds them)")
     not_listed = summary.get("not_listed") or {}
     if not_listed:
         from occon_plugin.images import ImageList

@@ -86,7 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OcconError as err:
         print(format_error(err), file=sys.stderr)
         return USAGE_EXIT_CODE
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:  # not bad input (a bug, or the machine): still one line
         print(format_error(err), file=sys.stderr)
         return 1
 

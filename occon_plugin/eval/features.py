@@ -53,15 +53,62 @@ class Features:
     classes: list[str]
     paths: list[str]
     bad: list[str]  # messages of skipped images
+    folder: str = ""  # the class-folder tree they come from
+
+    @property
+    def present(self) -> list[str]:
+        """The classes with at least one readable image here, in ``classes`` order."""
+        have = set(np.unique(self.y).tolist())
+        return [c for i, c in enumerate(self.classes) if i in have]
+
+
+MIN_CLASSES = 2  # a one-class "classifier" scores 100 % whatever the features
+
+
+def check_training_features(train: Features) -> None:
+    """Refuse a training set with readable images of fewer than two classes (one class folder, or every image
+    of the others unreadable): linear evaluation would report 100 % for any features. Raises
+    :class:`~occon_plugin.images.DatasetError` naming the folder and the classes."""
+    present = train.present
+    if len(present) < MIN_CLASSES:
+        empty = [c for c in train.classes if c not in present]
+        raise DatasetError(
+            f"{train.folder}: linear evaluation needs readable training images of at least {MIN_CLASSES} classes; "
+            f"it has {len(present)} ({', '.join(present) or 'none'})"
+            + (f"; no readable image in {', '.join(empty)} ({len(train.bad)} unreadable)" if empty else "")
+            + ": a one-class classifier scores 100 % whatever the features. Give one sub-folder of images per class")
+
+
+def compare_to_training(train: Features, evaluated: Features) -> Optional[str]:
+    """Check a set to evaluate against the training set (same class names by construction:
+    :func:`labelled_listing`). Raises :class:`~occon_plugin.images.DatasetError` when it has images of a
+    class the training set has no readable image of (they could never be predicted right); returns a
+    one-line note when it lacks some training classes (the accuracy is then over the classes it has), else None."""
+    trained = set(train.present)
+    never = [c for c in evaluated.present if c not in trained]
+    if never:
+        raise DatasetError(f"{evaluated.folder}: class(es) {never} have images to evaluate but no readable training "
+                           f"image under {train.folder}, so they can never be predicted; add training images of them "
+                           f"or remove them from {evaluated.folder}")
+    lacking = [c for c in train.classes if c not in set(evaluated.present)]
+    if lacking:
+        return (f"{evaluated.folder} has images of {len(evaluated.present)} of the {len(train.classes)} training "
+                f"classes (none of {', '.join(lacking)}): its accuracy is over those")
+    return None
 
 
 def labelled_listing(folder, classes: Optional[Sequence[str]] = None) -> tuple[ImageList, list[str], np.ndarray]:
-    """List an ImageFolder-style tree; with ``classes`` given, its class names must be among them."""
+    """List an ImageFolder-style tree; with ``classes`` given, its class names must be among them. Without,
+    it is a training set: fewer than two class sub-folders (with images) raise :class:`DatasetError`."""
     listing = list_images(folder)
     if listing.classes is None:
         raise DatasetError(f"{folder}: expected one sub-folder per class (<folder>/<class>/<image>), "
                            "found images directly in the folder")
     if classes is None:
+        if len(listing.classes) < MIN_CLASSES:
+            raise DatasetError(f"{folder} has {len(listing.classes)} class sub-folder(s) with images "
+                               f"({', '.join(listing.classes)}): linear evaluation needs at least {MIN_CLASSES} (a "
+                               f"one-class classifier scores 100 % whatever the features)")
         return listing, list(listing.classes), np.asarray(listing.labels, dtype=np.int64)
     unknown = sorted(set(listing.classes) - set(classes))
     if unknown:
@@ -92,4 +139,4 @@ def extract_features(model: torch.nn.Module, folder, classes: Optional[Sequence[
         kept.extend(idx)
     if not feats:
         raise DatasetError(f"no readable image under {folder} ({len(bad)} bad, e.g. {bad[:2]})")
-    return Features(np.concatenate(feats), labels[kept], classes, [listing.paths[i] for i in kept], bad)
+    return Features(np.concatenate(feats), labels[kept], classes, [listing.paths[i] for i in kept], bad, str(folder))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional
@@ -30,6 +31,8 @@ class GroundTruth:
     boxes: np.ndarray  # float (K, 4) pixel x0y0x1y1 (x1 = x0 + w), K may be 0
     root: Optional[Path] = None  # image folder: the image is root / path
     problems: list[str] = field(default_factory=list)  # annotations left out, and why (named by id)
+    ignore: Optional[np.ndarray] = None  # bool (H, W): pixels no metric counts (a mask file's void label)
+    encoding: Optional[str] = None  # a mask file that is not plain binary: what was assumed (read_gt_mask)
 
 
 class GroundTruthError(DataError, ValueError):
@@ -160,15 +163,138 @@ def find_mask_file(mask_dir: Path, rel: str) -> Optional[Path]:
     return None
 
 
-def read_binary_mask(path: Path) -> np.ndarray:
-    """A GT mask file as bool (H, W): any nonzero pixel (of any channel) is foreground."""
+MAX_LABELS = 32                # a lossless mask with more distinct values is graded (antialiased), not a label map
+VOC_VOID_COLOUR = (224, 224, 192)  # PASCAL VOC's colour of the void (ignore) label in its colour-coded masks
+LOSSY_FORMATS = ("JPEG", "MPO")
+
+
+@dataclass
+class GtMask:
+    """A ground-truth mask file read by :func:`read_gt_mask`: ``object`` bool (H, W); ``ignore`` bool (H, W)
+    or None: pixels no metric counts (VOC void); ``encoding``: None for a plain binary mask (0/1 or
+    0/full scale), else what was assumed (one short sentence, printed once per kind by the CLI)."""
+
+    object: np.ndarray
+    ignore: Optional[np.ndarray] = None
+    encoding: Optional[str] = None
+
+
+def _full_scale(path: Path, mode: str, values: np.ndarray) -> float:
+    if mode == "1":
+        return 1.0
+    if mode.startswith("I;16"):
+        return 65535.0
+    if mode == "I":
+        if values.min() < 0 or values.max() > 65535:
+            raise GroundTruthError(f"ground-truth mask {path} holds 32-bit values outside 0..65535 (min {values.min()}, "
+                                   f"max {values.max()}); save it as an 8- or 16-bit PNG")
+        return 65535.0
+    if mode == "F":
+        if not np.isfinite(values).all():
+            raise GroundTruthError(f"ground-truth mask {path} holds NaN or infinite values; fix it")
+        if values.min() >= 0 and values.max() <= 1:
+            return 1.0
+        if values.min() >= 0 and values.max() <= 255:
+            return 255.0
+        raise GroundTruthError(f"ground-truth mask {path} holds float values outside [0, 1] and [0, 255] (min "
+                               f"{values.min()}, max {values.max()}); save it as an 8-bit PNG")
+    return 255.0
+
+
+def _value_rule(path: Path, values: np.ndarray, scale: float, lossy: bool, labels: bool = False,
+                what: str = "", say_binary: bool = False) -> GtMask:
+    """One channel of values (0 = background) -> object / ignore, by the rule of :func:`read_gt_mask`.
+    ``what`` prefixes the encoding note; a binary mask gets none unless ``say_binary``."""
+    distinct = np.unique(values)
+    top = f"{scale:g}"
+    if distinct.max() == 0:
+        return GtMask(values > 0, None, None)  # no object (also in a JPEG: zero stays zero)
+    if not lossy and (set(distinct.tolist()) <= {0, 1} or set(distinct.tolist()) <= {0, scale}):
+        return GtMask(values > 0, None, f"{what}binary" if say_binary else None)
+    if not labels and (lossy or len(distinct) > MAX_LABELS):
+        if distinct.max() < scale / 2:
+            raise GroundTruthError(
+                f"ground-truth mask {path} looks {'lossy' if lossy else 'graded'} ({len(distinct)} distinct values) "
+                f"but no pixel reaches half of its 0..{top} range (max {distinct.max():g}): object pixels cannot be "
+                f"told from compression noise; save the masks losslessly (PNG) with 0 = background")
+        kind = "lossy (JPEG)" if lossy else f"graded ({len(distinct)} values)"
+        half = f"{math.ceil(scale / 2)}" if values.dtype.kind in "iub" else f"{scale / 2:g}"  # integers: >= 128
+        return GtMask(values >= scale / 2, None, f"{what}{kind}: object = value >= {half} of {top}")
+    void = scale in distinct and len(set(distinct.tolist()) - {0, scale}) > 0
+    ignore = values == scale if void else None
+    obj = (values > 0) & ~ignore if void else values > 0
+    rule = (f"label map: 0 = background, {top} = void (ignored), other values = object" if void
+            else "label map: 0 = background, other values = object")
+    return GtMask(obj, ignore, f"{what}{rule}")
+
+
+def read_gt_mask(path: Path) -> GtMask:
+    """Read a ground-truth mask file of any mode or encoding by ONE rule (docs/eval.md, "Ground-truth masks").
+
+    1. **Alpha** (``LA``, ``RGBA``, ``PA``, or a ``transparency`` entry): when the alpha channel varies it
+       IS the mask (a cut-out: transparent = background), read by rule 4 on its values; a constant
+       alpha (e.g. all opaque) is dropped and the colour decides.
+    2. **Palette** (``P``): the palette *indices* are a label map (PASCAL VOC's convention): 0 =
+       background, 255 = void (ignored by every metric) when other labels are present, every other index
+       = object.
+    3. **Colour** (``RGB`` and other colour modes): a grey picture (R = G = B) is read as grey (rule 4).
+       Otherwise, lossy (JPEG) or with more than ``MAX_LABELS`` colours: object = brightest channel >=
+       128; else a colour-coded label map: black = background, VOC's void colour (224, 224, 192) =
+       ignored, every other colour = object.
+    4. **Grey values** (``1``, ``L``, 16-bit ``I;16``, 32-bit ``I`` within 0..65535, float ``F`` within
+       [0, 1] or [0, 255]) with the mode's full scale S (1, 255, 65535, 1.0 / 255): a lossy file (JPEG:
+       compression ringing) or more than ``MAX_LABELS`` distinct values (antialiased) is graded: object =
+       value >= S/2 (refused, naming the file, when no pixel reaches S/2 - e.g. a 0/1 mask saved as JPEG:
+       object and noise cannot be told apart); otherwise values within {0, 1} or {0, S} are binary
+       (non-zero = object), and anything else is a label map as in rule 2 (S = void when other labels
+       are present, e.g. VOC's 255 in an ``L`` PNG).
+
+    Raises :class:`GroundTruthError` naming the file (unreadable, values out of range).
+    """
     with Image.open(path) as img:
-        arr = np.asarray(img)
-    return arr.any(axis=2) if arr.ndim == 3 else arr > 0
+        img.seek(0)
+        img.load()
+        mode, lossy = img.mode, img.format in LOSSY_FORMATS
+        alpha = None
+        if mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in img.info:
+            alpha = np.asarray(img.convert("RGBA"))[..., 3]
+            if alpha.min() == alpha.max():
+                alpha = None  # constant (e.g. all opaque): dropped, the colour decides
+        if alpha is not None:
+            return _value_rule(path, alpha.astype(np.int64), 255.0, lossy, say_binary=True,
+                               what="alpha channel used as the mask (transparent = background), ")
+        if mode in ("P", "PA"):
+            indices = np.asarray(img)
+            indices = indices[..., 0] if indices.ndim == 3 else indices
+            return _value_rule(path, indices.astype(np.int64), 255.0, False, labels=True, what="palette indices, ")
+        if mode in ("1", "L", "I", "F") or mode.startswith("I;16"):
+            values = np.asarray(img)
+            values = values.astype(np.float64) if mode == "F" else values.astype(np.int64)
+            return _value_rule(path, values, _full_scale(path, mode, values), lossy)
+        rgb = np.asarray(img.convert("RGB"))
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return _value_rule(path, rgb[..., 0].astype(np.int64), 255.0, lossy)
+    brightest = rgb.max(axis=2)
+    colours = np.unique(rgb.reshape(-1, 3), axis=0)
+    if lossy or len(colours) > MAX_LABELS:
+        kind = "lossy (JPEG)" if lossy else f"graded ({len(colours)} colours)"
+        return GtMask(brightest >= 128, None, f"colour, {kind}: object = brightest channel >= 128")
+    void = (rgb == np.array(VOC_VOID_COLOUR, dtype=rgb.dtype)).all(axis=2)
+    if void.any():
+        return GtMask((brightest > 0) & ~void, void,
+                      "colour label map: black = background, (224, 224, 192) = VOC void (ignored), other colours = object")
+    return GtMask(brightest > 0, None, "colour label map: black = background, other colours = object")
+
+
+def read_binary_mask(path: Path) -> np.ndarray:
+    """The object pixels of a GT mask file as bool (H, W), by :func:`read_gt_mask`'s rule (ignored pixels
+    are not object)."""
+    return read_gt_mask(path).object
 
 
 def iter_mask_folder(image_dir, mask_dir) -> Iterator[GroundTruth]:
-    """GT from ``mask_dir/<rel stem>.png`` for every image ``image_dir/<rel>`` (boxes: mask components).
+    """GT from ``mask_dir/<rel stem>.png`` for every image ``image_dir/<rel>`` (boxes: the components of the
+    object pixels), each file read by :func:`read_gt_mask` (its ignored pixels and assumed encoding kept).
 
     Every image must have a mask of its own size: the first mismatch is an error naming both folders.
     """
@@ -185,8 +311,10 @@ def iter_mask_folder(image_dir, mask_dir) -> Iterator[GroundTruth]:
     for rel in listing.paths:
         mask_path = find_mask_file(mask_dir, rel)
         try:
-            mask = read_binary_mask(mask_path)
-        except (OSError, ValueError, SyntaxError) as exc:
+            gt_mask = read_gt_mask(mask_path)
+        except GroundTruthError:
+            raise
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise GroundTruthError(f"ground-truth mask {mask_path} cannot be read ({type(exc).__name__}: {exc}); "
                                    f"fix or remove it") from exc
         try:
@@ -194,11 +322,13 @@ def iter_mask_folder(image_dir, mask_dir) -> Iterator[GroundTruth]:
         except BadImageError as exc:
             raise GroundTruthError(f"{exc}: its ground-truth mask {mask_path} cannot be checked; fix or remove "
                                    f"the image") from exc
+        mask = gt_mask.object
         if mask.shape != (h, w):
             raise GroundTruthError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but image "
                                    f"{listing.abspath(rel)} is {w}x{h}: masks must have their image's size "
                                    f"(after EXIF orientation); nothing is resized")
-        yield GroundTruth(rel, w, h, mask, component_boxes(mask), listing.root)
+        yield GroundTruth(rel, w, h, mask, component_boxes(mask), listing.root, ignore=gt_mask.ignore,
+                          encoding=gt_mask.encoding)
 
 
 def iter_ground_truth(gt: str | Path, image_root=None, include_crowd: bool = True) -> Iterator[GroundTruth]:
@@ -213,5 +343,6 @@ def iter_ground_truth(gt: str | Path, image_root=None, include_crowd: bool = Tru
     raise GroundTruthNotFound(f"ground truth {gt} is neither a COCO .json file nor a mask folder")
 
 
-__all__ = ["GroundTruth", "GroundTruthError", "GroundTruthNotFound", "IMAGE_EXTENSIONS", "coco_boxes_xyxy", "component_boxes", "iter_coco",
-           "iter_mask_folder", "iter_ground_truth", "find_mask_file", "read_binary_mask"]
+__all__ = ["GroundTruth", "GroundTruthError", "GroundTruthNotFound", "GtMask", "IMAGE_EXTENSIONS", "coco_boxes_xyxy",
+           "component_boxes", "iter_coco", "iter_mask_folder", "iter_ground_truth", "find_mask_file", "read_binary_mask",
+           "read_gt_mask"]

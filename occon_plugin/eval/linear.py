@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from occon_plugin.errors import DataError
+
 FULL_GRID_SIZE = 45
 FAST_GRID_SIZE = 8
 
@@ -135,8 +137,12 @@ def select_l2(X_train, y_train, X_val, y_val, n_classes: int, l2_values: Sequenc
 def fit_with_validation(X, y, n_classes: Optional[int] = None, l2_values: Sequence[float] = tuple(l2_grid()),
                         val_fraction: float = 0.2, seed: int = 0, max_iter: int = 1000, groups=None
                         ) -> tuple[LinearClassifier, dict]:
-    """Choose l2 on a split of (X, y), then refit on all of (X, y). Returns (classifier, selection info)."""
+    """Choose l2 on a split of (X, y), then refit on all of (X, y). Returns (classifier, selection info).
+    Raises :class:`~occon_plugin.errors.DataError` when ``y`` holds fewer than 2 classes."""
     X, y = _check(X, y, "training set")
+    if np.unique(y).size < 2:  # a one-class fit predicts that class: 100 % on a one-class test set
+        raise DataError(f"linear evaluation needs training samples of at least 2 classes; got only class "
+                        f"{int(y[0])} ({len(y)} samples)")
     n_classes = int(n_classes if n_classes is not None else y.max() + 1)
     tr, va = stratified_split(y, val_fraction, seed, groups)
     best_l2, table = select_l2(X[tr], y[tr], X[va], y[va], n_classes, l2_values, max_iter)

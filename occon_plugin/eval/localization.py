@@ -25,6 +25,17 @@ def _overlay(gt: GroundTruth, pred: np.ndarray, threshold: float, path: Path) ->
     return save_png(render_overlay(image, cam, boxes[largest:largest + 1], gt.boxes), path)
 
 
+def without_ignored(pred: np.ndarray, ignore: Optional[np.ndarray]) -> np.ndarray:
+    """``pred`` with the ground truth's ignored (void) pixels set to the lowest value elsewhere, so they
+    neither make nor grow a box of the box metrics (what a prediction says there never counts, as in
+    the mask mIoU). A map whose pixels are all ignored is returned as it is."""
+    if ignore is None or not ignore.any() or ignore.all():
+        return pred
+    out = np.array(pred, dtype=np.float32, copy=True)
+    out[ignore] = out[~ignore].min()
+    return out
+
+
 POLICIES = ("error", "skip")
 _SHOW = 5
 
@@ -72,7 +83,9 @@ def evaluate_localization(predictions, ground_truth: Iterable[GroundTruth], thre
     annotations count in ``n_without_gt_mask``); boxes on maps and GT boxes resized to ``eval_size``
     squared (wsolevaluation's 224) or at image size when ``eval_size`` is None. Images without a GT
     box are left out of the box metrics (counted). Annotations the ground truth left out (degenerate
-    polygons, bad boxes) are listed in ``gt_problems``.
+    polygons, bad boxes) are listed in ``gt_problems``. Ground-truth pixels marked void (``GroundTruth.ignore``)
+    count in no metric (:func:`without_ignored`); mask files that are not plain binary are listed by the
+    encoding assumed in ``gt_encodings`` (:func:`occon_plugin.eval.groundtruth.read_gt_mask`).
     """
     from tqdm import tqdm
 
@@ -82,6 +95,7 @@ def evaluate_localization(predictions, ground_truth: Iterable[GroundTruth], thre
     masks = MaskMIoUAccumulator(threshold, sweep)
     box_acc = MaxBoxAccV2Accumulator(deltas, interval) if boxes else None
     per_image, missed, failed, mismatched, gt_problems, overlays = [], [], [], [], [], []
+    encodings: dict[str, list[str]] = {}  # ground-truth mask encoding assumed -> images (read_gt_mask)
     # predictions: .load(rel, w, h) -> map or None; optional .status(rel) and .mismatch(rel, w, h, root)
     status_of, mismatch_of = getattr(predictions, "status", None), getattr(predictions, "mismatch", None)
     no_box = no_mask = 0
@@ -105,19 +119,22 @@ def evaluate_localization(predictions, ground_truth: Iterable[GroundTruth], thre
             missed.append(gt.path)
             continue
         row = {"path": gt.path, f"iou@{threshold:g}": None, "n_gt_boxes": int(len(gt.boxes))}
+        if gt.encoding:
+            encodings.setdefault(gt.encoding, []).append(gt.path)
         if gt.mask is None:
             no_mask += 1
         else:
-            row[f"iou@{threshold:g}"] = masks.add(pred, gt.mask)
+            row[f"iou@{threshold:g}"] = masks.add(pred, gt.mask, gt.ignore)
         per_image.append(row)
         if box_acc is not None:
+            box_pred = without_ignored(pred, gt.ignore)
             if len(gt.boxes) == 0:
                 no_box += 1
             elif eval_size:
-                box_acc.add(resize_map(pred, eval_size, eval_size),
+                box_acc.add(resize_map(box_pred, eval_size, eval_size),
                             resize_boxes(gt.boxes, (gt.width, gt.height), (eval_size, eval_size)))
             else:
-                box_acc.add(pred, gt.boxes)
+                box_acc.add(box_pred, gt.boxes)
         if overlay_dir is not None and len(overlays) < overlay_count and gt.root is not None:
             target = Path(overlay_dir) / PurePosixPath(gt.path).with_suffix(".png")
             if _overlay(gt, pred, threshold, target) is not None:
@@ -138,7 +155,7 @@ def evaluate_localization(predictions, ground_truth: Iterable[GroundTruth], thre
     out = {"mask": masks.result() if masks.ious else None, "per_image": per_image, "missing": missed,
            "n_missing": len(missed), "failed": failed, "n_failed": len(failed),
            "mismatched": mismatched, "n_mismatched": len(mismatched), "n_without_gt_mask": no_mask,
-           "gt_problems": gt_problems, "overlays": [str(p) for p in overlays]}
+           "gt_problems": gt_problems, "gt_encodings": encodings, "overlays": [str(p) for p in overlays]}
     if box_acc is not None:
         out["boxes"] = box_acc.result() if box_acc.count else None
         out["n_without_gt_box"] = no_box

@@ -5,7 +5,8 @@ ground-truth binary mask; the mIoU is the mean over images. An image where both 
 the ground truth are empty counts as IoU 1 (nothing to find, nothing found).
 
 Soft masks may be float arrays in [0, 1] or uint8 arrays in [0, 255] (the store's 8-bit PNGs);
-uint8 is divided by 255 so one threshold means the same thing for both.
+uint8 is divided by 255 so one threshold means the same thing for both. Pixels a ground truth marks
+as void (``ignore``) count in neither the intersection nor the union.
 """
 from __future__ import annotations
 
@@ -43,16 +44,23 @@ def to_binary(gt) -> np.ndarray:
     return _as_2d(gt, "a ground-truth mask") > 0
 
 
-def iou_curve(pred_soft, gt_bin, thresholds: Sequence[float]) -> np.ndarray:
+def iou_curve(pred_soft, gt_bin, thresholds: Sequence[float], ignore=None) -> np.ndarray:
     """IoU of ``pred >= t`` with the ground truth, for every ``t`` in ``thresholds`` (exact).
 
-    Sorting once makes a whole threshold sweep cost one ``searchsorted`` per image.
+    ``ignore`` (bool (H, W) or None): pixels left out of both the intersection and the union (a ground
+    truth's void label): what the prediction says there never counts. Sorting once makes a whole
+    threshold sweep cost one ``searchsorted`` per image.
     """
     pred = to_soft(pred_soft)
     gt = to_binary(gt_bin)
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground-truth shape {gt.shape}; "
                          "resize the prediction to the image size first")
+    if ignore is not None:
+        keep = ~_as_2d(ignore, "an ignore mask").astype(bool)
+        if keep.shape != gt.shape:
+            raise ValueError(f"ignore mask shape {keep.shape} differs from ground-truth shape {gt.shape}")
+        pred, gt = pred[keep], gt[keep]
     t = np.asarray(thresholds, dtype=np.float64)
     all_sorted = np.sort(pred, axis=None)
     fg_sorted = np.sort(pred[gt], axis=None)
@@ -62,9 +70,10 @@ def iou_curve(pred_soft, gt_bin, thresholds: Sequence[float]) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def mask_iou(pred_soft, gt_bin, threshold: float = 0.5) -> float:
-    """IoU of one soft mask binarized at ``threshold`` with a binary ground-truth mask (both empty = 1)."""
-    return float(iou_curve(pred_soft, gt_bin, [threshold])[0])
+def mask_iou(pred_soft, gt_bin, threshold: float = 0.5, ignore=None) -> float:
+    """IoU of one soft mask binarized at ``threshold`` with a binary ground-truth mask (both empty = 1);
+    ``ignore``: pixels left out (see :func:`iou_curve`)."""
+    return float(iou_curve(pred_soft, gt_bin, [threshold], ignore)[0])
 
 
 def _check_pairs(preds, gts) -> tuple[list, list]:
@@ -91,9 +100,10 @@ class MaskMIoUAccumulator:
         self._thresholds = [self.threshold, *self.sweep]
         self.ious: list[np.ndarray] = []  # per image: IoU at [threshold, *sweep]
 
-    def add(self, pred_soft, gt_bin) -> float:
-        """Add one image; returns its IoU at the fixed threshold."""
-        curve = iou_curve(pred_soft, gt_bin, self._thresholds)
+    def add(self, pred_soft, gt_bin, ignore=None) -> float:
+        """Add one image (``ignore``: its pixels left out, see :func:`iou_curve`); returns its IoU at the
+        fixed threshold."""
+        curve = iou_curve(pred_soft, gt_bin, self._thresholds, ignore)
         self.ious.append(curve)
         return float(curve[0])
 

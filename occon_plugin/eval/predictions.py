@@ -30,6 +30,7 @@ class PredictionError(DataError, ValueError):
 
 class CamFolder:
     kind = "cam_dir"
+    note = None
 
     def __init__(self, root):
         self.root = Path(root)
@@ -76,8 +77,11 @@ class StorePredictions:
 
     kind = "store"
 
-    def __init__(self, root):
+    def __init__(self, root, allow_v1_store: bool = False, image_root=None):
+        """Raises :class:`~occon_plugin.store.UnverifiableStoreError` for a schema-v1 store unless
+        ``allow_v1_store`` (then :attr:`note` says what is not checked)."""
         self.store = Store.open(root)
+        self.note = self.store.require_fingerprints(allow_v1_store, "allow_v1_store", image_root)
 
     def status(self, rel: str) -> str:
         """``"ok"``, ``"missing"`` (no entry) or ``"failed"`` (the image was unreadable at localization)."""
@@ -120,9 +124,10 @@ def resize_map(cam: np.ndarray, width: int, height: int) -> np.ndarray:
     return cam
 
 
-def open_predictions(source):
-    """A store (a folder with ``manifest.json``) or a CAM folder."""
+def open_predictions(source, allow_v1_store: bool = False, image_root=None):
+    """A store (a folder with ``manifest.json``; see :class:`StorePredictions` for ``allow_v1_store``)
+    or a CAM folder."""
     source = Path(source)
     if (source / "manifest.json").is_file():
-        return StorePredictions(source)
+        return StorePredictions(source, allow_v1_store, image_root)
     return CamFolder(source)

@@ -8,6 +8,9 @@ file, header-only inspection and a cheap content fingerprint.
   entropy-coded stream at 1/8 scale, PNG: every chunk's CRC, other formats: a full decode).
 * :func:`file_fingerprint` - what a store entry was computed from (size + hash of the first and
   last 64 KiB): swapped, replaced or re-encoded files of the same size are told apart.
+* :func:`read_image` - the file read ONCE: its pixels and the fingerprint of the very bytes that were
+  decoded (:func:`bytes_fingerprint`, the same rule as :func:`file_fingerprint`), so a photo replaced
+  or truncated while it is being read is never described by another file's fingerprint.
 """
 from __future__ import annotations
 
@@ -55,17 +58,47 @@ def _read_bytes(path: Path) -> bytes:
         raise BadImageError(path, _reason(exc)) from exc
 
 
-def load_image(root: str | Path, rel: str) -> np.ndarray:
-    """Read ``root/rel`` as an ``H x W x 3`` uint8 RGB array by the shared decode rule
-    (:mod:`occon_plugin.images.decode`). Raises :class:`BadImageError` naming the file."""
-    path = Path(root) / rel
-    data = _read_bytes(path)
+def _decode(path: Path, data: bytes) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # palette transparency notes
             return decode_image_bytes(data)
     except _DECODE_ERRORS as exc:
         raise BadImageError(path, _reason(exc)) from exc
+
+
+def load_image(root: str | Path, rel: str) -> np.ndarray:
+    """Read ``root/rel`` as an ``H x W x 3`` uint8 RGB array by the shared decode rule
+    (:mod:`occon_plugin.images.decode`). Raises :class:`BadImageError` naming the file."""
+    path = Path(root) / rel
+    return _decode(path, _read_bytes(path))
+
+
+@dataclass
+class ReadImage:
+    """One image file read once: ``pixels`` (``H x W x 3`` uint8, the shared decode rule) or ``error``
+    (why it cannot be decoded), and ``fingerprint``: :func:`bytes_fingerprint` of the bytes that were
+    decoded (None when the file could not be read at all)."""
+
+    pixels: np.ndarray | None
+    fingerprint: str | None
+    error: BadImageError | None = None
+
+
+def read_image(root: str | Path, rel: str) -> ReadImage:
+    """Read ``root/rel`` once, decode those bytes and fingerprint the same bytes (what a store entry
+    records: the mask and its fingerprint describe one and the same file content, even when the file
+    is replaced or truncated while it is read). Never raises for a bad image: see :class:`ReadImage`."""
+    path = Path(root) / rel
+    try:
+        data = _read_bytes(path)
+    except BadImageError as err:
+        return ReadImage(None, None, err)
+    fingerprint = bytes_fingerprint(data)
+    try:
+        return ReadImage(_decode(path, data), fingerprint)
+    except BadImageError as err:
+        return ReadImage(None, fingerprint, err)
 
 
 def load_pil_image(path: str | Path) -> Image.Image:
@@ -149,17 +182,33 @@ def image_size(root: str | Path, rel: str) -> tuple[int, int]:
     return info.width, info.height
 
 
+def _fingerprint(size: int, head: bytes, tail: bytes) -> str:
+    """The one fingerprint rule: ``"<size>:<BLAKE2b-128 of size, first 64 KiB, last 64 KiB>"`` (the tail
+    is what follows the head when the file is at most 128 KiB: every byte counts once)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(size.to_bytes(8, "little"))
+    digest.update(head)
+    digest.update(tail)
+    return f"{size}:{digest.hexdigest()}"
+
+
+def bytes_fingerprint(data: bytes) -> str:
+    """:func:`file_fingerprint` of a file whose content is ``data`` (computed from memory)."""
+    size = len(data)
+    block = _FINGERPRINT_BLOCK
+    tail = data[size - block:] if size > 2 * block else data[block:]
+    return _fingerprint(size, data[:block], tail)
+
+
 def file_fingerprint(path: str | Path) -> str:
     """``"<size>:<hex>"``: the file's byte size and a BLAKE2b-128 hash of its first and last
-    64 KiB (the whole file when smaller). Costs two small reads, not a decode. Raises OSError."""
-    digest = hashlib.blake2b(digest_size=16)
+    64 KiB (the whole file when smaller). Costs two small reads, not a decode; equal to
+    :func:`bytes_fingerprint` of the file's content. Raises OSError."""
+    block = _FINGERPRINT_BLOCK
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
-        digest.update(size.to_bytes(8, "little"))
-        digest.update(fh.read(_FINGERPRINT_BLOCK))
-        if size > 2 * _FINGERPRINT_BLOCK:
-            fh.seek(size - _FINGERPRINT_BLOCK)
-            digest.update(fh.read(_FINGERPRINT_BLOCK))
-        elif size > _FINGERPRINT_BLOCK:
-            digest.update(fh.read())
-    return f"{size}:{digest.hexdigest()}"
+        head = fh.read(block)
+        if size > 2 * block:
+            fh.seek(size - block)
+        tail = fh.read(block) if size > block else b""
+    return _fingerprint(size, head, tail)

@@ -110,15 +110,63 @@ def default_post_workers(device_type: str = "cuda", torch_threads: int = 0) -> i
     of them (torch's intra-op threads), and workers on the same cores only take time from the forwards
     (measured on 2 cores: ``docs/benchmarks.md``), so only the cores beyond those get a worker (0: the
     post-processing runs in the main process)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     free = max(1, cores // ranks)
     if device_type == "cpu":
         free -= max(1, torch_threads)
     return max(0, min(MAX_AUTO_WORKERS, free))
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resolve_post_workers(requested: Optional[int], device_type: str = "cuda", torch_threads: int = 0,
+                         announce: bool = True) -> int:
+    """The number of post-processing processes to start for ``post_workers=requested``.
+
+    ``None``: :func:`default_post_workers`. An explicit number above the cores this process may use
+    (:func:`usable_cores`, shared among the ranks of this machine, ``LOCAL_WORLD_SIZE``) is capped to them,
+    with one line on stderr saying so (``announce``): more processes than cores cannot run at once, and each
+    one holds its own copy of the libraries (~200 MB). The store is the same whatever the number (byte for byte)."""
+    if requested is None:
+        return default_post_workers(device_type, torch_threads)
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    cores = max(1, usable_cores() // ranks)
+    if requested > cores:
+        if announce:
+            shared = f" (its share of {usable_cores()} among {ranks} ranks)" if ranks > 1 else ""
+            print(f"[occon] post_workers={requested} is more than the {cores} CPU core(s) this process may "
+                  f"use{shared}: starting {cores}", file=sys.stderr, flush=True)
+        return cores
+    return requested
+
+
+def exit_if_importing_main() -> None:
+    """In a worker process that is importing an unguarded main script (which calls ``run_localize`` or
+    starts a :class:`FinishPool` at import): end that worker quietly. Without this every worker prints the
+    same ~40-line multiprocessing traceback; the main process then reports the cause in one line
+    (:meth:`FinishPool._check_started`)."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SystemExit(1)  # not an Exception: the fork server's child exits without printing anything
+
+
+def main_script_unimportable() -> Optional[str]:
+    """The main script's name when worker processes cannot import it (a script fed on stdin:
+    ``python - <<EOF``), else None. Workers started by spawn or the fork server run the main script
+    again from its file; ``<stdin>`` has none."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        return None  # python -m module: imported by name
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.isfile(path):
+        return None  # interactive / python -c: nothing to import; a real file: imported again
+    return path
 
 
 def _exit_with(main_pid: int) -> None:
@@ -193,6 +241,13 @@ class FinishPool:
         :meth:`submit` waits for them, and a start that failed is reported there."""
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
+        exit_if_importing_main()
+        unimportable = main_script_unimportable() if workers > 0 else None
+        if unimportable is not None:
+            print(f"[occon] post_workers={workers}: worker processes cannot start from a main script read from "
+                  f"{unimportable} (they import it again); post-processing runs in this process (post_workers=0)",
+                  file=sys.stderr, flush=True)
+            workers = 0
         self.workers = workers
         self._pool: Optional[ProcessPoolExecutor] = None
         self._starting: list = []
@@ -229,11 +284,11 @@ class FinishPool:
         try:
             for future in starting:
                 future.result()
-        except BrokenProcessPool as exc:
+        except BrokenProcessPool:
             self._pool.shutdown(wait=False, cancel_futures=True)
             raise ResourceError(f"the {self.workers} post-processing worker processes did not start: a script that "
                                 f"calls run_localize needs the 'if __name__ == \"__main__\":' guard (the workers "
-                                f"import it again), or set post_workers=0") from exc
+                                f"import it again), or set post_workers=0") from None  # the cause says nothing more
 
     def submit(self, *args) -> Future:
         self._started()

@@ -24,14 +24,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from occon_plugin.errors import ConfigError, DataError
-from occon_plugin.images import BadImageError, ImageList, list_images, load_image
+from occon_plugin.errors import ConfigError, DataError, OcconError
+from occon_plugin.images import ImageList, ReadImage, list_images, read_image
 from occon_plugin.localize.crf import CrfParams
-from occon_plugin.localize.finish import CrfRun, Finished, FinishPool, FinishRules, default_post_workers
+from occon_plugin.localize.finish import (CrfRun, Finished, FinishPool, FinishRules, exit_if_importing_main,
+                                          resolve_post_workers)
 from occon_plugin.localize.refine import cam_masks, input_u8
 from occon_plugin.localize.presets import apply_preset
 from occon_plugin.models import load_cam_model
-from occon_plugin.store import StoreEntry, StoreWriter, find_mask_collisions
+from occon_plugin.store import ImageChangedError, StoreEntry, StoreWriter, find_mask_collisions
 from occon_plugin.store.format import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,9 @@ def _barrier(world_size: int) -> None:
         torch.distributed.barrier()
 
 
+REDO_ROUNDS = 2  # images whose file changed during the run are localized again at most this often
+
+
 def to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
     """uint8 HWC image -> float (3, size, size) in [0, 1] (antialiased bilinear), the ContraCAM input."""
     x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
@@ -232,6 +236,7 @@ class _Localizer:
             min_box_area=s.min_box_area, min_box_area_before_margin=s.min_box_area_before_margin,
             soft_masks=s.soft_masks, overlays=s.overlays)
         self.n_ok = self.n_bad = self.n_new = 0
+        self.changed: set[str] = set()  # images whose file changed between their read and their write: redone
         self.batch_forwards: list[int] = []  # backbone image-forwards per batch (top-up images included)
         # wall seconds of the main process, summed: waiting for finished images overlaps nothing
         self.stage_seconds = {"read": 0.0, "cam": 0.0, "submit": 0.0, "wait": 0.0, "write": 0.0}
@@ -240,18 +245,22 @@ class _Localizer:
         self.order = np.random.default_rng(s.seed).permutation(len(images))
         self.readers = ThreadPoolExecutor(max_workers=max(1, s.data.workers))
 
-    def _read(self, index: int) -> np.ndarray | BadImageError:
-        try:
-            return load_image(self.images.root, self.images.paths[index])
-        except BadImageError as err:
-            return err
+    def _read(self, index: int) -> ReadImage:
+        """The file read once: pixels (or why not) and the fingerprint of the bytes decoded."""
+        return read_image(self.images.root, self.images.paths[index])
 
-    def _record_bad(self, err: BadImageError, index: int) -> None:
+    def _record_bad(self, read: ReadImage, index: int) -> None:
         path = self.images.paths[index]
         if path not in self.writer.done_paths():
-            log.warning("skipping %s", err)
-            self.writer.write(StoreEntry(path=path, width=0, height=0, boxes=[], bg_rect=None,
-                                         status=f"bad_image: {err.reason}"), None)
+            try:
+                self.writer.write(StoreEntry(path=path, width=0, height=0, boxes=[], bg_rect=None,
+                                             status=f"bad_image: {read.error.reason}"), None,
+                                  fingerprint_read=read.fingerprint)
+            except ImageChangedError as err:
+                self.changed.add(path)  # being written right now? read again at the end of the run
+                log.info("%s", err)
+                return
+            log.warning("skipping %s", read.error)
             self.n_bad += 1
             self.n_new += 1
 
@@ -261,16 +270,17 @@ class _Localizer:
         earlier batches included)."""
         done = self.writer.done_paths()
         self.n_new = 0
-        members, loaded = [], []
+        members, loaded, read_fps = [], [], []
         clock = time.perf_counter()
         # Decoding runs in threads (PIL releases the GIL); results are used in batch order.
-        for k, image in enumerate(self.readers.map(self._read, [int(i) for i in batch])):
-            if isinstance(image, BadImageError):
+        for k, read in enumerate(self.readers.map(self._read, [int(i) for i in batch])):
+            if read.pixels is None:
                 if k < n_members:  # a top-up image's own batch records it
-                    self._record_bad(image, int(batch[k]))
+                    self._record_bad(read, int(batch[k]))
                 continue
             members.append((int(batch[k]), k < n_members))
-            loaded.append(image)
+            loaded.append(read.pixels)
+            read_fps.append(read.fingerprint)
         # Fewer than two readable images: borrow more from the start of the permutation as negatives.
         in_batch = set(int(i) for i in batch)
         for index in self.order:
@@ -279,10 +289,11 @@ class _Localizer:
             if int(index) in in_batch:
                 continue
             in_batch.add(int(index))
-            image = self._read(int(index))
-            if not isinstance(image, BadImageError):
+            read = self._read(int(index))
+            if read.pixels is not None:
                 members.append((int(index), False))
-                loaded.append(image)
+                loaded.append(read.pixels)
+                read_fps.append(read.fingerprint)
         targets = [k for k, (index, own) in enumerate(members) if own and self.images.paths[index] not in done]
         if not targets:
             return self.n_new + self.drain(self.keep)
@@ -300,7 +311,7 @@ class _Localizer:
             crf_rgb = (input_u8(x[targets]) if self.rules.crf.resolution == "input" else [loaded[k] for k in targets])
         clock = self._lap("cam", clock)
         self.pending.append([
-            (self.images.paths[members[k][0]],
+            (self.images.paths[members[k][0]], read_fps[k],
              self.pool.submit(cams[i], *loaded[k].shape[:2], crf_rgb[i], loaded[k] if self.s.overlays else None,
                               self.rules))
             for i, k in enumerate(targets)])
@@ -312,13 +323,12 @@ class _Localizer:
         how many were written."""
         written = 0
         while len(self.pending) > keep:
-            for path, future in self.pending.popleft():
+            for path, fingerprint, future in self.pending.popleft():
                 clock = time.perf_counter()
                 finished = self.pool.result(future)
                 clock = self._lap("wait", clock)
-                self._write(path, finished)
+                written += self._write(path, fingerprint, finished)
                 self._lap("write", clock)
-                written += 1
         return written
 
     def _lap(self, stage: str, since: float) -> float:
@@ -326,16 +336,41 @@ class _Localizer:
         self.stage_seconds[stage] += now - since
         return now
 
-    def _write(self, path: str, done: Finished) -> None:
+    def _write(self, path: str, fingerprint: str, done: Finished) -> int:
+        """Write one finished image (1), or nothing when its file changed since it was read (0: redone
+        at the end of the run, :meth:`redo_changed`)."""
         stem = Path(path).with_suffix(".png")
-        # soft mask and overlay before the index entry: a run stopped in between (disk full, Ctrl-C) redoes the image
-        if done.soft_png is not None:  # the pre-CRF soft mask too (e.g. for MaxBoxAccV2 on the CAM)
-            atomic_write_bytes(self.writer.out_dir / "soft" / stem, done.soft_png)
-        if done.overlay_png is not None:
-            atomic_write_bytes(self.writer.out_dir / "overlays" / stem, done.overlay_png)
-        self.writer.write(StoreEntry(path=path, width=done.width, height=done.height, boxes=done.boxes,
-                                     bg_rect=done.bg_rect), None, mask_png=done.mask_png)
+        try:
+            self.writer.check_source(path, fingerprint)
+            # soft mask and overlay before the index entry: a run stopped in between (disk full, Ctrl-C) redoes the image
+            if done.soft_png is not None:  # the pre-CRF soft mask too (e.g. for MaxBoxAccV2 on the CAM)
+                atomic_write_bytes(self.writer.out_dir / "soft" / stem, done.soft_png)
+            if done.overlay_png is not None:
+                atomic_write_bytes(self.writer.out_dir / "overlays" / stem, done.overlay_png)
+            self.writer.write(StoreEntry(path=path, width=done.width, height=done.height, boxes=done.boxes,
+                                         bg_rect=done.bg_rect), None, mask_png=done.mask_png,
+                              fingerprint_read=fingerprint)
+        except ImageChangedError as err:
+            self.changed.add(path)
+            log.info("%s", err)
+            return 0
         self.n_ok += 1
+        return 1
+
+    def redo_changed(self, mine: list, rounds: int = REDO_ROUNDS) -> int:
+        """Localize again the images whose file changed while they were localized (their batches, same
+        members, the files as they are now), up to ``rounds`` times; returns how many were written. Images
+        still changing after that stay in :attr:`changed` (not in the store; the caller reports them)."""
+        written = 0
+        for _ in range(rounds):
+            if not self.changed:
+                break
+            changed, self.changed = self.changed, set()
+            for batch, n_members in mine:
+                if any(self.images.paths[i] in changed for i in batch[:n_members]):
+                    written += self.run_batch(batch, n_members)
+            written += self.drain(0)
+        return written
 
 
 def run_localize(s: LocalizeSettings) -> dict:
@@ -344,6 +379,7 @@ def run_localize(s: LocalizeSettings) -> dict:
     With ``torch.distributed`` initialised, every rank calls this; ranks take disjoint whole batches
     and rank 0 merges the index into one store.
     """
+    exit_if_importing_main()  # a worker importing an unguarded script: it ends quietly, the main process says why
     check_settings(s)
     rank, world = _dist_info()
     if s.threads is not None:
@@ -366,11 +402,35 @@ def run_localize(s: LocalizeSettings) -> dict:
     check_settings(s)
     model_hash = model_fingerprint(s.model, model)
     settings = result_settings(s)
+    error = None
     if rank == 0:
-        writer = StoreWriter(s.output_dir, settings, model_hash, resume=s.resume, rank=0, world_size=world)
-    _barrier(world)
+        try:
+            writer = StoreWriter(s.output_dir, settings, model_hash, resume=s.resume, rank=0, world_size=world)
+        except OcconError as err:  # e.g. another run holds the store: every rank stops with it
+            error = err
+    _share_error(world, rank, error)
     if rank != 0:
         writer = StoreWriter(s.output_dir, settings, model_hash, rank=rank, world_size=world)
+    try:
+        return _localize(s, images, model, device, writer, rank, world)
+    except BaseException:
+        writer.abandon()  # what a killed run leaves (the lock released): the same command resumes
+        raise
+
+
+def _share_error(world: int, rank: int, error: OcconError | None) -> None:
+    """Raise rank 0's start error on every rank (the others would wait at the next barrier for ever)."""
+    if world > 1:
+        box = [None if error is None else str(error)]
+        torch.distributed.broadcast_object_list(box, src=0)
+        if rank != 0 and box[0] is not None:
+            raise DataError(f"rank 0 stopped: {box[0]}")
+    if error is not None:
+        raise error
+
+
+def _localize(s: LocalizeSettings, images: ImageList, model, device, writer: StoreWriter, rank: int,
+              world: int) -> dict:
     writer.attach_images(images.root, images.paths)  # entries from other files than these: refuse, naming them
     _barrier(world)  # every rank has cut its torn tail before anyone reads the done set
     done = writer.refresh_done()
@@ -383,10 +443,10 @@ def run_localize(s: LocalizeSettings) -> dict:
             mine.append((batch, n_members))
     todo = sum(sum(images.paths[i] not in done for i in batch[:n]) for batch, n in mine)
 
-    workers = (default_post_workers(device.type, torch.get_num_threads()) if s.post_workers is None
-               else s.post_workers)
+    workers = resolve_post_workers(s.post_workers, device.type, torch.get_num_threads(), announce=rank == 0)
     start = time.perf_counter()
     with FinishPool(workers if mine else 0, wait=False) as pool:  # the workers start during the first batch
+        workers = pool.workers if mine else workers  # 0 when they cannot start from this main script (stdin)
         localizer = _Localizer(s, images, model, device, writer, pool)
         localizer.stage_seconds["start"] = time.perf_counter() - start  # the worker processes' start
         try:
@@ -395,18 +455,29 @@ def run_localize(s: LocalizeSettings) -> dict:
                 for batch, n_members in mine:
                     bar.update(localizer.run_batch(batch, n_members))
                 bar.update(localizer.drain(0))
+                bar.update(localizer.redo_changed(mine))
         finally:
             localizer.readers.shutdown()
+    changed = sorted(localizer.changed)
+    if world > 1:  # rank 0's manifest names every rank's
+        gathered: list = [None] * world
+        torch.distributed.all_gather_object(gathered, changed)
+        changed = sorted(p for part in gathered for p in part)
+    if changed:
+        log.warning("%d image(s) kept changing while being localized and are not in the store: %s", len(changed),
+                    ", ".join(changed[:5]))
     seconds = time.perf_counter() - start
     _barrier(world)
+    extra = {"changed_during_run": changed} if changed else {}
     manifest = writer.close(listed=len(images), model=s.model, data=s.data.path, world_size=world,
-                            device=str(device), software={"torch": torch.__version__})
+                            device=str(device), software={"torch": torch.__version__}, **extra)
     _barrier(world)
     summary = {"store": str(Path(s.output_dir)), "listed": len(images), "already_done": len(done),
                "written_ok": localizer.n_ok, "written_bad": localizer.n_bad, "seconds": round(seconds, 2),
                "rank": rank, "world_size": world, "preset": s.preset, "post_workers": workers, "settings": result_settings(s),
                "forwards": int(sum(localizer.batch_forwards)), "batch_forwards": localizer.batch_forwards,
-               "stage_seconds": {k: round(v, 2) for k, v in localizer.stage_seconds.items()}, "not_listed": images.skipped}
+               "stage_seconds": {k: round(v, 2) for k, v in localizer.stage_seconds.items()}, "not_listed": images.skipped,
+               "changed_during_run": changed, "redone_damaged": dict(sorted(writer.repaired.items()))}
     if manifest is not None:
         summary["manifest"] = manifest
     return summary

@@ -74,6 +74,10 @@ _GELU_HEADS = ("head.mlp", "momentum_head.mlp")  # where DINO keeps its MLP (ALT
 # ------------------------------------------------------------------------------------------------
 # Loading without importing foreign code
 # ------------------------------------------------------------------------------------------------
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint file at the given path (bad input: one line, exit 2 in the CLIs)."""
+
+
 class _StandIn:
     """Takes the place of a pickled class from a module that must not be imported."""
 
@@ -496,11 +500,13 @@ def read_checkpoint(path, use_momentum: bool = False) -> Dict[str, Any]:
     """Load ``path`` (any supported layout) as an occon record (``occon-ckpt/2``).
 
     ``use_momentum=True`` takes the momentum (key) encoder and projector instead of the online ones.
-    Raises FileNotFoundError (no file) or :class:`CheckpointError` (naming the file and what was expected).
+    Raises :class:`CheckpointNotFoundError` (no such file; also a FileNotFoundError) or
+    :class:`CheckpointError` (naming the file and what was expected).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise CheckpointNotFoundError(f"checkpoint not found: {path} {what}; give the path of a checkpoint file")
     ckpt = torch_load(path)
     if isinstance(ckpt, dict) and ckpt.get("format") in (FORMAT, FORMAT_V1):
         return as_record(ckpt, str(path))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,12 +11,15 @@ from occon_plugin.errors import DataError
 from occon_plugin.store.format import (INDEX_FILE, MANIFEST_FILE, RANK_INDEX_GLOB, READABLE_VERSIONS, SCHEMA_NAME,
                                        StoreEntry, decode_mask_png, mask_from_u8, mask_relpath, parse_index)
 
-log = logging.getLogger(__name__)
 _SHOW = 5
 
 
 class StoreError(DataError, RuntimeError):
     """A store folder that cannot be used as it is."""
+
+
+class UnverifiableStoreError(StoreError):
+    """A schema-v1 store (no image fingerprints) used where the images must be verified."""
 
 
 class NoMaskError(StoreError, KeyError):
@@ -76,10 +78,31 @@ class Store:
                     + (f" ({'; '.join(problems[:_SHOW])}{more})" if problems else "")
                     + ". Repair it with `occon-localize data.path=<same images> output_dir=" + str(root)
                     + " resume=true` (recomputes only the lost entries) or rebuild it")
-        if manifest.get("schema_version") == 1:
-            log.warning("store %s was written before stores recorded image fingerprints (schema v1): a "
-                        "replaced image of the same size cannot be detected; rebuild it to be safe", root)
         return store
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.manifest.get("schema_version", 0))
+
+    def require_fingerprints(self, allow_v1: bool, key: str, images=None) -> str | None:
+        """The rule for a store written before entries recorded their image's fingerprint (schema v1),
+        shared by every reader that pairs masks with image files (both pretraining pipelines, the host's
+        own script, evaluation): refused unless the user allows it explicitly with ``key`` (e.g.
+        ``occon.allow_v1_store``), because a photo replaced by another of the same size would silently
+        get the other photo's mask. Raises :class:`UnverifiableStoreError` (the command that rebuilds
+        it named; ``images``: the image folder, for that command). Returns the one line to print when
+        allowed, None for a verifiable store."""
+        if self.schema_version != 1:
+            return None
+        if not allow_v1:
+            data = images if images is not None else "<the same images>"
+            raise UnverifiableStoreError(
+                f"store {self.root} was written before stores recorded image fingerprints (schema v1): a photo "
+                f"replaced by another of the same size since would be used with the other photo's mask. Rebuild "
+                f"it: `occon-localize data.path={data} output_dir={self.root} resume=false` (or into a new "
+                f"output_dir), or set {key}=true to use it with image sizes checked only")
+        return (f"store {self.root} is schema v1 (no image fingerprints; {key}=true): images are checked by size "
+                f"only, a replaced photo of the same size is not detected")
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -103,8 +126,9 @@ class Store:
         try:
             mask = decode_mask_png(mask_file)
         except (OSError, ValueError) as exc:
-            raise StoreError(f"cannot read the mask {mask_file} of {path} ({exc}); the store is damaged: "
-                             f"rebuild it with occon-localize") from exc
+            raise StoreError(f"cannot read the mask {mask_file} of {path} ({exc}); the store is damaged: run "
+                             f"occon-localize with the same data.path and output_dir={self.root} again (it redoes "
+                             f"the damaged entries)") from exc
         if mask.shape != (entry.height, entry.width):
             raise StoreError(f"mask {mask_file} is {mask.shape[1]}x{mask.shape[0]}, "
                              f"the index says {entry.width}x{entry.height}")

@@ -135,8 +135,9 @@ def validate_store(store: Store, images: ImageList, policy: str = "error", check
     if policy == "error" and report.unusable:  # extra entries alone (a subset of the store) are fine
         raise StoreMismatchError(
             f"store {store.root} does not match the images under {images.root}: {report.summary()}. "
-            f"Rebuild or extend the store with `occon-localize data.path=<same dataset> output_dir={store.root}` "
-            f"(resume=true adds missing images; resume=false rebuilds changed ones), or choose the mismatch "
+            f"Repair it with `occon-localize data.path={images.root} output_dir={store.root}` (it adds the missing "
+            f"images and redoes the damaged entries; changed or replaced photos need resume=false, which rebuilds "
+            f"the store), or choose the mismatch "
             f"policy occon.missing=skip (drop those images) or full_image (train them without object-aware "
             f"augmentation) to train anyway.")
     return report

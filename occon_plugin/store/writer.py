@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
 
-from occon_plugin.atomic import OUTPUT_ERRNOS, output_error, remove_temp_files
+from occon_plugin.atomic import OUTPUT_ERRNOS, is_temp_file, output_error, remove_temp_files
 from occon_plugin.errors import DataError, examples
 from occon_plugin.store.format import (INDEX_FILE, MANIFEST_FILE, MASK_DIR, RANK_INDEX_GLOB, SCHEMA_NAME,
                                        SCHEMA_VERSION, STATUS_OK, StoreEntry, atomic_write_bytes, atomic_write_json,
-                                       encode_mask_png, mask_relpath, png_size, rank_index_file, read_index_lines)
+                                       encode_mask_png, mask_png_problem, mask_relpath, png_size, rank_index_file,
+                                       read_index_lines)
 
 _SHOW = 5
+log = logging.getLogger(__name__)
+LOCK_FILE = ".occon-localize.lock"  # held (flock) by the writing run's rank 0; the kernel releases it when it dies
 
 
 class StoreSettingsMismatchError(DataError, RuntimeError):
@@ -29,7 +34,29 @@ class StoreFolderError(DataError, RuntimeError):
     """``output_dir`` cannot hold a store (not empty and not a store, or a damaged manifest)."""
 
 
+class StoreBusyError(StoreFolderError):
+    """Another run is writing into the same store folder (it holds the store's lock)."""
+
+
+class ImageChangedError(DataError, RuntimeError):
+    """The image file changed between the read an entry was computed from and the entry's write (replaced,
+    truncated, fixed or deleted while being localized): nothing is written for it; the caller redoes it."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(message)
+
+
+_NOW = object()  # write(): no fingerprint of the bytes read given, take the file's as it is now
+
+
 EXTRA_DIRS = ("overlays", "soft")  # what occon-localize may write beside the masks (overlays=, soft_masks=)
+
+
+def _start_leftover(name: str) -> bool:
+    """What a run killed before its first manifest was in place leaves in the store's top folder: the
+    lock file and ``atomic_path`` temporaries of ``manifest.json`` (``.manifest.json.<8 chars>.json``)."""
+    return name == LOCK_FILE or (name.startswith(f".{MANIFEST_FILE}.") and is_temp_file(name))
 
 
 class StoreWriter:
@@ -39,6 +66,12 @@ class StoreWriter:
     fsync'ed, so after a crash every line in the index has its mask and at most the last line
     is torn (ignored and cut off on resume). In a distributed run every rank appends to its own
     index file; rank 0's ``close()`` merges them (call it after a barrier).
+
+    One run writes a store at a time: rank 0 holds an exclusive ``flock`` on ``<out_dir>/.occon-localize.lock``
+    from its constructor to :meth:`close` / :meth:`abandon` (or the end of a ``with`` block); a second writer
+    is refused with :class:`StoreBusyError`. The kernel releases the lock when the holding process dies
+    (``kill -9``, out of memory), so a killed run never leaves a stale lock. Other ranks of the same run
+    do not take it.
     """
 
     def __init__(self, out_dir: str | Path, settings: dict, model_hash: str, *, resume: bool = True,
@@ -50,7 +83,9 @@ class StoreWriter:
         self.image_root: Path | None = None
         self.gone_paths: list[str] = []
         self.retry_paths: set[str] = set()  # bad images whose file changed since: localized again
+        self.repaired: dict[str, str] = {}  # damaged entries (mask file, boxes) localized again: path -> problem
         self._reopen: dict | None = None
+        self._lock_fh = None
         # Rank 0 creates/clears the store and writes the first manifest; other ranks only append.
         try:
             if rank == 0:
@@ -61,8 +96,9 @@ class StoreWriter:
             self._cut_torn_tail(self._index_path)
             self._done = self._read_done()
             self._fh = open(self._index_path, "ab")
-        except OSError as exc:
-            if exc.errno in OUTPUT_ERRNOS and not isinstance(exc, DataError):
+        except BaseException as exc:
+            self._unlock()
+            if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS and not isinstance(exc, DataError):
                 raise output_error(self.out_dir, exc) from exc
             raise
 
@@ -71,9 +107,12 @@ class StoreWriter:
         fingerprint of ``root/<path>``, and every entry already in the store (a resumed run) must
         have been computed from the same file as ``root/<path>`` now. Raises
         :class:`StoreSourceMismatchError` naming the files that differ (another folder with the
-        same file names, swapped or replaced photos). An entry of an image that was unreadable
-        and whose file changed since (fixed) is localized again: its new line supersedes the old."""
+        same file names, swapped or replaced photos). Localized again (their new line supersedes
+        the old): an entry of an image that was unreadable and whose file changed since (fixed),
+        and every entry the store validator finds damaged (mask file missing, empty, truncated,
+        corrupt or of the wrong size; NaN, inverted or outside boxes; see :attr:`repaired`)."""
         from occon_plugin.images import fingerprints
+        from occon_plugin.images.check import parallel_map
 
         self.image_root = Path(root)
         listed = set(paths)
@@ -99,8 +138,24 @@ class StoreWriter:
                 f"under {root}: {len(changed)} differ ({examples(changed, show=_SHOW)}). Resuming would keep "
                 f"masks of other photos: use a new output_dir, or resume=false to rebuild this store")
         self.gone_paths = sorted(gone)  # in the store, no longer listed: kept (reported by validation)
-        self.retry_paths = retry
-        self._done -= retry
+
+        def damage(row: dict) -> str | None:  # the validator's checks (store/validate.py), on one entry
+            try:
+                entry = StoreEntry.from_dict(row)
+            except (KeyError, TypeError, ValueError) as exc:
+                return f"malformed entry ({type(exc).__name__}: {exc})"
+            if not entry.ok:
+                return None
+            return entry.problem() or mask_png_problem(self.mask_file(entry.path), entry.width, entry.height)
+
+        kept = [r for r in rows if r["path"] in listed and r["path"] not in retry]
+        self.repaired = {r["path"]: why for r, why in zip(kept, parallel_map(damage, kept)) if why}
+        if self.repaired and self.rank == 0:
+            shown = [f"{p} ({why})" for p, why in sorted(self.repaired.items())]
+            log.warning("store %s: %d damaged entr%s localized again: %s", self.out_dir, len(shown),
+                        "y is" if len(shown) == 1 else "ies are", examples(shown, show=_SHOW))
+        self.retry_paths = retry | set(self.repaired)
+        self._done -= self.retry_paths
 
     def _fingerprint(self, path: str) -> str | None:
         if self.image_root is None:
@@ -111,6 +166,17 @@ class StoreWriter:
             return file_fingerprint(self.image_root / path)
         except OSError:
             return None
+
+    def check_source(self, path: str, fingerprint_read: str | None) -> None:
+        """Raise :class:`ImageChangedError` when the image file ``path`` no longer is the content whose
+        fingerprint was ``fingerprint_read`` (None: the file could not be read then). No-op before
+        :meth:`attach_images`."""
+        if self.image_root is None:
+            return
+        now = self._fingerprint(path)
+        if now != fingerprint_read:
+            raise ImageChangedError(path, f"{self.image_root / path} changed while it was being localized (read as "
+                                          f"{fingerprint_read or 'unreadable'}, now {now or 'unreadable'})")
 
     # ---- setup -------------------------------------------------------------------------
     def _read_manifest(self) -> dict | None:
@@ -126,6 +192,33 @@ class StoreWriter:
             raise StoreFolderError(f"{path} is not an occon store manifest; choose another output_dir")
         return manifest
 
+    def _lock(self) -> None:
+        """Take the store's lock (rank 0) or raise :class:`StoreBusyError` naming the holder."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        path = self.out_dir / LOCK_FILE
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = " ".join(fh.read().split()) or "unknown"
+            fh.close()
+            raise StoreBusyError(f"store {self.out_dir} is being written by another run (process {holder}; it holds "
+                                 f"{path}): wait for it to finish, or choose another output_dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        self._lock_fh = fh
+
+    def _unlock(self) -> None:
+        fh, self._lock_fh = self._lock_fh, None
+        if fh is not None:
+            fh.close()  # closing the file releases the flock (the file itself stays: no unlink race)
+
     def _prepare(self, resume: bool) -> None:
         manifest = self._read_manifest()
         if manifest is not None and manifest.get("schema") != SCHEMA_NAME:
@@ -133,9 +226,17 @@ class StoreWriter:
                                    f"choose another output_dir")
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise StoreFolderError(f"output_dir {self.out_dir} is a file; choose a new or empty folder")
-        if manifest is None and self.out_dir.exists() and any(self.out_dir.iterdir()):
+        if manifest is None and self.out_dir.exists() and any(not _start_leftover(p.name)
+                                                              for p in self.out_dir.iterdir()):
             raise StoreFolderError(f"output_dir {self.out_dir} exists, is not empty and is not an occon store; "
                                    f"choose a new or empty folder")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        manifest = self._read_manifest()  # again, under the lock (a run that started first may have made it)
+        if manifest is None:  # a run killed before its first manifest was in place: nothing else was written
+            for leftover in self.out_dir.iterdir():
+                if leftover.name != LOCK_FILE and _start_leftover(leftover.name):
+                    leftover.unlink(missing_ok=True)
         if manifest is not None and not resume:
             self._clear()  # resume=false: start over, deleting only what a store consists of
             manifest = None
@@ -143,6 +244,9 @@ class StoreWriter:
             self._check_manifest(manifest)
             for folder in (MASK_DIR, *EXTRA_DIRS):  # what a run killed mid-write left (atomic_path temporaries)
                 remove_temp_files(self.out_dir / folder)
+            for leftover in self.out_dir.iterdir():  # ... and a kill while close() rewrote the index / manifest
+                if leftover.name.startswith((f".{MANIFEST_FILE}.", f".{INDEX_FILE}.")) and is_temp_file(leftover.name):
+                    leftover.unlink(missing_ok=True)
             if manifest.get("complete"):  # finishing again (e.g. more images): marked incomplete at the
                 self._reopen = manifest   # first write, so a refused resume leaves the store as it was
             return
@@ -159,6 +263,11 @@ class StoreWriter:
     def _check_manifest(self, manifest: dict | None) -> None:
         if manifest is None:
             raise StoreFolderError(f"{self.out_dir / MANIFEST_FILE} missing: rank 0 must create the store first")
+        if manifest.get("schema_version") == 1:
+            raise StoreSettingsMismatchError(
+                f"store {self.out_dir} was written before stores recorded image fingerprints (schema v1): its "
+                f"entries cannot be verified against the images, so it is not resumed; rebuild it with resume=false "
+                f"(or use a new output_dir)")
         if manifest.get("schema_version") != SCHEMA_VERSION:
             raise StoreSettingsMismatchError(
                 f"store {self.out_dir} has schema version {manifest.get('schema_version')}, this code writes "
@@ -206,13 +315,23 @@ class StoreWriter:
     def mask_file(self, path: str) -> Path:
         return self.out_dir / mask_relpath(path)
 
-    def write(self, entry: StoreEntry, mask_u8: np.ndarray | None, mask_png: bytes | None = None) -> None:
+    def write(self, entry: StoreEntry, mask_u8: np.ndarray | None, mask_png: bytes | None = None, *,
+              fingerprint_read=_NOW) -> None:
         """Write one image: its mask (None for a failed image) then its index line.
 
         The mask comes as a uint8 ``height x width`` array, or already encoded as ``mask_png`` (8-bit
-        grayscale PNG bytes of that size, e.g. from a worker process: its header is checked)."""
+        grayscale PNG bytes of that size, e.g. from a worker process: its header is checked).
+
+        After :meth:`attach_images` the entry records an image fingerprint. ``fingerprint_read``: the
+        fingerprint of the bytes the entry was computed from (:func:`occon_plugin.images.read_image`;
+        None: the file could not be read); when the file now differs, :class:`ImageChangedError` is
+        raised and nothing is written (so an entry never carries another content's fingerprint). Left
+        out, the caller vouches that the entry was computed from the file as it is now."""
         if entry.path in self._done:
             raise ValueError(f"{entry.path} is already in the store {self.out_dir}")
+        if fingerprint_read is not _NOW:
+            self.check_source(entry.path, fingerprint_read)
+            entry.fingerprint = fingerprint_read
         if self._reopen is not None:  # a finished store gets new entries: incomplete until close()
             self._reopen["complete"] = False
             atomic_write_json(self.out_dir / MANIFEST_FILE, self._reopen)
@@ -246,8 +365,15 @@ class StoreWriter:
         self._done.add(entry.path)
         self.retry_paths.discard(entry.path)
 
+    def abandon(self) -> None:
+        """Stop writing without finishing: close the index file and release the lock, as a killed run
+        would (the store stays incomplete; a rerun resumes it). Idempotent."""
+        if not self._fh.closed:
+            self._fh.close()
+        self._unlock()
+
     def close(self, **extra) -> dict | None:
-        """Rank 0: merge all index files, sort by path, write the final manifest (atomically).
+        """Rank 0: merge all index files, sort by path, write the final manifest (atomically), release the lock.
 
         ``extra`` (JSON-able) goes into the manifest, e.g. ``listed=<number of images listed>``.
         Other ranks only close their file. Returns the manifest on rank 0.
@@ -255,6 +381,12 @@ class StoreWriter:
         self._fh.close()
         if self.rank != 0:
             return None
+        try:
+            return self._finish(extra)
+        finally:
+            self._unlock()
+
+    def _finish(self, extra: dict) -> dict:
         merged: dict[str, dict] = {}
         rank_files = sorted(self.out_dir.glob(RANK_INDEX_GLOB))
         for path in [self.out_dir / INDEX_FILE, *rank_files]:
@@ -274,5 +406,4 @@ class StoreWriter:
         return self
 
     def __exit__(self, *exc):
-        if not self._fh.closed:
-            self._fh.close()
+        self.abandon()

@@ -70,6 +70,9 @@ def test_wheel_puts_the_hook_and_the_yamls_in_site_packages(wheel_venv):
     assert module.startswith(str(site)) and pretrain_dir.startswith(str(site))
     assert {"coco/mocov2_occon", "custom/byol_occon", "imagenet-9/mocov2_occon"} <= set(names)
     assert linear == ["custom/linear"]
+    # the command docs/hosts.md gives for the host's own scripts: the installed YAMLs' folder
+    printed = sh([venv / "bin" / "python", "-m", "occon_plugin.configs", "pretrain"], cwd=root).strip()
+    assert printed == pretrain_dir and (Path(printed) / "coco" / "mocov2_occon.yaml").is_file()
 
 
 def test_host_import_alone_sees_the_methods_from_the_wheel(wheel_venv):

@@ -19,7 +19,7 @@ DOC = HERE.parents[1] / "docs" / "robustness.md"
 @dataclass(frozen=True)
 class Kind:
     id: str
-    issue: str        # item of issue 10, or "found" for kinds the battery added
+    issue: str        # item of issue 10 ("18.<n>": item of issue 18), or "found" for kinds the battery added
     what: str         # the input or fault
     where: str        # paths it can occur in
     behaviour: str    # what happens now (asserted by the tests)
@@ -111,6 +111,51 @@ KINDS = [
          "with `crf.resolution=image` the CRF runs at a bounded working size (`crf.max_pixels`, 4 MP; spatial "
          "widths scaled), the mask is stored at full size; 12 MP photo: peak memory 3.16 -> 1.71 GiB "
          "(`bench/robustness.py crf`); the presets' `crf.resolution=input` refines at the model input size"),
+    # issue 18 (round 2), part A: localization, stores, evaluation
+    Kind("store.changed-while-localized", "18.1", "a photo replaced, truncated or still being written while it is "
+         "localized (between its read and its entry's write)", "localize; every fingerprint check",
+         "the file is read once: decoded and fingerprinted from the same bytes (`read_image`); the writer refuses an "
+         "entry whose file changed since (`ImageChangedError`) and the run localizes it again from the new file "
+         "(its batch, up to 2 rounds); a file still changing is left out, named in one line and in the manifest "
+         "(`changed_during_run`), and the same command adds it; resume, store validation and eval compare with "
+         "`file_fingerprint`, the same rule"),
+    Kind("gt.encodings", "18.3", "ground-truth mask files: palette with VOC's 255 = void, `L` 0/1, 0/255, label "
+         "maps with 255 = void, JPEG (ringing), RGBA opaque or cut-out, colour-coded with VOC's void colour, 16-bit, "
+         "1-bit, float; values other than 0/1/255", "eval (mask folders)",
+         "one rule (`read_gt_mask`, docs/eval.md): palette = label map, lossy/graded = value >= half scale, alpha "
+         "that varies = the mask, colour: black = background; void pixels count in no metric (mIoU, MaxBoxAccV2, "
+         "CorLoc); a perfect prediction scores 1.0 on every encoding; one line says what was assumed for masks "
+         "that are not plain binary (JSON: `gt_encodings`); a 0/1 JPEG or out-of-range values are refused by name"),
+    Kind("eval.mismatched-sets", "18.4", "one-class training set (one folder, or every image of the other classes "
+         "unreadable), a test class without readable training images, class names that differ, a test set or "
+         "Background Challenge variant lacking classes", "occon-eval-linear, occon-eval-bgchallenge, occon-linear",
+         "fewer than 2 training classes: one line, exit 2, in every linear evaluation; a class that can never be "
+         "predicted or an unknown class name: one line, exit 2; a set lacking classes: scored over the classes it "
+         "has, said in one line and in the JSON; BG-gap over the classes both mixed_same and mixed_rand have, said "
+         "in one line (JSON: `bg_gap_classes`, `notes`)"),
+    Kind("store.schema-v1", "18.6", "a store from before fingerprints (schema v1)", "both pipelines, the host's "
+         "script, eval, localize", "refused with one line naming the command that rebuilds it (`occon-localize ... "
+         "resume=false`) unless `occon.allow_v1_store=true` (eval: `allow_v1_store=true`), then said once; "
+         "occon-localize does not resume it (resume=false rebuilds it)"),
+    Kind("store.concurrent-localize", "18.10", "two `occon-localize` into one store folder; a writer killed with "
+         "`kill -9`", "localize (every StoreWriter)", "the second is refused with one line naming the holder's "
+         "process (exit 2), the store untouched: rank 0 holds an `flock` on `.occon-localize.lock` until "
+         "close/abandon, released by the kernel when its process dies (no stale lock); under torchrun rank 0's "
+         "refusal stops every rank"),
+    Kind("store.killed-start", "18.11", "a kill during the very first manifest write (`.manifest.json.*` left); "
+         "damaged masks or entries found by the validator", "localize, both pipelines",
+         "the leftovers are recognised and removed (a user's file still makes the folder \"not a store\"); the "
+         "validator's message names the `occon-localize` command, and that rerun redoes every damaged entry "
+         "(same masks as an uninterrupted run)"),
+    Kind("run.worker-start", "18.13", "a script fed on stdin (`python - <<EOF`), an unguarded script, "
+         "`post_workers` above the cores", "localize (FinishPool)",
+         "stdin: post-processing in the main process with one line; unguarded: the workers end quietly and the "
+         "script's one error line says to add the `__main__` guard or post_workers=0 (no worker tracebacks); more "
+         "post_workers than usable cores: capped to the cores with one line (the store is the same)"),
+    Kind("cli.small", "18.14", "`occon-zoo convert` of a missing file or a folder; where are the installed YAMLs",
+         "occon-zoo, every command taking a checkpoint; host scripts",
+         "one line, exit 2 (`CheckpointNotFoundError`); `python -m occon_plugin.configs [pretrain|linear|cli]` prints "
+         "the folders (docs/hosts.md, README)"),
     # found by the battery
     Kind("found.unwritable-output", "found", "read-only or full output folder", "localize, pretraining",
          "one line naming the file and what to do, exit 2; nothing half-written"),
@@ -145,7 +190,7 @@ def render(covered: dict[str, list[str]] | None = None) -> str:
         "# Robustness: bad inputs and faults",
         "",
         "What the plugin does with each kind of bad input or fault, in every path it can occur in",
-        "(issue 10). Every row is asserted by the tests named in its last column (`tests/robustness/`);",
+        "(issues 10 and 18). Every row is asserted by the tests named in its last column (`tests/robustness/`);",
         "`tests/robustness/test_docs.py` fails when a row has no test or this page is out of date.",
         "Regenerate it with `.venv/bin/python tests/robustness/kinds.py --write`.",
         "",
@@ -206,7 +251,14 @@ battery asserts the DALI epoch after a resume equals the uninterrupted epoch pix
 - The fingerprint reads the first and last 64 KiB and the size: an edit confined to the middle of a
   large file that keeps its size is not seen.
 - A resumed localization refuses any *localized* image whose file changed (`resume=false` rebuilds the
-  store); only images that were unreadable and have been fixed since are localized again.
+  store); only images that were unreadable and have been fixed since are localized again. A file that
+  changes *during* a run is redone within the run; pretraining checks fingerprints at its start only (a
+  photo replaced during training is not seen: each step reads the file again without a fingerprint).
+- Ground-truth masks: a lossless file holding a decoded JPEG (ringing) with at most 32 distinct values is
+  read as a label map (its ringing counted as object); the printed line says "label map" for it. A WebP
+  mask is taken as lossless.
+- The store lock is an `flock` (POSIX): on NFS it is what the client's lock emulation gives; on a platform
+  without `fcntl` there is none.
 - Unreadable images inside the host's own linear evaluation (`main_linear.py`, torchvision
   `ImageFolder`) stop that run naming the file; they are not skipped.
 - The DALI loader builds one pipeline per epoch (with `dali.py_workers > 0`, worker processes start

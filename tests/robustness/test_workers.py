@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,3 +73,64 @@ def test_a_main_process_killed_outright_leaves_no_worker(tmp_path):
     while time.time() < deadline and any(alive(p) for p in pids):
         time.sleep(0.1)
     assert not any(alive(p) for p in pids), "orphaned post-processing workers"
+
+
+def _localize_script(data, out, extra: str, guard: bool) -> str:
+    body = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        from robustness_helpers import localize_settings
+        from occon_plugin.localize.runner import run_localize
+    """)
+    call = f"summary = run_localize(localize_settings({str(data)!r}, {str(out)!r}, {extra!r}))\n" \
+           f"print('written', summary['written_ok'] + summary['written_bad'], 'workers', summary['post_workers'])\n"
+    if guard:
+        return body + 'if __name__ == "__main__":\n' + textwrap.indent(call, "    ")
+    return body + call
+
+
+@pytest.mark.kind("run.worker-start")
+def test_a_guarded_script_fed_on_stdin_runs_in_process_with_one_line(mixed, tmp_path):
+    script = _localize_script(mixed.root, tmp_path / "store", "post_workers=1", guard=True)
+    proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "written 22 workers 0"
+    notes = [l for l in proc.stderr.splitlines() if l.startswith("[occon]")]
+    assert notes == ["[occon] post_workers=1: worker processes cannot start from a main script read from <stdin> "
+                     "(they import it again); post-processing runs in this process (post_workers=0)"]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.kind("run.worker-start")
+def test_an_unguarded_script_gets_its_one_useful_line_without_worker_tracebacks(mixed, tmp_path):
+    (tmp_path / "unguarded.py").write_text(_localize_script(mixed.root, tmp_path / "store", "post_workers=1",
+                                                            guard=False))
+    proc = subprocess.run([sys.executable, "unguarded.py"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode != 0 and "written" not in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("occon_plugin.errors.ResourceError: the 1 post-processing worker processes did not "
+                                "start: a script that calls run_localize needs the 'if __name__ == \"__main__\":' "
+                                "guard"), lines[-1]
+    assert proc.stderr.count("Traceback") == 1 and "bootstrapping" not in proc.stderr  # was ~130 lines of them
+    assert len(proc.stderr[proc.stderr.index("Traceback"):].splitlines()) < 25, proc.stderr  # the script's own
+
+
+@pytest.mark.kind("run.worker-start")
+def test_more_post_workers_than_cores_are_capped_with_one_line(mixed, tmp_path, capsys, monkeypatch):
+    from occon_plugin.localize.finish import resolve_post_workers, usable_cores
+    from occon_plugin.localize.runner import run_localize
+
+    from robustness_helpers import localize_settings
+
+    cores = usable_cores()
+    assert resolve_post_workers(cores, announce=False) == cores and resolve_post_workers(0) == 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cores))  # torchrun: the ranks share the machine's cores
+    assert resolve_post_workers(8, announce=False) == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    summary = run_localize(localize_settings(mixed.root, tmp_path / "store", "post_workers=64"))
+    assert summary["post_workers"] == cores
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("[occon]")]
+    assert err == [f"[occon] post_workers=64 is more than the {cores} CPU core(s) this process may use: "
+                   f"starting {cores}"]

@@ -96,6 +96,7 @@ def test_resume_ignores_torn_line_and_matches_uninterrupted(tmp_path):
         w.write(_entry(p), _mask(4, 6, i))
     w._fh.write(b'{"path":"img3.jpg","wid')  # a crash in the middle of a line
     w._fh.flush()
+    w.abandon()  # the process dies: the kernel releases its lock
     with pytest.raises(StoreError, match="incomplete"):
         Store.open(part)
 
@@ -198,7 +199,7 @@ def test_resume_removes_what_a_killed_write_left(tmp_path):
 
     writer = StoreWriter(tmp_path / "s", SETTINGS, "h")
     writer.write(_entry("sub/x.jpg"), _mask(4, 6, 0))
-    writer._fh.close()
+    writer.abandon()  # killed
     masks = tmp_path / "s" / "masks"
     stale = [masks / "sub" / ".y.png.k2_9xq0a.png", tmp_path / "s" / "soft" / ".z.png.abcdefgh.png"]
     keep = [masks / "sub" / ".y.png", masks / "notes.txt"]
@@ -206,6 +207,6 @@ def test_resume_removes_what_a_killed_write_left(tmp_path):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"partial")
     assert all(is_temp_file(p) for p in stale) and not any(is_temp_file(p) for p in keep)
-    StoreWriter(tmp_path / "s", SETTINGS, "h")._fh.close()
+    StoreWriter(tmp_path / "s", SETTINGS, "h").abandon()
     assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
     assert (masks / "sub" / "x.png").exists()

@@ -128,5 +128,5 @@ def test_cli(tmp_path, capsys):
     assert "efficientnet-lite0" in capsys.readouterr().out
     assert zoo_main(["fetch", "authors-release"]) == 2
     assert "cannot be fetched" in capsys.readouterr().err
-    assert zoo_main(["convert", str(tmp_path / "nope.ckpt"), str(tmp_path / "x.pt")]) == 1
+    assert zoo_main(["convert", str(tmp_path / "nope.ckpt"), str(tmp_path / "x.pt")]) == 2  # bad input
     assert "checkpoint not found" in capsys.readouterr().err

@@ -1,0 +1,41 @@
+"""Issue 18 kind 14: small CLI stops. A checkpoint path that is not a file is bad input (one line, exit 2) in
+``occon-zoo convert`` as in every other command; the installed package says where its YAMLs are
+(``python -m occon_plugin.configs``, the command docs/hosts.md and the README give for the host's scripts)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robustness_helpers import assert_one_line_error, run_cli
+
+
+@pytest.mark.kind("cli.small")
+def test_a_missing_checkpoint_is_bad_input_in_every_command(tmp_path):
+    for missing in (tmp_path / "nope.ckpt", tmp_path):  # no such file; a folder
+        proc = run_cli("occon_plugin.cli.zoo", "convert", missing, tmp_path / "out.ckpt")
+        assert_one_line_error(proc, f"checkpoint not found: {missing}")
+    assert not (tmp_path / "out.ckpt").exists()
+    proc = run_cli("occon_plugin.cli.eval_linear", f"model={tmp_path / 'nope.ckpt'}", f"train_dir={tmp_path}",
+                   f"test_dir={tmp_path}", "wandb.enabled=false")
+    assert_one_line_error(proc, "nope.ckpt", "no such file")
+
+
+@pytest.mark.kind("cli.small")
+def test_the_installed_yamls_folder_is_one_command_away(tmp_path):
+    def configs(*args):
+        return subprocess.run([sys.executable, "-m", "occon_plugin.configs", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=60)
+
+    listed = configs()
+    assert listed.returncode == 0
+    folders = dict(line.split(": ", 1) for line in listed.stdout.strip().splitlines())
+    assert set(folders) == {"pretrain", "linear", "cli"}
+    pretrain = configs("pretrain")
+    assert pretrain.returncode == 0 and pretrain.stdout.strip() == folders["pretrain"]
+    assert (Path(folders["pretrain"]) / "coco" / "mocov2_occon.yaml").is_file()  # --config-path "$(...)/coco"
+    assert (Path(folders["linear"]) / "custom" / "linear.yaml").is_file()
+    assert (Path(folders["cli"]) / "localize.yaml").is_file()
+    assert_one_line_error(configs("pretrian"), "usage: python -m occon_plugin.configs", "pretrian")

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 if __package__ in (None, ""):  # run as a script: python bench/scenebias/generate.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -74,6 +74,8 @@ class SceneBiasConfig:
     obj_extent: tuple = (0.45, 0.65)      # object diameter / image side (background set)
     obj_saturation: tuple = (0.45, 1.0)   # object colour: HSV saturation range (hue uniform)
     obj_value: tuple = (0.45, 1.0)        # object colour: HSV value range
+    obj_fill: str = "flat"                # flat: one colour (+ shading, noise); photo: a patch of a random photo
+    bg_blur: float = 0.0                  # Gaussian blur radius (pixels) of the backgrounds: less unique detail
     bg_val_fraction: float = 0.25         # photos of each group kept for validation/test backgrounds
     bg_crop: tuple = (0.5, 1.0)           # background crop side / photo's shorter side
     ctx_scenes: int = 1500
@@ -90,6 +92,8 @@ class SceneBiasConfig:
             raise GeneratorError(f"rho={self.rho}, ctx_rho={self.ctx_rho}: probabilities in [0, 1]")
         if self.size < 16:
             raise GeneratorError(f"size={self.size}: at least 16 pixels")
+        if self.obj_fill not in ("flat", "photo"):
+            raise GeneratorError(f"obj_fill={self.obj_fill!r}: flat or photo")
         if not 2 <= self.ctx_objects[0] <= self.ctx_objects[1] <= 6:
             raise GeneratorError(f"ctx_objects={self.ctx_objects}: 2 <= min <= max <= 6")
 
@@ -187,8 +191,9 @@ def group_photos(photos: List[Photo], k: int, seed: int, val_fraction: float) ->
 class Backgrounds:
     """Photos by (group, split); :meth:`crop` draws a random square background from one."""
 
-    def __init__(self, photos: List[Photo], k: int, size: int, crop: tuple):
-        self.size, self.crop_range = size, crop
+    def __init__(self, photos: List[Photo], k: int, size: int, crop: tuple, blur: float = 0.0):
+        self.size, self.crop_range, self.blur = size, crop, blur
+        self.all = photos
         self.by = {(g, s): [p for p in photos if p.group == g and p.split == s] for g in range(k)
                    for s in ("train", "val")}
         empty = [key for key, v in self.by.items() if not v]
@@ -204,6 +209,8 @@ class Backgrounds:
         patch = Image.fromarray(photo.pixels[y:y + side, x:x + side]).resize((self.size, self.size),
                                                                           Image.Resampling.BILINEAR,
                                                                           reducing_gap=2.0)
+        if self.blur > 0:
+            patch = patch.filter(ImageFilter.GaussianBlur(self.blur))
         out = np.asarray(patch, dtype=np.uint8)
         flip = bool(rng.random() < 0.5)
         if flip:
@@ -213,6 +220,16 @@ class Backgrounds:
 
 
 # ---------------------------------------------------------------- objects ----------------------------------
+def texture_patch(rng: np.random.Generator, photos: List[Photo], size: int) -> np.ndarray:
+    """A random ``size x size`` patch (float32 RGB) of a random photo of any group: an object's surface."""
+    photo = photos[int(rng.integers(len(photos)))]
+    h, w = photo.pixels.shape[:2]
+    side = int(round(rng.uniform(0.3, 0.6) * min(h, w)))
+    y, x = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+    patch = Image.fromarray(photo.pixels[y:y + side, x:x + side]).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(patch, dtype=np.float32)
+
+
 @dataclass
 class ObjectDraw:
     cls: int
@@ -226,11 +243,12 @@ class ObjectDraw:
     def alpha(self, names: Sequence[str], size: int) -> np.ndarray:
         return render_alpha(names[self.cls], size, self.center, self.radius, self.angle, self.aspect)
 
-    def fill(self, size: int, rng_noise: np.random.Generator) -> np.ndarray:
-        """The object's colour field, float32 (size, size, 3) in [0, 255]."""
+    def fill(self, size: int, rng_noise: np.random.Generator, texture: Optional[np.ndarray] = None) -> np.ndarray:
+        """The object's colour field, float32 (size, size, 3) in [0, 255]: its colour, or ``texture``."""
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1) - 0.5
         shade = 1.0 + self.shade[0] * xx + self.shade[1] * yy
-        base = np.array(self.rgb, np.float32)[None, None] * shade[..., None]
+        base = texture if texture is not None else np.array(self.rgb, np.float32)[None, None]
+        base = base * shade[..., None]
         return np.clip(base + rng_noise.normal(0.0, 6.0, (size, size, 3)).astype(np.float32), 0, 255)
 
 
@@ -292,6 +310,10 @@ def _rng(cfg: SceneBiasConfig, *stream: int) -> np.random.Generator:
     return np.random.default_rng([cfg.seed, *stream])
 
 
+def _texture(cfg: SceneBiasConfig, bgs: Backgrounds, rng: np.random.Generator) -> Optional[np.ndarray]:
+    return texture_patch(rng, bgs.all, cfg.size) if cfg.obj_fill == "photo" else None
+
+
 def _background_group(rng: np.random.Generator, k: int, n: int, rho: float) -> int:
     return k if rng.random() < rho else int(rng.integers(n))
 
@@ -305,7 +327,7 @@ def generate_background_set(cfg: SceneBiasConfig, bgs: Backgrounds, w: Writer) -
             obj = draw_object(rng, k, S, cfg.obj_extent, cfg.obj_saturation, cfg.obj_value)
             alpha = obj.alpha(names, S)
             rel = f"bg/original/train/{names[k]}/{names[k]}_{i:05d}.png"
-            fill = obj.fill(S, rng)
+            fill = obj.fill(S, rng, _texture(cfg, bgs, rng))
             w.image(rel, composite(bg, [(alpha, fill)]))
             m = alpha >= 0.5
             w.mask(rel, m)
@@ -317,7 +339,7 @@ def generate_background_set(cfg: SceneBiasConfig, bgs: Backgrounds, w: Writer) -
             rng = _rng(cfg, 2, k, i)
             obj = draw_object(rng, k, S, cfg.obj_extent, cfg.obj_saturation, cfg.obj_value)
             alpha = obj.alpha(names, S)
-            fill = obj.fill(S, rng)
+            fill = obj.fill(S, rng, _texture(cfg, bgs, rng))
             m = alpha >= 0.5
             others = [g for g in range(K) if g != k]
             groups = {"original": _background_group(rng, k, K, cfg.rho), "mixed_same": k,
@@ -390,7 +412,7 @@ def generate_context_set(cfg: SceneBiasConfig, bgs: Backgrounds, w: Writer) -> N
                 classes = classes[:-1]  # too crowded: one object fewer (never below 2 with these extents)
         bg, bg_rec = bgs.crop(rng, int(rng.integers(K)), "train")
         objs = [draw_object(rng, c, S, cfg.ctx_extent, cfg.obj_saturation, cfg.obj_value, center=ctr, radius=r) for c, (ctr, r) in zip(classes, spots)]
-        layers = [(o.alpha(names, S), o.fill(S, rng)) for o in objs]
+        layers = [(o.alpha(names, S), o.fill(S, rng, _texture(cfg, bgs, rng))) for o in objs]
         rel = f"ctx/train/scene/scene_{i:05d}.png"
         w.image(rel, composite(bg, layers))
         union = np.zeros((S, S), bool)
@@ -410,7 +432,7 @@ def generate_context_set(cfg: SceneBiasConfig, bgs: Backgrounds, w: Writer) -> N
                 obj = draw_object(rng, k, S, cfg.ctx_extent, cfg.obj_saturation, cfg.obj_value)
                 alpha = obj.alpha(names, S)
                 rel = f"ctx/single/{split}/{names[k]}/{names[k]}_{i:05d}.png"
-                w.image(rel, composite(bg, [(alpha, obj.fill(S, rng))]))
+                w.image(rel, composite(bg, [(alpha, obj.fill(S, rng, _texture(cfg, bgs, rng)))]))
                 m = alpha >= 0.5
                 w.mask(rel, m)
                 w.record(f"ctx_single_{split}", {"path": rel, "class": k, "background": bg_rec,
@@ -453,7 +475,7 @@ def generate(out: Path, cfg: SceneBiasConfig, backgrounds: Optional[Sequence[Pat
     out.mkdir(parents=True, exist_ok=True)
     photos = load_photos(folders, cfg.size)
     group_photos(photos, cfg.classes, cfg.seed, cfg.bg_val_fraction)
-    bgs = Backgrounds(photos, cfg.classes, cfg.size, cfg.bg_crop)
+    bgs = Backgrounds(photos, cfg.classes, cfg.size, cfg.bg_crop, cfg.bg_blur)
     w = Writer(out)
     if "bg" in sets:
         generate_background_set(cfg, bgs, w)

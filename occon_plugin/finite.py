@@ -1,0 +1,131 @@
+"""Non-finite numbers (NaN, +-Inf) in training losses and in weights: the one check.
+
+* Training stops at the first non-finite loss, *before* its backward pass, so the weights of that
+  step are never updated with it (:func:`check_loss`, called by every object-aware method's
+  ``on_before_backward`` and, for the host's plain methods under ``occon-pretrain``, by
+  :func:`finite_loss_callback`). Under DDP the decision is shared by all processes (one boolean
+  all-reduce per step), so every rank stops at the same step. The CLIs print one line naming the
+  step, the loss and the likely key (``optimizer.lr``; ``precision`` with float16) and exit with
+  status 3 (:data:`occon_plugin.errors.DIVERGED_EXIT_CODE`).
+* No checkpoint with non-finite weights is written (``occon_plugin.runs`` checks before saving
+  ``last.ckpt`` / ``epoch*.ckpt``; ``occon-pretrain`` before ``final.ckpt``): the last finite
+  checkpoint stays.
+* Every model loaded from a checkpoint file (``occon_plugin.models.load_model``: occon-eval-linear,
+  occon-eval-bgchallenge, occon-linear, occon-localize) is refused when its weights hold a
+  non-finite number, naming the file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Mapping, Optional
+
+from occon_plugin.errors import CheckpointError, TrainingDivergedError, examples
+
+_SHOW = 3
+
+
+def nonfinite_tensors(tensors: Mapping[str, Any], prefix: str = "") -> List[str]:
+    """Names (dotted, ``prefix`` first) of the floating-point tensors in ``tensors`` (nested dicts
+    followed) holding at least one NaN or +-Inf. Integer tensors and non-tensors are ignored.
+    Cost: one ``isfinite`` pass over the weights (~10 ms for a ResNet-50 on a CPU)."""
+    import torch
+
+    bad: List[str] = []
+    for name, value in tensors.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, Mapping):
+            bad.extend(nonfinite_tensors(value, key + "."))
+        elif torch.is_tensor(value) and (value.is_floating_point() or value.is_complex()):
+            if not bool(torch.isfinite(value).all()):
+                bad.append(key)
+    return bad
+
+
+def _tensor_count(tensors: Mapping[str, Any]) -> int:
+    import torch
+
+    return sum(_tensor_count(v) if isinstance(v, Mapping) else int(torch.is_tensor(v)) for v in tensors.values())
+
+
+def require_finite_weights(tensors: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`~occon_plugin.errors.CheckpointError` naming ``where`` (the checkpoint file) when
+    a tensor of ``tensors`` holds NaN or Inf: such weights come from a training run that diverged,
+    and any score computed from them is meaningless."""
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise CheckpointError(
+            f"{where} holds non-finite weights (NaN or Inf in {len(bad)} of {_tensor_count(tensors)} tensors, e.g. "
+            f"{examples(bad, show=_SHOW)}): the training that wrote it diverged; use an earlier checkpoint of that "
+            f"run, or train again with a lower optimizer.lr")
+
+
+def _current_lr(trainer: Any) -> Optional[float]:
+    try:
+        return float(trainer.optimizers[0].param_groups[0]["lr"])
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+def last_checkpoint(trainer: Any) -> Optional[Path]:
+    """``last.ckpt`` of the trainer's checkpoint callback when it exists (written before this step)."""
+    callback = getattr(trainer, "checkpoint_callback", None)
+    dirpath = getattr(callback, "dirpath", None)
+    if not dirpath:
+        return None
+    path = Path(dirpath) / "last.ckpt"
+    return path if path.is_file() else None
+
+
+def likely_cause(trainer: Any) -> str:
+    """The keys most likely behind a divergence, with the values in use."""
+    lr = _current_lr(trainer)
+    cause = "a learning rate too high (optimizer.lr" + (f"; {lr:g} in the optimizer at this step" if lr is not None
+                                                         else "") + "): lower optimizer.lr"
+    precision = str(getattr(trainer, "precision", getattr(getattr(trainer, "precision_plugin", None),
+                                                          "precision", "32")))
+    if precision.startswith("16"):
+        cause += f", or train with precision=32 (precision={precision} overflows above 65504)"
+    return cause
+
+
+def divergence_message(trainer: Any, loss: Any) -> str:
+    """One line: where training diverged, the loss value, the likely key and which checkpoint is kept."""
+    step, epoch = int(getattr(trainer, "global_step", 0)), int(getattr(trainer, "current_epoch", 0))
+    try:
+        value = f"{float(loss):g}"
+    except (TypeError, ValueError, RuntimeError):
+        value = str(loss)
+    last = last_checkpoint(trainer)
+    kept = (f"{last} (written before this step, finite) is kept" if last is not None
+            else "no checkpoint was written (none is written with non-finite weights)")
+    return (f"training diverged at step {step} (epoch {epoch}; after {step} optimizer step{'' if step == 1 else 's'}): "
+            f"the loss is "
+            f"{value}; likely cause: {likely_cause(trainer)}. Stopped before this step changed the weights; {kept}")
+
+
+def check_loss(trainer: Any, loss: Any) -> None:
+    """Raise :class:`~occon_plugin.errors.TrainingDivergedError` when ``loss`` (a tensor or number) is
+    NaN or +-Inf on any process (DDP: decided together, one boolean all-reduce)."""
+    import torch
+
+    value = loss.detach() if torch.is_tensor(loss) else torch.tensor(float(loss))
+    finite = bool(torch.isfinite(value).all())
+    strategy = getattr(trainer, "strategy", None)
+    if strategy is not None and int(getattr(trainer, "world_size", 1) or 1) > 1:
+        finite = bool(strategy.reduce_boolean_decision(finite))
+    if not finite:
+        raise TrainingDivergedError(divergence_message(trainer, value if not bool(torch.isfinite(value).all())
+                                                       else "finite here, not finite in another process"))
+
+
+def finite_loss_callback():
+    """A Lightning callback running :func:`check_loss` before every backward pass, for methods that
+    do not check it themselves (the object-aware methods do, in any script)."""
+    from occon_plugin import host
+
+    class FiniteLoss(host.Callback):
+        def on_before_backward(self, trainer, pl_module, loss):
+            if not getattr(pl_module, "occon_checks_loss", False):
+                check_loss(trainer, loss)
+
+    return FiniteLoss()

@@ -504,7 +504,7 @@ def inherited_plan(cfg: DictConfig) -> Optional[RunPlan]:
 # --------------------------------------------------------------------------------------------
 def stop_on_signal_callback(out_dir: Path, resume_state=None):
     """A Lightning callback that, once SIGTERM reached the process (its :meth:`take` is registered with
-    ``occon_plugin.cli._hydra.sigterm_taken_by``), stops training at the next step boundary: every
+    ``occon_plugin.cli._hydra.stop_signals_taken_by``; Ctrl-C too), stops training at the next step boundary: every
     hook of the finished step has run (the momentum encoder's update included), nothing of the next
     one has; it saves ``<out_dir>/last.ckpt`` there (atomically, as Lightning's SLURM handling saves
     its ``hpc_ckpt``) and raises :class:`~occon_plugin.cli._hydra.Terminated` naming it (the CLI exits
@@ -519,9 +519,10 @@ def stop_on_signal_callback(out_dir: Path, resume_state=None):
             self.signum: Optional[int] = None
 
         def take(self, signum: int) -> bool:
-            if self.signum is None:
-                print(f"[occon] {signal_name(signum)} received: saving a resumable checkpoint at the end of this "
-                      f"step, then stopping", flush=True)
+            if self.signum is not None:  # a second signal: stop at once (nothing half-written; no final.ckpt)
+                return False
+            print(f"[occon] {signal_name(signum)} received: saving a resumable checkpoint at the end of this step, "
+                  f"then stopping (send it again to stop at once)", flush=True)
             self.signum = int(signum)
             return True
 

@@ -36,28 +36,40 @@ class Terminated(BaseException):
         self.signum, self.note = int(signum), note
 
 
-# While pretraining trains, SIGTERM is taken by a callable (returns True) instead of being raised at once:
-# the run stops at the next step boundary with a resumable checkpoint (occon_plugin.runs.stop_on_signal).
-_SIGTERM_TAKER: Optional[Callable[[int], bool]] = None
+# While pretraining trains, SIGTERM and SIGINT (Ctrl-C) are taken by a callable (returns True) instead of being
+# raised at once: the run stops at the next step boundary with a resumable checkpoint
+# (occon_plugin.runs.stop_on_signal_callback). A second signal is raised at once.
+_SIGNAL_TAKER: Optional[Callable[[int], bool]] = None
 
 
 def _on_sigterm(signum, frame) -> None:
-    taker = _SIGTERM_TAKER
+    taker = _SIGNAL_TAKER
     if taker is not None and taker(signum):
         return
     raise Terminated(signum)
 
 
+def _on_sigint(signum, frame) -> None:
+    taker = _SIGNAL_TAKER
+    if taker is not None and taker(signum):
+        return
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
-def sigterm_taken_by(taker: Callable[[int], bool]):
-    """Within the block, SIGTERM calls ``taker(signum)`` (which returns True when it will stop the run
-    itself) instead of raising :class:`Terminated` in the main thread."""
-    global _SIGTERM_TAKER
-    previous, _SIGTERM_TAKER = _SIGTERM_TAKER, taker
+def stop_signals_taken_by(taker: Callable[[int], bool]):
+    """Within the block, SIGTERM and SIGINT call ``taker(signum)`` (True: it will stop the run itself)
+    instead of raising :class:`Terminated` / ``KeyboardInterrupt`` in the main thread."""
+    global _SIGNAL_TAKER
+    previous, _SIGNAL_TAKER = _SIGNAL_TAKER, taker
+    main = threading.current_thread() is threading.main_thread()
+    old_int = signal.signal(signal.SIGINT, _on_sigint) if main else None
     try:
         yield
     finally:
-        _SIGTERM_TAKER = previous
+        _SIGNAL_TAKER = previous
+        if main:
+            signal.signal(signal.SIGINT, old_int)
 
 
 def _install_signal_handlers() -> list:
@@ -145,8 +157,11 @@ def exit_on_bad_input(fn: Optional[F] = None, *, inputs: Sequence[str] = (), out
                   file=sys.stderr)
             sys.exit(INTERRUPTED_EXIT_CODE)
         except Terminated as term:
-            print(f"[occon] terminated ({signal.Signals(term.signum).name}): "
-                  + (term.note or "nothing is half-written; run the same command again to resume"), file=sys.stderr)
+            if _launched_rank() == 0:  # DDP ranks stop together with the same note: rank 0 says it
+                what = "interrupted" if term.signum == signal.SIGINT else "terminated"
+                print(f"[occon] {what} ({signal.Signals(term.signum).name}): "
+                      + (term.note or "nothing is half-written; run the same command again to resume"),
+                      file=sys.stderr)
             sys.exit(128 + term.signum)
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is translated; the rest is re-raised
             err = out_of_memory_error(exc, cfg, batch_key, resumes)
@@ -160,6 +175,12 @@ def exit_on_bad_input(fn: Optional[F] = None, *, inputs: Sequence[str] = (), out
                 signal.signal(signum, handler)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _launched_rank() -> int:
+    from occon_plugin.runs import launched_rank
+
+    return launched_rank()
 
 
 def launch_dir() -> Path:

@@ -109,10 +109,11 @@ def pretrain(cfg: DictConfig) -> Path:
 
     Stops (one line from the CLI): bad input (exit 2), a non-finite loss (exit 3, before the weights
     change; ``occon_plugin.finite``), out of memory (exit 2 naming ``optimizer.batch_size``), a full
-    disk while saving (exit 2 naming the folder; the previous checkpoint intact), SIGTERM (exit 143
-    after saving a resumable ``last.ckpt``), another run training in the same folder (exit 2)."""
+    disk while saving (exit 2 naming the folder; the previous checkpoint intact), SIGTERM / Ctrl-C (exit
+    143 / 130 after saving a resumable ``last.ckpt``; a second signal stops at once, without
+    ``final.ckpt``), another run training in the same folder (exit 2)."""
     from occon_plugin import host, register  # raises a one-line HostMissingError without solo-learn
-    from occon_plugin.cli._hydra import sigterm_taken_by
+    from occon_plugin.cli._hydra import stop_signals_taken_by
     from occon_plugin.finite import finite_loss_callback
     from occon_plugin.tracking import finish_wandb, make_wandb_logger
 
@@ -172,11 +173,13 @@ def pretrain(cfg: DictConfig) -> Path:
         )
         train_loader, datamodule = build_train_data(cfg, world=int(trainer.world_size))
         runs.share_plan(cfg, plan)  # the DDP processes Lightning starts use this folder and checkpoint
-        with sigterm_taken_by(stop.take):
+        with stop_signals_taken_by(stop.take):  # SIGTERM / Ctrl-C: resumable last.ckpt, then 143 / 130
             if datamodule is not None:
                 trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
             else:
                 trainer.fit(model, train_dataloaders=train_loader, ckpt_path=ckpt_path)
+        if trainer.interrupted:  # Lightning swallows a KeyboardInterrupt (a second Ctrl-C): no final.ckpt, exit 130
+            raise KeyboardInterrupt
 
         final = out_dir / "final.ckpt"
         if trainer.is_global_zero:

@@ -148,11 +148,12 @@ KINDS = [
     Kind("run.out-of-memory", "18.8", "a batch too large for memory (torch's `DefaultCPUAllocator: can't allocate`, "
          "CUDA out of memory, `MemoryError`)", "every command",
          "one line naming the batch-size key and its value (`optimizer.batch_size`, `batch_size`), exit 2"),
-    Kind("run.sigterm", "18.9", "SIGTERM (a scheduler's stop) during training, before it, during localization",
-         "pretraining, every command",
+    Kind("run.sigterm", "18.9", "SIGTERM (a scheduler's stop) or Ctrl-C during training, before it, during "
+         "localization", "pretraining, every command",
          "pretraining: a resumable `last.ckpt` at the next step boundary (DDP: ranks decide together), one line "
-         "naming it, exit 143; the rerun resumes mid-epoch on the remaining batches and ends bit-identical to an "
-         "uninterrupted run (torchvision path); elsewhere one line, exit 143, the rerun resumes"),
+         "naming it, exit 143 (Ctrl-C: 130; never a `final.ckpt` of a stopped run); the rerun resumes mid-epoch on "
+         "the remaining batches and ends bit-identical to an uninterrupted run (torchvision path); a second signal "
+         "stops at once; elsewhere one line, exit 143, the rerun resumes"),
     Kind("run.concurrent", "18.10", "two pretraining runs with one name (run folder) at once", "pretraining",
          "the second is refused with one line naming the folder and the first run's pid (exit 2); `fcntl.flock`: "
          "a killed run leaves no stale lock"),
@@ -245,7 +246,8 @@ resource that ran out (`[occon] error: ...`, naming the key or file and what to 
 names the batch-size key); 3 a training run that diverged (`TrainingDivergedError`: the first
 non-finite loss, checked before its backward pass; `occon_plugin/finite.py` is the one finiteness
 check, also used before any checkpoint is written and when any checkpoint is loaded); 130 Ctrl-C;
-143 SIGTERM (pretraining first saves a resumable `last.ckpt`: `occon_plugin.runs.stop_on_signal_callback`).
+143 SIGTERM (pretraining first saves a resumable `last.ckpt` at the next step boundary, for Ctrl-C too:
+`occon_plugin.runs.stop_on_signal_callback`; a second signal stops at once).
 A pretraining run holds `fcntl.flock` on `<run folder>/.occon-run.lock` while it runs. Relative
 paths on the command line are made absolute at the start (`occon_plugin.cli._hydra.resolve_paths`:
 inputs against the launch folder, outputs against the job's folder); W&B's mode follows

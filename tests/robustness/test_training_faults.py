@@ -6,6 +6,7 @@ case raises torch's own allocator error from inside the backbone's forward (a re
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import signal
@@ -207,19 +208,19 @@ def _final_state(folder: Path) -> dict:
     return torch.load(folder / "final.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
-def _sigterm_after_first_batch(args, cwd) -> tuple[int, str, str]:
+def _sigterm_after_first_batch(args, cwd, signum=signal.SIGTERM) -> tuple[int, str, str]:
     """Start the run, send SIGTERM (to its pid only, as ``kill`` does) once its progress bar (Lightning prints
-    it on stdout) shows the first batch of three done; return its exit status, stdout and stderr."""
+    it on stdout) shows the first batch done; return its exit status, stdout and stderr."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([sys.executable, "-m", "occon_plugin.cli.pretrain", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen, deadline = b"", time.time() + 600
     os.set_blocking(proc.stdout.fileno(), False)
-    while b"1/3 [" not in seen and proc.poll() is None and time.time() < deadline:
+    while not re.search(rb"\| 1/\d+ \[", seen) and proc.poll() is None and time.time() < deadline:
         chunk = proc.stdout.read() or b""
         seen += chunk
         time.sleep(0.01 if chunk else 0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     os.set_blocking(proc.stdout.fileno(), True)
     rest, err = proc.communicate(timeout=600)
     return proc.returncode, (seen + (rest or b"")).decode(errors="replace"), err.decode(errors="replace")
@@ -254,6 +255,18 @@ def test_sigterm_saves_a_resumable_checkpoint_and_the_rerun_ends_as_if_uninterru
     a, b = _final_state(run_folder(tmp_path / "t", "full")), _final_state(folder)
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differ, f"{len(differ)} of {len(a)} tensors differ after a stop at step {step}: {differ[:5]}"
+
+
+@pytest.mark.kind("run.sigterm")
+def test_ctrl_c_during_pretraining_saves_a_resumable_checkpoint_and_never_a_final_one(photos, tmp_path):
+    # Lightning 1.9 swallows KeyboardInterrupt: the run used to go on to write final.ckpt and exit 0
+    data, store = photos
+    args = pretrain_args(data, tmp_path / "t", "++auto_resume.enabled=true", store=store, steps=40, batch=2)
+    code, out, err = _sigterm_after_first_batch(args, tmp_path, signal.SIGINT)
+    folder = run_folder(tmp_path / "t")
+    assert code == 130 and "Traceback" not in err, f"exit {code}\n{err[-3000:]}"
+    assert "[occon] interrupted (SIGINT): saved a resumable checkpoint at step " in err
+    assert (folder / "last.ckpt").is_file() and not (folder / "final.ckpt").exists()
 
 
 @pytest.mark.kind("run.sigterm")

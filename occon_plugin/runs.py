@@ -465,8 +465,10 @@ def share_plan(cfg: DictConfig, plan: RunPlan) -> None:
     import json
     import os
 
-    os.environ[_PLAN_ENV] = json.dumps({"key": _plan_key(cfg), "out_dir": str(plan.out_dir),
-                                        "ckpt_path": plan.ckpt_path, "name": str(cfg.name)})
+    # keyed by the folder of the name as requested (the other processes parse the same command line) and the settings
+    os.environ[_PLAN_ENV] = json.dumps({"key": _plan_key(cfg, plan.named_dir or plan.out_dir),
+                                        "out_dir": str(plan.out_dir), "ckpt_path": plan.ckpt_path,
+                                        "name": str(cfg.name)})
 
 
 def unshare_plan() -> None:
@@ -475,11 +477,11 @@ def unshare_plan() -> None:
     os.environ.pop(_PLAN_ENV, None)
 
 
-def _plan_key(cfg: DictConfig) -> str:
+def _plan_key(cfg: DictConfig, folder: Path) -> str:
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps([str(run_folder(cfg)), run_settings(cfg)], sort_keys=True,
+    return hashlib.sha256(json.dumps([str(folder), run_settings(cfg)], sort_keys=True,
                                      default=str).encode()).hexdigest()[:16]
 
 
@@ -493,7 +495,7 @@ def inherited_plan(cfg: DictConfig) -> Optional[RunPlan]:
     if not text or launched_rank() == 0:
         return None
     shared = json.loads(text)
-    if shared.get("key") != _plan_key(cfg):
+    if shared.get("key") != _plan_key(cfg, run_folder(cfg)):
         return None
     cfg.name = shared["name"]
     return RunPlan(Path(shared["out_dir"]), shared["ckpt_path"], [])

@@ -132,3 +132,37 @@ def test_a_dali_error_that_is_not_a_changed_file_is_reported_as_what_it_is(eleve
     error = loader._decode_error(RuntimeError("nvjpeg / libjpeg failure: bad data"))
     assert isinstance(error, DataError) and "changed after the start-up check" in str(error)
     assert victim in str(error) and str(error).count(str(data)) == 1  # only the file that changed is named
+
+
+@pytest.mark.kind("ddp.both-pipelines")
+def test_the_other_ranks_take_rank_0s_run_folder_even_when_it_moved_to_name_2(tmp_path, monkeypatch):
+    """Lightning starts ranks > 0 after rank 0 wrote its config.yaml: deciding again they would see a run in
+    the folder (auto_resume=false) and move on to <name>-3."""
+    from omegaconf import OmegaConf
+
+    from occon_plugin.runs import lock_and_plan, share_plan, unshare_plan
+
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    make = lambda: OmegaConf.create({"method": "mocov2_occon", "name": "run", "seed": 5,  # noqa: E731
+                                     "checkpoint": {"dir": str(tmp_path)}, "auto_resume": {"enabled": False}})
+    earlier = tmp_path / "mocov2_occon" / "run"
+    earlier.mkdir(parents=True)
+    OmegaConf.save(make(), earlier / "config.yaml")  # an earlier run of the name
+    cfg = make()
+    plan, locks = lock_and_plan(cfg)  # rank 0
+    try:
+        assert plan.out_dir == tmp_path / "mocov2_occon" / "run-2" and cfg.name == "run-2"
+        OmegaConf.save(cfg, plan.out_dir / "config.yaml")  # what rank 0 writes before Lightning starts rank 1
+        share_plan(cfg, plan)
+        monkeypatch.setenv("LOCAL_RANK", "1")  # rank 1, same command line
+        child = make()
+        child_plan, child_locks = lock_and_plan(child)
+        assert child_plan.out_dir == plan.out_dir and child.name == "run-2" and child_locks == []
+        other = make()
+        other.seed = 6  # another run (another job of a multirun) is not given rank 0's folder
+        assert lock_and_plan(other)[0].out_dir == tmp_path / "mocov2_occon" / "run-3"
+    finally:
+        unshare_plan()
+        for lock in locks:
+            lock.release()

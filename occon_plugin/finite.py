@@ -76,11 +76,29 @@ def last_checkpoint(trainer: Any) -> Optional[Path]:
     return path if path.is_file() else None
 
 
+def _given_lr(trainer: Any) -> Optional[float]:
+    """``optimizer.lr`` as the user gave it (the plugin's configs keep it as ``optimizer.base_lr`` when they
+    scale it by the batch size), from the run's cfg on the module; None when unknown."""
+    from omegaconf import OmegaConf
+
+    module = getattr(trainer, "lightning_module", None)
+    cfg = getattr(module, "_occon_run_cfg", None) or getattr(module, "cfg", None)
+    if not OmegaConf.is_config(cfg):
+        return None
+    value = OmegaConf.select(cfg, "optimizer.base_lr", default=None)
+    value = OmegaConf.select(cfg, "optimizer.lr", default=None) if value is None else value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def likely_cause(trainer: Any) -> str:
     """The keys most likely behind a divergence, with the values in use."""
-    lr = _current_lr(trainer)
-    cause = "a learning rate too high (optimizer.lr" + (f"; {lr:g} in the optimizer at this step" if lr is not None
-                                                         else "") + "): lower optimizer.lr"
+    lr, given = _current_lr(trainer), _given_lr(trainer)
+    values = "; ".join(v for v in (f"optimizer.lr={given:g}" if given is not None else "",
+                                   f"{lr:g} in the optimizer at this step" if lr is not None else "") if v)
+    cause = "a learning rate too high (" + (values or "optimizer.lr") + "): lower optimizer.lr"
     precision = str(getattr(trainer, "precision", getattr(getattr(trainer, "precision_plugin", None),
                                                           "precision", "32")))
     if precision.startswith("16"):

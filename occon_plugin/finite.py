@@ -1,12 +1,17 @@
 """Non-finite numbers (NaN, +-Inf) in training losses and in weights: the one check.
 
-* Training stops at the first non-finite loss, *before* its backward pass, so the weights of that
-  step are never updated with it (:func:`check_loss`, called by every object-aware method's
-  ``on_before_backward`` and, for the host's plain methods under ``occon-pretrain``, by
-  :func:`finite_loss_callback`). Under DDP the decision is shared by all processes (one boolean
-  all-reduce per step), so every rank stops at the same step. The CLIs print one line naming the
-  step, the loss and the likely key (``optimizer.lr``; ``precision`` with float16) and exit with
-  status 3 (:data:`occon_plugin.errors.DIVERGED_EXIT_CODE`).
+* Training stops at the first step whose loss is NaN/Inf *and* whose gradients are not all finite,
+  before the optimizer step, so the weights are never updated with them (:func:`note_loss` from
+  ``on_before_backward``, :func:`check_step` from ``on_before_optimizer_step``: every object-aware
+  method's own hooks, in any script, and :func:`finite_loss_callback` for the host's plain methods
+  under ``occon-pretrain``). A NaN loss whose gradients are all finite trains nothing and harms
+  nothing: solo-learn's DeepClusterV2 has one through its whole first epoch (every k-means
+  assignment is the ignore index -1 until the first clustering: 0/0), as has an online classifier
+  whose every target is ignored (unlabelled data): such steps go on. Gradients are inspected only
+  after a non-finite loss (no cost otherwise). Under DDP the decision is shared by all processes
+  (one boolean all-reduce per step), so every rank stops at the same step. The CLIs print one line
+  naming the step, the loss and the likely key (``optimizer.lr``; ``precision`` with float16) and
+  exit with status 3 (:data:`occon_plugin.errors.DIVERGED_EXIT_CODE`).
 * No checkpoint with non-finite weights is written (``occon_plugin.runs`` checks before saving
   ``last.ckpt`` / ``epoch*.ckpt``; ``occon-pretrain`` before ``final.ckpt``): the last finite
   checkpoint stays.
@@ -118,32 +123,59 @@ def divergence_message(trainer: Any, loss: Any) -> str:
             else "no checkpoint was written (none is written with non-finite weights)")
     return (f"training diverged at step {step} (epoch {epoch}; after {step} optimizer step{'' if step == 1 else 's'}): "
             f"the loss is "
-            f"{value}; likely cause: {likely_cause(trainer)}. Stopped before this step changed the weights; {kept}")
+            f"{value} and its gradients are not finite; likely cause: {likely_cause(trainer)}. Stopped before this "
+            f"step changed the weights; {kept}")
 
 
-def check_loss(trainer: Any, loss: Any) -> None:
-    """Raise :class:`~occon_plugin.errors.TrainingDivergedError` when ``loss`` (a tensor or number) is
-    NaN or +-Inf on any process (DDP: decided together, one boolean all-reduce)."""
+_BAD_LOSS = "_occon_nonfinite_loss"
+
+
+def note_loss(holder: Any, loss: Any) -> None:
+    """Remember on ``holder`` (the module or a callback) the first non-finite loss since the last
+    optimizer step (``on_before_backward``; no collective, no cost beyond one ``isfinite``)."""
     import torch
 
     value = loss.detach() if torch.is_tensor(loss) else torch.tensor(float(loss))
-    finite = bool(torch.isfinite(value).all())
+    if getattr(holder, _BAD_LOSS, None) is None and not bool(torch.isfinite(value).all()):
+        setattr(holder, _BAD_LOSS, value.float().mean().item() if value.numel() else float("nan"))
+
+
+def gradients_finite(optimizer: Any) -> bool:
+    """Whether every gradient of ``optimizer``'s parameters is finite (one device sync)."""
+    import torch
+
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
+def check_step(trainer: Any, holder: Any, optimizer: Any) -> None:
+    """Before an optimizer step (``on_before_optimizer_step``): raise
+    :class:`~occon_plugin.errors.TrainingDivergedError` when a loss since the last step was NaN/Inf and
+    the gradients are not all finite, on any process (DDP: decided together, one boolean all-reduce
+    per step, on every rank, so the collectives stay aligned)."""
+    bad_loss = getattr(holder, _BAD_LOSS, None)
+    setattr(holder, _BAD_LOSS, None)
+    ok = bad_loss is None or gradients_finite(optimizer)
     strategy = getattr(trainer, "strategy", None)
     if strategy is not None and int(getattr(trainer, "world_size", 1) or 1) > 1:
-        finite = bool(strategy.reduce_boolean_decision(finite))
-    if not finite:
-        raise TrainingDivergedError(divergence_message(trainer, value if not bool(torch.isfinite(value).all())
+        ok = bool(strategy.reduce_boolean_decision(ok))
+    if not ok:
+        raise TrainingDivergedError(divergence_message(trainer, bad_loss if bad_loss is not None
                                                        else "finite here, not finite in another process"))
 
 
 def finite_loss_callback():
-    """A Lightning callback running :func:`check_loss` before every backward pass, for methods that
-    do not check it themselves (the object-aware methods do, in any script)."""
+    """A Lightning callback running :func:`note_loss` / :func:`check_step` for methods that do not check
+    themselves (the object-aware methods do, in any script)."""
     from occon_plugin import host
 
     class FiniteLoss(host.Callback):
         def on_before_backward(self, trainer, pl_module, loss):
             if not getattr(pl_module, "occon_checks_loss", False):
-                check_loss(trainer, loss)
+                note_loss(self, loss)
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer, *args):
+            if not getattr(pl_module, "occon_checks_loss", False):
+                check_step(trainer, self, optimizer)
 
     return FiniteLoss()

@@ -83,7 +83,7 @@ class OcconMethodMixin:
 
     # host.build_method: construct with the cfg on both host generations.
     occon_accepts_cfg = True
-    # stops at the first non-finite loss (on_before_backward); occon_plugin.finite's callback skips us
+    # stops at a step with a non-finite loss and gradients (occon_plugin.finite); the plugin's callback skips us
     occon_checks_loss = True
 
     def __init__(self, cfg=None, **kwargs):
@@ -167,15 +167,24 @@ class OcconMethodMixin:
         self._occon_pictures_logged = bool(checkpoint.get("occon_pictures_logged", self._occon_pictures_logged))
 
     def on_before_backward(self, loss) -> None:
-        """Stop at the first non-finite loss, before it reaches the weights (in any script, the host's
-        own ``main_pretrain.py`` included): one line naming the step, the loss and the likely key."""
         parent = getattr(super(), "on_before_backward", None)
         if parent is not None:
             parent(loss)
-        from occon_plugin.finite import check_loss
+        from occon_plugin.finite import note_loss
+
+        note_loss(self, loss)
+
+    def on_before_optimizer_step(self, optimizer, *args) -> None:
+        """Stop before a step whose loss is NaN/Inf and whose gradients are not finite (in any script, the
+        host's own ``main_pretrain.py`` included): one line naming the step, the loss and the likely key
+        (``occon_plugin.finite``; a NaN loss with finite gradients, as DeepClusterV2's first epoch, goes on)."""
+        parent = getattr(super(), "on_before_optimizer_step", None)
+        if parent is not None:
+            parent(optimizer, *args)
+        from occon_plugin.finite import check_step
 
         try:
-            check_loss(self.trainer, loss)
+            check_step(self.trainer, self, optimizer)
         except OcconError as err:
             stop_run(err)
 

@@ -123,8 +123,9 @@ KINDS = [
     # issue 18 (round 2), training and tracking
     Kind("train.diverged", "18.2", "training that diverges (NaN/Inf loss: e.g. `optimizer.lr=1e30`); a checkpoint "
          "holding NaN/Inf weights", "pretraining (both pipelines, the host's script too), every evaluator",
-         "stops at the first non-finite loss before its backward pass (DDP: all ranks at the same step): one line "
-         "naming the step, the loss and the likely key (`optimizer.lr`; `precision` with float16), exit 3; no "
+         "stops at the first step whose loss and gradients are not finite, before the optimizer step (DDP: all "
+         "ranks at the same step; a NaN loss with finite gradients, as DeepClusterV2's first epoch, goes on): one "
+         "line naming the step, the loss and the likely key (`optimizer.lr`; `precision` with float16), exit 3; no "
          "checkpoint is written with non-finite weights (the last finite one stays); occon-eval-linear, "
          "occon-eval-bgchallenge, occon-linear, occon-localize refuse such a checkpoint naming the file (exit 2); "
          "one check: `occon_plugin/finite.py`"),
@@ -243,9 +244,10 @@ battery asserts the DALI epoch after a resume equals the uninterrupted epoch pix
 
 Every command ends a stop with one line on stderr and one of these statuses: 2 bad input or a
 resource that ran out (`[occon] error: ...`, naming the key or file and what to do; out of memory
-names the batch-size key); 3 a training run that diverged (`TrainingDivergedError`: the first
-non-finite loss, checked before its backward pass; `occon_plugin/finite.py` is the one finiteness
-check, also used before any checkpoint is written and when any checkpoint is loaded); 130 Ctrl-C;
+names the batch-size key); 3 a training run that diverged (`TrainingDivergedError`: the first step
+whose loss and gradients are not finite, stopped before the optimizer step; `occon_plugin/finite.py`
+is the one finiteness check, also used before any checkpoint is written and when any checkpoint is
+loaded); 130 Ctrl-C;
 143 SIGTERM (pretraining first saves a resumable `last.ckpt` at the next step boundary, for Ctrl-C too:
 `occon_plugin.runs.stop_on_signal_callback`; a second signal stops at once).
 A pretraining run holds `fcntl.flock` on `<run folder>/.occon-run.lock` while it runs. Relative

@@ -29,7 +29,12 @@ uninterrupted one in those draws (``tests/robustness/test_resume.py`` measures b
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
 import random
+import signal
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -93,8 +98,6 @@ PATH_KEYS = ("data.train_path", "data.image_root", "occon.store")
 def _same_path(value: Any) -> Any:
     if not isinstance(value, str) or not value or "://" in value or value == "???":
         return value
-    import os
-
     from occon_plugin.cli._hydra import launch_dir
 
     path = Path(value).expanduser()
@@ -383,7 +386,6 @@ def launched_rank() -> int:
     """This process's global rank as its launcher set it (torchrun ``RANK``; Lightning's own DDP
     launcher ``NODE_RANK`` / ``LOCAL_RANK``; SLURM ``SLURM_PROCID``), 0 for a plain process. Read from
     the environment: the process group does not exist yet when the run folder is decided."""
-    import os
 
     for key in ("RANK", "SLURM_PROCID"):
         if os.environ.get(key, "").isdigit() and (key == "RANK" or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
@@ -405,9 +407,6 @@ class RunLock:
     def acquire(self) -> "RunLock":
         """Raises :class:`ConfigError` naming the folder (and the holder's pid) when another process
         holds it, :class:`~occon_plugin.errors.OutputError` when it cannot be created."""
-        import fcntl
-        import os
-
         ensure_writable(self.folder)
         path = self.folder / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -424,9 +423,6 @@ class RunLock:
         return self
 
     def release(self) -> None:
-        import fcntl
-        import os
-
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
@@ -462,9 +458,6 @@ def share_plan(cfg: DictConfig, plan: RunPlan) -> None:
     """Hand rank 0's run folder and checkpoint to the DDP processes Lightning's launcher starts (they
     inherit this process's environment), so they do not decide again (with ``auto_resume=false`` a
     second decision would see rank 0's ``config.yaml`` and move to ``<name>-2``)."""
-    import json
-    import os
-
     # keyed by the folder of the name as requested (the other processes parse the same command line) and the settings
     os.environ[_PLAN_ENV] = json.dumps({"key": _plan_key(cfg, plan.named_dir or plan.out_dir),
                                         "out_dir": str(plan.out_dir), "ckpt_path": plan.ckpt_path,
@@ -472,15 +465,10 @@ def share_plan(cfg: DictConfig, plan: RunPlan) -> None:
 
 
 def unshare_plan() -> None:
-    import os
-
     os.environ.pop(_PLAN_ENV, None)
 
 
 def _plan_key(cfg: DictConfig, folder: Path) -> str:
-    import hashlib
-    import json
-
     return hashlib.sha256(json.dumps([str(folder), run_settings(cfg)], sort_keys=True,
                                      default=str).encode()).hexdigest()[:16]
 
@@ -488,9 +476,6 @@ def _plan_key(cfg: DictConfig, folder: Path) -> str:
 def inherited_plan(cfg: DictConfig) -> Optional[RunPlan]:
     """The plan rank 0 shared (:func:`share_plan`) when this process is one of its DDP ranks > 0 and
     the plan is for this very run (same folder and settings); else None."""
-    import json
-    import os
-
     text = os.environ.get(_PLAN_ENV)
     if not text or launched_rank() == 0:
         return None
@@ -553,8 +538,6 @@ def stop_on_signal_callback(out_dir: Path, resume_state=None):
 
 
 def signal_name(signum: int) -> str:
-    import signal
-
     try:
         return signal.Signals(signum).name
     except ValueError:

@@ -117,8 +117,7 @@ def out_of_memory_error(exc: BaseException, cfg, batch_key: Optional[str], resum
     first = " ".join(str(exc).split())[:160]
     return ResourceError(
         f"out of {where} memory ({type(exc).__name__}: {first}): a batch of {what} does not fit; lower "
-        f"{batch_key or 'the batch size'}" + (" (or the crop size / data.num_workers)" if resumes else "")
-        + ("; run the same command again to resume from the last checkpoint" if resumes else ""))
+        f"{batch_key or 'the batch size'}" + ("; run the same command again to resume" if resumes else ""))
 
 
 def exit_on_bad_input(fn: Optional[F] = None, *, inputs: Sequence[str] = (), outputs: Sequence[str] = (),

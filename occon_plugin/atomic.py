@@ -18,14 +18,30 @@ from typing import Iterator
 from occon_plugin.errors import OutputError
 
 # OSErrors that mean "this output location cannot be written": named, one line, exit 2 in the CLIs.
-OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
+OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST,
+                 errno.EFBIG}
 
 
 def output_error(path, exc: OSError) -> OutputError:
     """``exc`` as an :class:`OutputError` naming ``path`` and what to do."""
-    hint = ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            else "choose a writable output folder")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = f"free some space on the disk of {Path(path).parent}, or write to another disk"
+    elif exc.errno == errno.EFBIG:
+        hint = "the file-size limit of this process (ulimit -f) is smaller than the file: raise it"
+    else:
+        hint = "choose a writable output folder"
     return OutputError(f"cannot write {path}: {exc.strerror or exc} ({hint})")
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError ``exc`` is or was raised while handling (``__cause__`` / ``__context__`` chain)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _umask() -> int:
@@ -104,6 +120,28 @@ def remove_temp_files(folder) -> int:
                 Path(root, name).unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+def atomic_torch_save(obj, path) -> Path:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_path` (whole or not at all). The data goes
+    through a Python file object, so a full disk or a file-size limit is an
+    :class:`~occon_plugin.errors.OutputError` naming ``path`` and what to do (torch's own file writer
+    reports only "file write failed" / "unexpected pos"); the previous file at ``path`` is untouched.
+    Raises OutputError, or what ``torch.save`` raises for an object it cannot pickle."""
+    import torch
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(obj, fh)
+        except RuntimeError as exc:  # torch's writer wraps the OSError of the file object
+            os_error = _os_error_in(exc)
+            if os_error is None:
+                raise
+            # atomic_path removes the temp file and names ``path``
+            raise OSError(os_error.errno, os_error.strerror, str(tmp)) from None
+    return path
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

@@ -2,8 +2,9 @@
 
 Every error raised for *bad input* (a config key, a file, a store, a checkpoint, ground truth)
 derives from :class:`OcconError`. The command-line entry points catch it and print one line
-``[occon] error: <message>`` to stderr and exit with status 2 (a usage error); anything else is a
-bug and keeps its traceback. Messages name the key or file and say what to do.
+``[occon] error: <message>`` to stderr and exit with status 2 (a usage error; 3 for a training run
+that diverged, :class:`TrainingDivergedError`); anything else is a bug and keeps its traceback.
+Messages name the key or file and say what to do.
 
 Subclasses keep a second, built-in base (``ValueError``, ``RuntimeError``) where callers relied on
 it before this module existed.
@@ -11,6 +12,7 @@ it before this module existed.
 from __future__ import annotations
 
 USAGE_EXIT_CODE = 2
+DIVERGED_EXIT_CODE = 3  # training stopped at a non-finite loss (TrainingDivergedError)
 
 
 class OcconError(Exception):
@@ -38,6 +40,14 @@ class ResourceError(OcconError, RuntimeError):
     what to do (e.g. rerun to resume with fewer workers)."""
 
 
+class TrainingDivergedError(OcconError, ArithmeticError):
+    """Training produced a non-finite loss (NaN/Inf) or non-finite weights: the run stops before the
+    weights are updated or saved; the message names the step, the loss and the likely key. CLIs:
+    one line, exit :data:`DIVERGED_EXIT_CODE` (3), so scripts can tell it from a usage error."""
+
+    exit_code = DIVERGED_EXIT_CODE
+
+
 class OutputError(OcconError, OSError):
     """An output file or folder that cannot be written (read-only, full, no permission); the
     message names it. Nothing half-written is left behind (``occon_plugin.atomic``)."""
@@ -50,6 +60,11 @@ def examples(items, total=None, show: int = 5, sep: str = ", ") -> str:
     total = len(items) if total is None else total
     more = f", ... (+{total - show} more)" if total > show else ""
     return sep.join(items[:show]) + more
+
+
+def exit_code_of(err: OcconError) -> int:
+    """The exit status a CLI ends with for ``err``: its class's ``exit_code``, else 2 (usage error)."""
+    return int(getattr(err, "exit_code", USAGE_EXIT_CODE))
 
 
 def format_error(err: BaseException) -> str:

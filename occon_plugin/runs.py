@@ -29,7 +29,12 @@ uninterrupted one in those draws (``tests/robustness/test_resume.py`` measures b
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
 import random
+import signal
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -39,8 +44,8 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from occon_plugin.atomic import OUTPUT_ERRNOS, atomic_path, output_error
-from occon_plugin.errors import ConfigError, examples
+from occon_plugin.atomic import OUTPUT_ERRNOS, atomic_path, atomic_torch_save, output_error
+from occon_plugin.errors import ConfigError, OutputError, TrainingDivergedError, examples
 
 # Settings that define a run: a resumed run must match them (compared after defaults and lr scaling).
 RUN_KEYS = ("method", "backbone", "method_kwargs", "optimizer", "scheduler", "max_epochs", "data.dataset",
@@ -59,6 +64,7 @@ class RunPlan:
     out_dir: Path
     ckpt_path: Optional[str]          # checkpoint to resume from, or None
     notes: list[str]                  # what was decided and why (printed by the CLI)
+    named_dir: Optional[Path] = None  # the folder of cfg.name when the run moved to <name>-k
 
 
 def run_folder(cfg: DictConfig) -> Path:
@@ -84,11 +90,26 @@ def _flatten(value: Any, prefix: str, out: dict) -> None:
         out[prefix] = value
 
 
+# Run-defining settings that are paths: compared as the folders they name (a relative path against the launch
+# folder, symbolic links followed), so `stores/x` and `/home/me/stores/x` are the same run.
+PATH_KEYS = ("data.train_path", "data.image_root", "occon.store")
+
+
+def _same_path(value: Any) -> Any:
+    if not isinstance(value, str) or not value or "://" in value or value == "???":
+        return value
+    from occon_plugin.cli._hydra import launch_dir
+
+    path = Path(value).expanduser()
+    return os.path.realpath(path if path.is_absolute() else launch_dir() / path)
+
+
 def run_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The run-defining settings of ``cfg`` as flat ``key -> value`` pairs."""
+    """The run-defining settings of ``cfg`` as flat ``key -> value`` pairs (:data:`PATH_KEYS` resolved)."""
     flat: dict[str, Any] = {}
     for key in RUN_KEYS:
         _flatten(_plain(OmegaConf.select(cfg, key, default=None)), key, flat)
+    flat = {k: _same_path(v) if k in PATH_KEYS else v for k, v in flat.items()}
     return {k: v for k, v in flat.items() if not any(k == i or k.startswith(i + ".") for i in IGNORED_KEYS)}
 
 
@@ -171,7 +192,7 @@ def _plan_run(cfg: DictConfig) -> RunPlan:
         new = run_folder(cfg)
         notes.append(f"{folder} holds an earlier run (kept): this run is written to {new} "
                      f"(auto_resume.enabled=true continues a run with the same settings)")
-        return RunPlan(new, None, notes)
+        return RunPlan(new, None, notes, named_dir=folder)
     config_file = folder / CONFIG_FILE
     if not config_file.is_file():
         raise ConfigError(f"{folder} holds checkpoints but no {CONFIG_FILE}: its settings cannot be compared, so "
@@ -195,21 +216,43 @@ def _plan_run(cfg: DictConfig) -> RunPlan:
     return RunPlan(folder, str(ckpt), notes)
 
 
-def atomic_checkpoint_io():
-    """A Lightning ``CheckpointIO`` whose ``save_checkpoint`` writes through
-    :func:`occon_plugin.atomic.atomic_path` (pass as ``Trainer(plugins=[...])``)."""
-    import torch
+def save_checkpoint_file(checkpoint: dict, path) -> None:
+    """Write a training checkpoint whole or not at all, never with non-finite weights.
 
+    Raises :class:`~occon_plugin.errors.TrainingDivergedError` when ``checkpoint["state_dict"]`` holds
+    NaN/Inf (nothing is written: the previous file stays the last finite checkpoint) and
+    :class:`~occon_plugin.errors.OutputError` when the disk is full, a file-size limit is reached or
+    the folder is not writable (one line naming the folder; the previous file at ``path`` is intact)."""
+    from occon_plugin.finite import nonfinite_tensors
+
+    path = Path(path)
+    bad = nonfinite_tensors(checkpoint.get("state_dict") or {})
+    if bad:
+        step = checkpoint.get("global_step")
+        raise TrainingDivergedError(
+            f"the weights at step {step} are not finite (NaN or Inf in {examples(bad, show=3)}): training diverged; "
+            f"{path.name} was not written" + (f" ({path} keeps the last finite checkpoint)" if path.is_file() else "")
+            + "; lower optimizer.lr and train again")
+    try:
+        atomic_torch_save(checkpoint, path)
+    except OutputError as err:
+        kept = (f"the previous {path.name} is intact: run the same command again to resume from it"
+                if path.is_file() else f"no earlier {path.name} there")
+        raise OutputError(f"{err}. Run folder {path.parent} (checkpoint.dir chooses another disk): {kept}") from None
+
+
+def atomic_checkpoint_io():
+    """A Lightning ``CheckpointIO`` whose ``save_checkpoint`` is :func:`save_checkpoint_file` (atomic,
+    finite weights only, one line when the disk is full; pass as ``Trainer(plugins=[...])``)."""
     from occon_plugin import host
 
     class AtomicCheckpointIO(host.pl.plugins.io.TorchCheckpointIO):
-        """Checkpoints appear whole or not at all (temp file + fsync + rename)."""
+        """Checkpoints appear whole or not at all (temp file + fsync + rename), never with NaN weights."""
 
         def save_checkpoint(self, checkpoint, path, storage_options=None):
             if storage_options is not None:
                 raise TypeError(f"{type(self).__name__} takes no storage_options")
-            with atomic_path(path) as tmp:
-                torch.save(checkpoint, tmp)
+            save_checkpoint_file(checkpoint, path)
 
     return AtomicCheckpointIO()
 
@@ -225,6 +268,9 @@ def resume_state_callback():
             self.module = None
             self.loaded: Optional[dict] = None
             self.schedulers: Optional[list] = None
+            self.batches_done: Optional[int] = None  # set while a mid-epoch checkpoint is saved (SIGTERM)
+            self.resumed_epoch: Optional[int] = None
+            self.epoch_end: Optional[list] = None
 
         @property
         def state_key(self) -> str:
@@ -245,6 +291,8 @@ def resume_state_callback():
             trainer = getattr(self.module, "trainer", None) if self.module is not None else None
             if trainer is not None:
                 state["lr_schedulers"] = [c.scheduler.state_dict() for c in trainer.lr_scheduler_configs]
+            if self.batches_done:
+                state["batches_done_in_epoch"] = int(self.batches_done)
             return state
 
         def load_state_dict(self, state_dict: dict) -> None:
@@ -255,20 +303,31 @@ def resume_state_callback():
             # an epoch-end checkpoint although they were stepped before the save: put them (and the
             # optimizer's learning rates) back to the saved state before the first resumed step.
             saved, self.schedulers = self.schedulers, None
-            if not saved:
-                return
-            for config, state in zip(trainer.lr_scheduler_configs, saved):
-                config.scheduler.load_state_dict(state)
-                last = state.get("_last_lr")
-                if last is not None:
-                    for group, lr in zip(config.scheduler.optimizer.param_groups, last):
-                        group["lr"] = lr
+            if saved:
+                _load_schedulers(trainer.lr_scheduler_configs, saved)
+            # Lightning 1.9's fit loop, still "restarting" at the end of the epoch it resumed in (max_steps runs:
+            # always), steps the epoch-interval schedulers a second time after on_train_epoch_end: put them back
+            # to the state of that hook before the next epoch's first step
+            if self.epoch_end is not None and trainer.current_epoch != self.resumed_epoch:
+                configs = [c for c in trainer.lr_scheduler_configs if not c.reduce_on_plateau]
+                _load_schedulers(configs, self.epoch_end)
+                self.epoch_end = None
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            if self.resumed_epoch is not None and trainer.current_epoch == self.resumed_epoch:
+                self.epoch_end = [c.scheduler.state_dict() for c in trainer.lr_scheduler_configs
+                                  if not c.reduce_on_plateau]
 
         def on_train_start(self, trainer, pl_module):
             if not self.loaded:
                 return
             state, self.loaded = self.loaded, None
             self.schedulers = state.get("lr_schedulers")
+            self.resumed_epoch = int(trainer.current_epoch)
+            if state.get("batches_done_in_epoch"):
+                # saved mid-epoch (SIGTERM): Lightning runs only the epoch's remaining batches, the loaders
+                # must draw exactly those (not the epoch's first ones again)
+                skip_trained_batches(trainer, int(state["batches_done_in_epoch"]))
             updater = getattr(pl_module, "momentum_updater", None)
             if updater is not None and "cur_tau" in state:
                 updater.cur_tau = state["cur_tau"]
@@ -282,7 +341,204 @@ def resume_state_callback():
     return ResumeState()
 
 
+def _load_schedulers(configs, states) -> None:
+    """Put LR schedulers (Lightning scheduler configs) and their optimizers' learning rates back to ``states``."""
+    for config, state in zip(configs, states):
+        config.scheduler.load_state_dict(state)
+        last = state.get("_last_lr")
+        if last is not None:
+            for group, lr in zip(config.scheduler.optimizer.param_groups, last):
+                group["lr"] = lr
+
+
+def skip_trained_batches(trainer, batches: int) -> None:
+    """Make the training loaders' next epoch start ``batches`` batches in: the torchvision path's
+    :class:`~occon_plugin.augment.dataset.SeededRandomSampler` and the DALI loader both have
+    ``skip_next``. Raises RuntimeError for a loader that cannot (a resume would silently repeat the
+    epoch's first batches and leave out its last ones)."""
+    from occon_plugin import host
+
+    for loader in host.train_dataloaders(trainer):
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "skip_next"):
+            sampler.skip_next(batches * int(loader.batch_size))
+        elif hasattr(loader, "skip_next"):
+            loader.skip_next(batches)
+        else:
+            raise RuntimeError(f"cannot resume mid-epoch: the training loader {type(loader).__name__} cannot skip "
+                               f"the {batches} batches already trained")
+
+
 def save_config_once(cfg: DictConfig, out_dir: Path) -> None:
     """Write ``config.yaml`` atomically (a resumed run rewrites the same settings)."""
     with atomic_path(out_dir / CONFIG_FILE) as tmp:
         OmegaConf.save(cfg, tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# One run per folder at a time; the ranks of one DDP run share the run folder rank 0 decided.
+# --------------------------------------------------------------------------------------------
+LOCK_FILE = ".occon-run.lock"
+_PLAN_ENV = "OCCON_RUN_PLAN"  # rank 0's decision, inherited by the DDP processes Lightning starts
+
+
+def launched_rank() -> int:
+    """This process's global rank as its launcher set it (torchrun ``RANK``; Lightning's own DDP
+    launcher ``NODE_RANK`` / ``LOCAL_RANK``; SLURM ``SLURM_PROCID``), 0 for a plain process. Read from
+    the environment: the process group does not exist yet when the run folder is decided."""
+
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit() and (key == "RANK" or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
+            return int(os.environ[key])
+    local, node = os.environ.get("LOCAL_RANK", "0"), os.environ.get("NODE_RANK", "0")
+    return int(local) + int(node) if local.isdigit() and node.isdigit() else 0
+
+
+class RunLock:
+    """An exclusive ``fcntl.flock`` on ``<run folder>/.occon-run.lock`` for as long as a run trains
+    there: a second run of the same folder is refused with one line. The kernel drops the lock when
+    the process ends however it ends (``kill -9`` included), so a killed run never leaves it stale;
+    the file itself stays (empty but for the holder's pid)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> "RunLock":
+        """Raises :class:`ConfigError` naming the folder (and the holder's pid) when another process
+        holds it, :class:`~occon_plugin.errors.OutputError` when it cannot be created."""
+        ensure_writable(self.folder)
+        path = self.folder / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(f"another pretraining run (pid {holder}) is training in {self.folder} right now: wait "
+                              f"for it to end, or give this run another ++name=...") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def lock_and_plan(cfg: DictConfig) -> tuple[RunPlan, list]:
+    """:func:`plan_run` under the run lock: rank 0 locks the named run folder *before* deciding (two
+    runs started with one name at once: the second is refused, whatever it would have decided) and,
+    when the plan moves to ``<name>-k``, that folder too. DDP ranks > 0 lock nothing and take the
+    plan rank 0 shared (:func:`inherited_plan`). Returns the plan and the locks to release."""
+    inherited = inherited_plan(cfg)
+    if inherited is not None:
+        return inherited, []
+    if launched_rank() != 0:
+        return plan_run(cfg), []
+    locks: list = []
+    try:
+        named = run_folder(cfg)
+        if not (named.exists() and not named.is_dir()):  # a file there: plan_run names the problem
+            locks.append(RunLock(named).acquire())
+        plan = plan_run(cfg)
+        if plan.out_dir != named:
+            locks.append(RunLock(plan.out_dir).acquire())
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    return plan, locks
+
+
+def share_plan(cfg: DictConfig, plan: RunPlan) -> None:
+    """Hand rank 0's run folder and checkpoint to the DDP processes Lightning's launcher starts (they
+    inherit this process's environment), so they do not decide again (with ``auto_resume=false`` a
+    second decision would see rank 0's ``config.yaml`` and move to ``<name>-2``)."""
+    # keyed by the folder of the name as requested (the other processes parse the same command line) and the settings
+    os.environ[_PLAN_ENV] = json.dumps({"key": _plan_key(cfg, plan.named_dir or plan.out_dir),
+                                        "out_dir": str(plan.out_dir), "ckpt_path": plan.ckpt_path,
+                                        "name": str(cfg.name)})
+
+
+def unshare_plan() -> None:
+    os.environ.pop(_PLAN_ENV, None)
+
+
+def _plan_key(cfg: DictConfig, folder: Path) -> str:
+    return hashlib.sha256(json.dumps([str(folder), run_settings(cfg)], sort_keys=True,
+                                     default=str).encode()).hexdigest()[:16]
+
+
+def inherited_plan(cfg: DictConfig) -> Optional[RunPlan]:
+    """The plan rank 0 shared (:func:`share_plan`) when this process is one of its DDP ranks > 0 and
+    the plan is for this very run (same folder and settings); else None."""
+    text = os.environ.get(_PLAN_ENV)
+    if not text or launched_rank() == 0:
+        return None
+    shared = json.loads(text)
+    if shared.get("key") != _plan_key(cfg, run_folder(cfg)):
+        return None
+    cfg.name = shared["name"]
+    return RunPlan(Path(shared["out_dir"]), shared["ckpt_path"], [])
+
+
+# --------------------------------------------------------------------------------------------
+# SIGTERM while training: a resumable checkpoint at the next step boundary, then exit 143.
+# --------------------------------------------------------------------------------------------
+def stop_on_signal_callback(out_dir: Path, resume_state=None):
+    """A Lightning callback that, once SIGTERM reached the process (its :meth:`take` is registered with
+    ``occon_plugin.cli._hydra.stop_signals_taken_by``; Ctrl-C too), stops training at the next step boundary: every
+    hook of the finished step has run (the momentum encoder's update included), nothing of the next
+    one has; it saves ``<out_dir>/last.ckpt`` there (atomically, as Lightning's SLURM handling saves
+    its ``hpc_ckpt``) and raises :class:`~occon_plugin.cli._hydra.Terminated` naming it (the CLI exits
+    143). Under DDP the ranks decide together (one boolean all-reduce per step), so a signal sent to
+    one process only (``kill <pid>``) stops them all at the same step. The rerun resumes from it (the
+    run policy above: newest readable checkpoint)."""
+    from occon_plugin import host
+    from occon_plugin.cli._hydra import Terminated
+
+    class StopOnSignal(host.Callback):
+        def __init__(self):
+            self.signum: Optional[int] = None
+
+        def take(self, signum: int) -> bool:
+            if self.signum is not None:  # a second signal: stop at once (nothing half-written; no final.ckpt)
+                return False
+            print(f"[occon] {signal_name(signum)} received: saving a resumable checkpoint at the end of this step, "
+                  f"then stopping (send it again to stop at once)", flush=True)
+            self.signum = int(signum)
+            return True
+
+        def _requested(self, trainer) -> bool:
+            flagged = self.signum is not None or bool(getattr(trainer, "received_sigterm", False))
+            if int(getattr(trainer, "world_size", 1) or 1) > 1:
+                return not trainer.strategy.reduce_boolean_decision(not flagged)  # stop if any rank was signalled
+            return flagged
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx, *args):
+            if not self._requested(trainer):
+                return
+            path = Path(out_dir) / "last.ckpt"
+            if resume_state is not None:
+                resume_state.batches_done = batch_idx  # the resumed epoch starts after the batches trained
+            try:
+                trainer.save_checkpoint(str(path))  # every rank takes part; rank 0 writes (atomic, finite only)
+            finally:
+                if resume_state is not None:
+                    resume_state.batches_done = None
+            signum = self.signum if self.signum is not None else 15
+            raise Terminated(signum, f"saved a resumable checkpoint at step {trainer.global_step} (epoch "
+                                     f"{trainer.current_epoch}): {path}; run the same command again to resume from it")
+
+    return StopOnSignal()
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -1,13 +1,32 @@
-"""Weights & Biases: on by config, offline automatically when no API key is configured."""
+"""Weights & Biases: on by config; the user's own W&B environment wins; offline without an API key.
+
+The one rule (:func:`wandb_mode`), for every command (``occon-pretrain``, ``occon-linear``,
+``occon-localize ++wandb.enabled=true``, the ``occon-eval-*`` CLIs) and for the host's own
+``main_pretrain.py`` running an object-aware method (:func:`honour_wandb_environment`):
+
+1. ``WANDB_MODE=disabled`` or ``WANDB_DISABLED=true`` (any of true/1/yes/on): no W&B run, nothing
+   written (the commands do not even import wandb's run machinery);
+2. ``WANDB_MODE=offline`` (or ``dryrun``) / ``WANDB_MODE=online``: that mode;
+3. otherwise the config's ``wandb.offline`` (``true``: offline; ``false``: online), and with it
+   unset, online iff an API key is configured (``WANDB_API_KEY`` or ``wandb login``). Online without a
+   key cannot work: such a run goes offline and says so in one line.
+
+Each job's run is finished when the job ends (:func:`finish_wandb`), so under Hydra's multirun
+(``-m``) every job gets its own run.
+"""
 from __future__ import annotations
 
 import netrc
 import os
+import sys
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+
+_TRUE = ("1", "true", "yes", "on", "y", "t")
+MODES = ("online", "offline", "disabled")
 
 
 def wandb_api_key_configured() -> bool:
@@ -20,36 +39,95 @@ def wandb_api_key_configured() -> bool:
         return False
 
 
+def environment_mode() -> Optional[str]:
+    """The mode the user chose through W&B's environment (``WANDB_DISABLED``, ``WANDB_MODE``), or None."""
+    if os.environ.get("WANDB_DISABLED", "").strip().lower() in _TRUE:
+        return "disabled"
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    aliases = {"dryrun": "offline", "run": "online", "shared": "shared"}  # wandb's other names for its modes
+    return aliases.get(mode, mode if mode in MODES else None)
+
+
+def wandb_mode(cfg: Any, say: bool = True) -> str:
+    """``"online"``, ``"offline"`` or ``"disabled"`` (or wandb's ``"shared"`` when the user set it) by the module's rule (``cfg.wandb.offline``: true /
+    false / absent). ``say``: print the one line when an online run goes offline for want of a key."""
+    chosen = environment_mode()
+    if chosen is not None:
+        return chosen
+    explicit = OmegaConf.select(cfg, "wandb.offline", default=None) if OmegaConf.is_config(cfg) else None
+    if explicit is not None and bool(explicit):
+        return "offline"
+    if wandb_api_key_configured():
+        return "online"
+    if explicit is not None and say:
+        print("[occon] W&B: wandb.offline=false but no API key is configured (WANDB_API_KEY or `wandb login`): "
+              "running offline; `wandb sync` uploads the run later", file=sys.stderr)
+    return "offline"
+
+
 def wandb_offline(cfg: DictConfig) -> bool:
-    explicit = OmegaConf.select(cfg, "wandb.offline", default=None)
-    if explicit is not None:
-        return bool(explicit)
-    return not wandb_api_key_configured()
+    """Whether W&B runs offline (True also when disabled: nothing goes online)."""
+    return wandb_mode(cfg, say=False) in ("offline", "disabled")
+
+
+def wandb_wanted(cfg: Any) -> bool:
+    """``wandb.enabled`` in ``cfg`` and not disabled by the user's W&B environment."""
+    return bool(OmegaConf.select(cfg, "wandb.enabled", default=False)) and environment_mode() != "disabled"
+
+
+def honour_wandb_environment(cfg: Any) -> Optional[str]:
+    """For scripts that create their own ``WandbLogger`` (solo-learn's ``main_pretrain.py``, whose
+    ``wandb.offline`` defaults to false): set ``WANDB_MODE`` to the mode of :func:`wandb_mode` when the
+    user did not set it, so a run without an API key goes offline instead of failing in wandb's login,
+    and ``WANDB_DISABLED=true`` disables it. Returns the mode set, or None (nothing changed)."""
+    if not OmegaConf.select(cfg, "wandb.enabled", default=False) or os.environ.get("WANDB_MODE"):
+        return None
+    mode = wandb_mode(cfg)
+    if mode == "online":
+        return None
+    os.environ["WANDB_MODE"] = mode
+    return mode
 
 
 def make_wandb_logger(cfg: DictConfig, save_dir: Path, run_id: Optional[str] = None):
-    """The host's ``WandbLogger`` writing its run files under ``save_dir``, or None if disabled."""
-    if not OmegaConf.select(cfg, "wandb.enabled", default=False):
+    """The host's ``WandbLogger`` writing its run files under ``save_dir``, or None when W&B is off
+    (``wandb.enabled: false``, ``WANDB_MODE=disabled``, ``WANDB_DISABLED=true``: nothing is written)."""
+    if not wandb_wanted(cfg):
         return None
     from occon_plugin import host
 
     save_dir.mkdir(parents=True, exist_ok=True)
-    offline = wandb_offline(cfg)
-    # Lightning only sets WANDB_MODE for offline runs, which wandb ignores once a run was set up
-    # in this process; an explicit mode always wins.
-    extra = {"mode": "offline"} if offline else {}
+    mode = wandb_mode(cfg)
+    # the mode goes to wandb.init itself: Lightning's ``offline=True`` would set WANDB_MODE=dryrun in
+    # this process's environment (seen by the next job of a multirun), and wandb ignores it once a
+    # run was set up in this process
     logger = host.WandbLogger(
         name=str(cfg.name),
         project=str(OmegaConf.select(cfg, "wandb.project", default="occon-plugin")),
         entity=OmegaConf.select(cfg, "wandb.entity", default=None),
-        offline=offline,
+        offline=False,
         save_dir=str(save_dir),
         id=run_id,
         resume="allow" if run_id else None,
-        **extra,
+        mode=mode,
     )
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return logger
+
+
+def finish_wandb(logger: Any = None) -> None:
+    """End the W&B run of this job (``logger``'s, or the process's current run): under Hydra's
+    multirun the next job starts its own run instead of writing into this one (Lightning's
+    ``WandbLogger`` reuses a run still open in the process)."""
+    if "wandb" not in sys.modules:
+        return
+    import wandb
+
+    experiment = getattr(logger, "_experiment", None) if logger is not None else None
+    if experiment is not None and hasattr(experiment, "finish"):
+        experiment.finish()
+    if wandb.run is not None:
+        wandb.finish()
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,11 +229,11 @@ def split_wandb_settings(cfg: DictConfig) -> Tuple[DictConfig, Optional[DictConf
 
 
 def log_localize_run(wandb_cfg: Optional[DictConfig], summary: dict, data: Any, n: int = N_PICTURES) -> Optional[Path]:
-    """When W&B is on: one run (offline unless an API key is configured, files under the store's
+    """When W&B is on: one run (:func:`wandb_mode`, files under the store's
     ``wandb/``) with the localizer's counts (``localize/<count>``) and ``n`` overlays (stored soft mask
     + boxes, ``localize/overlays``) of the store. ``summary``: what ``run_localize`` returned;
     ``data``: its ``data`` settings (``path``, ``image_root``). Returns the run folder or None."""
-    if wandb_cfg is None or not OmegaConf.select(wandb_cfg, "wandb.enabled", default=False):
+    if wandb_cfg is None or not wandb_wanted(wandb_cfg):
         return None
     import wandb
 
@@ -165,11 +243,11 @@ def log_localize_run(wandb_cfg: Optional[DictConfig], summary: dict, data: Any, 
 
     store = Store.open(summary["store"], allow_incomplete=True)
     counts = summary["manifest"]["counts"]
-    offline = wandb_offline(wandb_cfg)
+    mode = wandb_mode(wandb_cfg)
     run = wandb.init(project=str(OmegaConf.select(wandb_cfg, "wandb.project", default="occon-plugin")),
                      entity=OmegaConf.select(wandb_cfg, "wandb.entity", default=None),
                      name=str(OmegaConf.select(wandb_cfg, "wandb.name", default=None) or f"localize-{Path(store.root).name}"),
-                     dir=str(store.root), mode="offline" if offline else "online", job_type="localize",
+                     dir=str(store.root), mode=mode, job_type="localize",
                      config={"store": str(store.root), "listed": summary.get("listed")}, reinit=True)
     try:
         run.log({f"localize/{k}": v for k, v in counts.items() if isinstance(v, (int, float))}

@@ -115,10 +115,6 @@ class OcconPretrainDataset(Dataset):
 
     def _attach_store(self, workers: int | None) -> None:
         self.store = Store.open(self.cfg.store)
-        # a store from before fingerprints: refused unless occon.allow_v1_store=true (then said once)
-        note = self.store.require_fingerprints(self.cfg.allow_v1_store, "occon.allow_v1_store", self.images.root)
-        if note:
-            self.notes.append(note)
         # raises under occon.missing=error, naming the files; masks are read only if BG-Mixup uses them
         report = validate_store(self.store, self.images, self.cfg.missing, check_masks=self.cfg.bg_mixup.enabled,
                                 workers=workers)
@@ -262,9 +258,16 @@ class SeededRandomSampler(Sampler):
     def __init__(self, n: int, seed: int = 0, rank: int | None = None, num_replicas: int | None = None):
         self.n, self.seed, self.epoch = int(n), int(seed), 0
         self.rank, self.num_replicas = rank, num_replicas
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def skip_next(self, n: int) -> None:
+        """The next pass starts ``n`` samples into this rank's share of its epoch (a run resumed from a
+        checkpoint saved mid-epoch, by SIGTERM: the samples it trained on are not drawn again). The
+        length stays the full epoch's (Lightning counts the batches already done itself)."""
+        self._skip = max(0, int(n))
 
     def _shard(self) -> tuple[int, int]:
         rank, world = _distributed_rank_and_world()
@@ -282,7 +285,8 @@ class SeededRandomSampler(Sampler):
         self.epoch += 1
         per_rank = self.n // world  # equal shares: the remainder is dropped this epoch, as DistributedSampler
         mine = slice(rank, per_rank * world, world)
-        return iter(zip(order[mine].tolist(), seeds[mine].tolist()))
+        skip, self._skip = self._skip, 0
+        return iter(list(zip(order[mine].tolist(), seeds[mine].tolist()))[skip:])
 
 
 def build_view_transforms(augmentations: Any) -> list[ViewTransform]:
@@ -339,26 +343,38 @@ def build_dataset(cfg: Any, view_transforms: Sequence[ViewTransform]) -> "OcconP
     return dataset
 
 
+def check_batch_per_process(n_images: int, batch_size: int, world: int, train_path: Any, summary: str = "") -> None:
+    """Both pipelines: every one of the ``world`` processes gets ``n_images // world`` images (equal shares,
+    :class:`SeededRandomSampler`) and drops its last partial batch, so each needs at least one full batch.
+    Raises :class:`ConfigError` naming ``optimizer.batch_size`` (and ``devices`` under DDP)."""
+    per_process = n_images // max(1, int(world))
+    if per_process >= batch_size:
+        return
+    shares = (f"{n_images} usable images, {per_process} per process over {world} processes (devices x num_nodes),"
+              if world > 1 else f"{n_images} usable images,")
+    raise ConfigError(f"data.train_path={train_path} has {shares} fewer than optimizer.batch_size={batch_size} "
+                      f"(the last partial batch is dropped: no batch would be trained): lower optimizer.batch_size"
+                      + (" or devices" if world > 1 else "") + (f" ({summary})" if summary else ""))
+
+
 def collate_host_batch(samples: list) -> list:
     """Collate to the host's own ``[indexes, views, targets]`` (the object-aware record dropped): the
     batches of a plain host method (``method=mocov2plus``), whose training step unpacks three elements."""
     return default_collate([sample[:3] for sample in samples])
 
 
-def build_pretrain_dataloader(cfg: Any, with_info: bool = True) -> DataLoader:
+def build_pretrain_dataloader(cfg: Any, world: int = 1, with_info: bool = True) -> DataLoader:
     """The training loader from ``cfg.data.train_path`` (+ optional ``cfg.data.image_root`` for a COCO
     json), ``cfg.data.num_workers``, ``cfg.optimizer.batch_size``, ``cfg.augmentations``,
-    ``cfg.occon`` and ``cfg.seed``. Store mismatches are reported here, before training.
+    ``cfg.occon`` and ``cfg.seed``. Store mismatches are reported here, before training; ``world``:
+    the number of training processes (DDP), each of which needs a full batch.
 
     ``with_info``: batches carry the object-aware record (``[idx, views, targets, info]``, what the
     ``*_occon`` methods take); False gives the host's ``[idx, views, targets]`` for a plain method."""
     train_path, batch_size, seed = loader_settings(cfg)
     num_workers = int(select(cfg, "data.num_workers", 0))
     dataset = build_dataset(cfg, build_view_transforms(select(cfg, "augmentations")))
-    if len(dataset) < int(batch_size):
-        raise ConfigError(f"data.train_path={train_path} has {len(dataset)} usable images, fewer than "
-                          f"optimizer.batch_size={batch_size} (drop_last=True would give no batch): "
-                          f"lower optimizer.batch_size ({dataset.startup_summary()})")
+    check_batch_per_process(len(dataset), int(batch_size), world, train_path, dataset.startup_summary())
     return DataLoader(dataset, batch_size=int(batch_size), sampler=SeededRandomSampler(len(dataset), seed),
                       num_workers=num_workers, drop_last=True, pin_memory=torch.cuda.is_available(),
                       persistent_workers=num_workers > 0, collate_fn=None if with_info else collate_host_batch)

@@ -42,7 +42,7 @@ def main() -> None:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="eval_bgchallenge", version_base="1.2")
-@exit_on_bad_input
+@exit_on_bad_input(inputs=("root",), specs=("model",), outputs=("output_dir",), batch_key="batch_size")
 def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
 

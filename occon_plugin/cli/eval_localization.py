@@ -104,7 +104,7 @@ def main() -> None:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="eval_localization", version_base="1.2")
-@exit_on_bad_input
+@exit_on_bad_input(inputs=("predictions", "gt", "image_root"), outputs=("output_dir",))
 def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -95,8 +95,8 @@ def _classes_with_images(folder: datasets.ImageFolder) -> list[str]:
 
 def linear_eval(cfg: DictConfig) -> dict:
     from occon_plugin import host  # raises a one-line HostMissingError without solo-learn
-    from occon_plugin.tracking import make_wandb_logger
-    
+    from occon_plugin.tracking import finish_wandb, make_wandb_logger
+
     cfg = complete_linear_cfg(cfg)
     host.seed_everything(int(cfg.seed))
     backbone, normalization = load_backbone(cfg)
@@ -132,14 +132,19 @@ def linear_eval(cfg: DictConfig) -> dict:
     logger = make_wandb_logger(cfg, out_dir)
     trainer = host.make_trainer(cfg, logger=logger if logger is not None else False,
                                 enable_checkpointing=False, default_root_dir=str(out_dir))
-    trainer.fit(model, train_loader, val_loader)
+    try:
+        trainer.fit(model, train_loader, val_loader)
+    finally:
+        finish_wandb(logger)  # one W&B run per job (Hydra multirun: the next job starts its own)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     result = {"global_step": int(trainer.global_step), "classes": train_set.classes, "metrics": metrics}
     print("[occon] linear evaluation done: " + json.dumps(result))
     return result
 
 
-main = solo_style_main(linear_eval, kind="linear")
+main = solo_style_main(linear_eval, kind="linear", inputs=("data.train_path", "data.val_path"),
+                       specs=("pretrained_feature_extractor",), outputs=("checkpoint.dir",),
+                       batch_key="optimizer.batch_size")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ def main() -> None:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="localize", version_base="1.2")
-@exit_on_bad_input
+@exit_on_bad_input(inputs=("data.path", "data.image_root"), specs=("model",), outputs=("output_dir",),
+                   batch_key="batch_size", resumes=True)
 def _hydra_main(cfg: DictConfig) -> None:
     cfg, wandb_cfg = split_wandb_settings(cfg)  # ++wandb.enabled=true: counts + overlays on W&B
     settings = settings_from_config(cfg)

@@ -55,6 +55,32 @@ def _type_problem(cfg, key: str, override) -> Optional[str]:
     return None if ok else f"{key}={value} is not {want} (its default is {default!r})"
 
 
+def unparsable_override(overrides: List[str]) -> Optional[str]:
+    """Why the first override Hydra's grammar cannot read fails, naming its key and how to quote it, or
+    None. Hydra takes unquoted values of letters, digits and a few symbols only: a value with ``=``
+    (solo-learn's checkpoint names ``...-ep=0.ckpt``), non-ASCII letters (``été``), spaces, brackets or
+    quotes must be quoted: ``key='value'`` (inside a shell: ``"key='value'"``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for arg in overrides:
+        try:
+            parser.parse_overrides([arg])
+        except HydraException as exc:
+            text = " ".join(str(exc).split())
+            if "=" not in arg:
+                return f"cannot parse the override {arg!r} ({text}); overrides look like key=value"
+            key, value = arg.split("=", 1)
+            why = ("'='" if "=" in value else "non-ASCII letters" if any(ord(c) > 127 for c in value)
+                   else "characters such as spaces, quotes, brackets or commas")
+            quote = '"' if "'" in value else "'"
+            return (f"cannot read the override {arg!r}: the value of {key.lstrip('+~')} holds {why}, which Hydra "
+                    f"reads only inside quotes: quote it, "
+                    f"{key}={quote}{value}{quote} (in a shell: \"{key}={quote}{value}{quote}\")")
+    return None
+
+
 def override_problem(config_file: Path, overrides: List[str]) -> Optional[str]:
     """Why ``overrides`` cannot apply to ``config_file`` (a malformed override, an unknown key, a value
     that does not fit the type of the YAML's value), or None.
@@ -63,6 +89,9 @@ def override_problem(config_file: Path, overrides: List[str]) -> Optional[str]:
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
+    problem = unparsable_override(overrides)
+    if problem:
+        return problem
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:

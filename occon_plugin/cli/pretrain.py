@@ -25,12 +25,17 @@ from occon_plugin.config import complete_pretrain_cfg
 from occon_plugin.errors import ConfigError
 
 
+# relative paths given on the command line are read from the launch folder (hydra.job.chdir=true moves the process)
+PATH_INPUTS = ("data.train_path", "data.val_path", "data.image_root", "occon.store")
+
+
 def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.checkpoint.dir) / str(cfg.method) / str(cfg.name)
 
 
-def build_train_data(cfg: DictConfig, with_info: bool = True):
-    """(train_dataloader, datamodule): exactly one is not None. ``with_info``: batches carry the
+def build_train_data(cfg: DictConfig, world: int = 1, with_info: bool = True):
+    """(train_dataloader, datamodule): exactly one is not None. ``world``: the number of training
+    processes (the DALI data module reads it from the trainer). ``with_info``: batches carry the
     object-aware record (the ``*_occon`` methods); False: the host's three-element batches."""
     if cfg.data.format == "dali":
         from occon_plugin.augment.dali import build_dali_datamodule
@@ -38,7 +43,7 @@ def build_train_data(cfg: DictConfig, with_info: bool = True):
         return None, build_dali_datamodule(cfg, with_info=with_info)
     from occon_plugin.augment.dataset import build_pretrain_dataloader
 
-    return build_pretrain_dataloader(cfg, with_info=with_info), None
+    return build_pretrain_dataloader(cfg, world=world, with_info=with_info), None
 
 
 def is_object_aware_method(cfg: DictConfig, methods) -> bool:
@@ -99,8 +104,6 @@ def save_final_checkpoint(model, trainer, cfg: DictConfig, path: Path) -> None:
     """``final.ckpt``: the weights + the ``occon`` record (plain types only: loads with
     ``torch.load(weights_only=True)``, as the host's ``main_linear.py`` does); also readable by
     Lightning's ``load_from_checkpoint`` (``main_knn.py``)."""
-    import torch
-
     from occon_plugin import host
     from occon_plugin.models.normalization import plugin_pretrain_normalization
 
@@ -118,14 +121,21 @@ def save_final_checkpoint(model, trainer, cfg: DictConfig, path: Path) -> None:
             "cfg": OmegaConf.to_container(cfg, resolve=True),
         },
     }
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    runs.save_checkpoint_file(checkpoint, path)  # atomic, finite weights only, one line on a full disk
 
 
 def pretrain(cfg: DictConfig) -> Path:
-    """Train and return the path of the final checkpoint."""
+    """Train and return the path of the final checkpoint.
+
+    Stops (one line from the CLI): bad input (exit 2), a non-finite loss (exit 3, before the weights
+    change; ``occon_plugin.finite``), out of memory (exit 2 naming ``optimizer.batch_size``), a full
+    disk while saving (exit 2 naming the folder; the previous checkpoint intact), SIGTERM / Ctrl-C (exit
+    143 / 130 after saving a resumable ``last.ckpt``; a second signal stops at once, without
+    ``final.ckpt``), another run training in the same folder (exit 2)."""
     from occon_plugin import host, register  # raises a one-line HostMissingError without solo-learn
-    from occon_plugin.tracking import make_wandb_logger
+    from occon_plugin.cli._hydra import stop_signals_taken_by
+    from occon_plugin.finite import finite_loss_callback
+    from occon_plugin.tracking import finish_wandb, make_wandb_logger
 
     register()
     cfg = complete_pretrain_cfg(cfg, host.METHODS)
@@ -133,57 +143,83 @@ def pretrain(cfg: DictConfig) -> Path:
     set_num_classes(cfg)
     host.seed_everything(int(cfg.seed))
 
-    plan = runs.plan_run(cfg)  # resume only a run with the same settings; never overwrite another run
-    for note in plan.notes:
-        print(f"[occon] {note}")
-    out_dir, ckpt_path = plan.out_dir, plan.ckpt_path
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # resume only a run with the same settings; never overwrite another run; one run per folder at a time
+    plan, locks = runs.lock_and_plan(cfg)
+    logger = None
+    try:
+        rank0 = runs.launched_rank() == 0
+        for note in plan.notes if rank0 else ():
+            print(f"[occon] {note}")
+        out_dir, ckpt_path = plan.out_dir, plan.ckpt_path
+        out_dir.mkdir(parents=True, exist_ok=True)
 
-    train_loader, datamodule = build_train_data(cfg, with_info=is_object_aware_method(cfg, host.METHODS))
-    model = host.build_method(cfg.method, cfg)
-    model._occon_run_cfg = cfg  # pictures of the DALI pipeline's decisions (methods/base.py)
+        model = host.build_method(cfg.method, cfg)
+        model._occon_run_cfg = cfg  # pictures of the DALI pipeline's decisions (methods/base.py)
 
-    callbacks = [runs.resume_state_callback()]  # momentum tau + RNGs, which checkpoints do not restore
-    if cfg.checkpoint.enabled:
-        callbacks.append(
-            host.ModelCheckpoint(
-                dirpath=str(out_dir),
-                filename="epoch{epoch}",
-                save_last=True,
-                save_top_k=0,
-                every_n_epochs=int(cfg.checkpoint.frequency),
+        # momentum tau + RNGs, which checkpoints do not restore; a non-finite loss stops before backward;
+        # SIGTERM: a resumable last.ckpt at the next step boundary, exit 143
+        resume_state = runs.resume_state_callback()
+        stop = runs.stop_on_signal_callback(out_dir, resume_state)
+        callbacks = [resume_state, finite_loss_callback(), stop]
+        if cfg.checkpoint.enabled:
+            callbacks.append(
+                host.ModelCheckpoint(
+                    dirpath=str(out_dir),
+                    filename="epoch{epoch}",
+                    save_last=True,
+                    save_top_k=0,
+                    every_n_epochs=int(cfg.checkpoint.frequency),
+                )
             )
+        run_id_file = out_dir / "wandb_run_id"
+        run_id = run_id_file.read_text().strip() if (ckpt_path and run_id_file.is_file()) else None
+        logger = make_wandb_logger(cfg, out_dir, run_id=run_id)
+        if logger is not None:
+            callbacks.append(host.LearningRateMonitor(logging_interval="step"))
+        if rank0:
+            if logger is not None:
+                run_id_file.write_text(str(logger.version))
+            write_run_config(cfg, out_dir, logger.version if logger is not None else None)
+
+        trainer = host.make_trainer(
+            cfg,
+            logger=logger if logger is not None else False,
+            callbacks=callbacks,
+            enable_checkpointing=bool(cfg.checkpoint.enabled),
+            default_root_dir=str(out_dir),
+            # atomic (kill -9 while saving never leaves a torn last.ckpt), finite weights only, one line on a full disk
+            plugins=[runs.atomic_checkpoint_io()],
+            **host.KEEP_SAMPLER,  # the pipelines shard per rank themselves (same samples for any world size)
         )
-    run_id_file = out_dir / "wandb_run_id"
-    run_id = run_id_file.read_text().strip() if (ckpt_path and run_id_file.is_file()) else None
-    logger = make_wandb_logger(cfg, out_dir, run_id=run_id)
-    if logger is not None:
-        run_id_file.write_text(str(logger.version))
-        callbacks.append(host.LearningRateMonitor(logging_interval="step"))
-    write_run_config(cfg, out_dir, logger.version if logger is not None else None)
+        train_loader, datamodule = build_train_data(cfg, world=int(trainer.world_size),
+                                                    with_info=is_object_aware_method(cfg, host.METHODS))
+        runs.share_plan(cfg, plan)  # the DDP processes Lightning starts use this folder and checkpoint
+        with stop_signals_taken_by(stop.take):  # SIGTERM / Ctrl-C: resumable last.ckpt, then 143 / 130
+            if datamodule is not None:
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            else:
+                trainer.fit(model, train_dataloaders=train_loader, ckpt_path=ckpt_path)
+        if trainer.interrupted:  # Lightning swallows a KeyboardInterrupt (a second Ctrl-C): no final.ckpt, exit 130
+            raise KeyboardInterrupt
 
-    trainer = host.make_trainer(
-        cfg,
-        logger=logger if logger is not None else False,
-        callbacks=callbacks,
-        enable_checkpointing=bool(cfg.checkpoint.enabled),
-        default_root_dir=str(out_dir),
-        plugins=[runs.atomic_checkpoint_io()],  # kill -9 while saving never leaves a torn last.ckpt
-        **host.KEEP_SAMPLER,  # the pipelines shard per rank themselves (same samples for any world size)
-    )
-    if datamodule is not None:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    else:
-        trainer.fit(model, train_dataloaders=train_loader, ckpt_path=ckpt_path)
-
-    final = out_dir / "final.ckpt"
-    save_final_checkpoint(model, trainer, cfg, final)
-    summary = {"checkpoint": str(final), "global_step": int(trainer.global_step), "host": host.describe()}
-    print("[occon] pretraining done: " + json.dumps(summary))
-    return final
+        final = out_dir / "final.ckpt"
+        if trainer.is_global_zero:
+            save_final_checkpoint(model, trainer, cfg, final)
+        summary = {"checkpoint": str(final), "global_step": int(trainer.global_step), "host": host.describe()}
+        if trainer.is_global_zero:
+            print("[occon] pretraining done: " + json.dumps(summary))
+        if stop.signum is not None:
+            print(f"[occon] {runs.signal_name(stop.signum)} arrived after the last step: the run is complete")
+        return final
+    finally:
+        runs.unshare_plan()
+        finish_wandb(logger)  # one W&B run per job (Hydra multirun: the next job starts its own)
+        for lock in locks:
+            lock.release()
 
 
-main = solo_style_main(pretrain, kind="pretrain")
+main = solo_style_main(pretrain, kind="pretrain", inputs=PATH_INPUTS, outputs=("checkpoint.dir",),
+                       batch_key="optimizer.batch_size", resumes=True)
 
 
 if __name__ == "__main__":

@@ -51,24 +51,25 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 
 
 def init_wandb(cfg, out_dir, job_type: str):
-    """A W&B run (offline by the project's one rule, :func:`occon_plugin.tracking.wandb_offline`);
-    None if disabled.
+    """A W&B run (mode by the project's one rule, :func:`occon_plugin.tracking.wandb_mode`: the user's
+    ``WANDB_MODE`` / ``WANDB_DISABLED`` first); None if disabled (nothing written).
 
     ``cfg.wandb``: ``{enabled: bool, offline: bool, project: str, entity: str|null, name: str|null}``.
     """
-    wb = cfg.get("wandb") or {}
-    if not wb.get("enabled", True):
-        return None
-    import wandb
     from omegaconf import OmegaConf
 
-    from occon_plugin.tracking import wandb_offline
+    from occon_plugin.tracking import wandb_mode, wandb_wanted
 
-    online = not wandb_offline(OmegaConf.create({"wandb": dict(wb)}))
+    wb = cfg.get("wandb") or {}
+    wandb_cfg = OmegaConf.create({"wandb": {"enabled": True, **dict(wb)}})
+    if not wandb_wanted(wandb_cfg):
+        return None
+    import wandb
+
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return wandb.init(mode="online" if online else "offline", dir=str(out_dir), project=wb.get("project", "occon"),
+    return wandb.init(mode=wandb_mode(wandb_cfg), dir=str(out_dir), project=wb.get("project", "occon"),
                       entity=wb.get("entity"), name=wb.get("name"), job_type=job_type,
-                      config=OmegaConf.to_container(cfg, resolve=True))
+                      config=OmegaConf.to_container(cfg, resolve=True), reinit=True)
 
 
 def markdown_table(rows: List[Dict[str, Any]], columns: List[tuple[str, str]], digits: int = 3) -> str:

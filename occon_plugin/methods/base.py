@@ -83,6 +83,8 @@ class OcconMethodMixin:
 
     # host.build_method: construct with the cfg on both host generations.
     occon_accepts_cfg = True
+    # stops at a step with a non-finite loss and gradients (occon_plugin.finite); the plugin's callback skips us
+    occon_checks_loss = True
 
     def __init__(self, cfg=None, **kwargs):
         # solo-learn main calls Method(cfg); 1.0.2's own scripts call Method(**kwargs).
@@ -110,6 +112,12 @@ class OcconMethodMixin:
             # solo-learn's own main_pretrain.py with data.format=dali: its DALI data module builds the
             # batches; stop now (its setup() runs before any hook of ours, and needs a GPU)
             stop_run(ConfigError(self._occon_foreign_datamodule_message("PretrainDALIDataModule")))
+        if cfg is not None and in_foreign_hydra_app():
+            # the host's script creates its WandbLogger after the method with wandb.offline (default false):
+            # without an API key that would fail in wandb's login; the plugin's W&B rule decides instead
+            from occon_plugin.tracking import honour_wandb_environment
+
+            honour_wandb_environment(cfg)
         with _as_parent_method(cfg, getattr(type(self), "occon_parent", None)):
             super().__init__(*args, **kwargs)
         self.occon: OcconConfig = occon
@@ -144,6 +152,41 @@ class OcconMethodMixin:
             except OcconError as err:
                 stop_run(err)
             self._occon_log_pictures(datasets)
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        parent = getattr(super(), "on_save_checkpoint", None)
+        if parent is not None:
+            parent(checkpoint)
+        # a resumed run continues the same W&B run: its pictures were logged once already
+        checkpoint["occon_pictures_logged"] = bool(self._occon_pictures_logged)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        parent = getattr(super(), "on_load_checkpoint", None)
+        if parent is not None:
+            parent(checkpoint)
+        self._occon_pictures_logged = bool(checkpoint.get("occon_pictures_logged", self._occon_pictures_logged))
+
+    def on_before_backward(self, loss) -> None:
+        parent = getattr(super(), "on_before_backward", None)
+        if parent is not None:
+            parent(loss)
+        from occon_plugin.finite import note_loss
+
+        note_loss(self, loss)
+
+    def on_before_optimizer_step(self, optimizer, *args) -> None:
+        """Stop before a step whose loss is NaN/Inf and whose gradients are not finite (in any script, the
+        host's own ``main_pretrain.py`` included): one line naming the step, the loss and the likely key
+        (``occon_plugin.finite``; a NaN loss with finite gradients, as DeepClusterV2's first epoch, goes on)."""
+        parent = getattr(super(), "on_before_optimizer_step", None)
+        if parent is not None:
+            parent(optimizer, *args)
+        from occon_plugin.finite import check_step
+
+        try:
+            check_step(self.trainer, self, optimizer)
+        except OcconError as err:
+            stop_run(err)
 
     def training_step(self, batch: Sequence[Any], batch_idx: int):
         batch, info = split_occon_batch(batch)
@@ -213,7 +256,8 @@ class OcconMethodMixin:
         return datasets
 
     def _occon_log_pictures(self, datasets: list) -> None:
-        """Once per run, on W&B: a few samples' views with OA-Crop boxes and BG-Mixup flags."""
+        """Once per run, on W&B: a few samples' views with OA-Crop boxes and BG-Mixup flags (the flag travels
+        in the checkpoints, so a resumed run, which continues its W&B run, does not log them again)."""
         if self._occon_pictures_logged or getattr(self.trainer, "global_rank", 0) != 0:
             return
         from occon_plugin import tracking

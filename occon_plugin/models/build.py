@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from occon_plugin.errors import CheckpointError, ConfigError, MissingDependencyError
+from occon_plugin.finite import require_finite_weights
 from occon_plugin.models import cam as cam_split
 from occon_plugin.models.cam import CamModel
 from occon_plugin.models.checkpoint import SUPPORTED_TEXT, as_record, build_mlp, read_checkpoint
@@ -153,6 +154,8 @@ def _load_state(net: nn.Module, state: Dict[str, Tensor], where: str, what: str)
 def model_from_record(record: Dict[str, Any], source: str = "checkpoint") -> LoadedModel:
     """:class:`LoadedModel` of an occon record (``occon-ckpt/1`` or ``/2``; see :mod:`.checkpoint`)."""
     record = as_record(record, source)
+    # NaN/Inf weights (a diverged training run) would give meaningless features, CAMs and scores
+    require_finite_weights({role: record.get(role) or {} for role in ("backbone", "projector", "predictor")}, source)
     family, arch, kwargs = record["family"], record["arch"], dict(record["arch_kwargs"])
     if family == "resnet":
         net = build_resnet(arch, kwargs)
@@ -258,7 +261,8 @@ def load_model(spec: str = DEFAULT_SPEC, use_momentum: bool = False, manifest=No
     """Load ``spec`` (see :data:`ACCEPTED_SPECS`) on the CPU, in eval mode.
 
     Raises :class:`~occon_plugin.errors.ConfigError` (unknown spec), ``CheckpointError`` (a file that is
-    not a supported checkpoint), ``MissingDependencyError`` (an optional package the model needs).
+    not a supported checkpoint, or whose weights hold NaN/Inf: :mod:`occon_plugin.finite`),
+    ``MissingDependencyError`` (an optional package the model needs).
     """
     if not isinstance(spec, str) or not spec:
         raise ConfigError(f"model must be a non-empty string: {ACCEPTED_SPECS}; got {spec!r}")

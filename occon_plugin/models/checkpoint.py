@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from occon_plugin.atomic import atomic_path
+from occon_plugin.atomic import atomic_torch_save
 from occon_plugin.errors import CheckpointError
 from occon_plugin.models.layouts import (ALTERNATIVE_PROJECTORS, CHECKPOINT_LAYOUTS, strip_wrapper_prefixes)
 from occon_plugin.models.normalization import (IMAGENET, IMAGENET_SOLO_1_0_2, Normalization,
@@ -563,6 +563,4 @@ def save_record(d: Dict[str, Any], path) -> Path:
     """Validate and write an occon record atomically (temp file in the same folder + rename)."""
     path = Path(path)
     validate_record(d, "save_occon_checkpoint")
-    with atomic_path(path) as tmp:
-        torch.save(d, tmp)
-    return path
+    return atomic_torch_save(d, path)

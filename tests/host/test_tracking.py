@@ -4,7 +4,15 @@ from omegaconf import OmegaConf
 from occon_plugin.tracking import make_wandb_logger, wandb_offline
 
 
+def _no_wandb_environment(monkeypatch):
+    # the user's W&B environment decides first (tests/robustness/test_wandb.py); Lightning's WandbLogger(offline=True)
+    # of an earlier test sets WANDB_MODE in this process
+    for key in ("WANDB_MODE", "WANDB_DISABLED"):
+        monkeypatch.delenv(key, raising=False)
+
+
 def test_offline_without_api_key(monkeypatch, tmp_path):
+    _no_wandb_environment(monkeypatch)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
     assert wandb_offline(OmegaConf.create({"wandb": {"enabled": True}}))
@@ -15,6 +23,7 @@ def test_offline_without_api_key(monkeypatch, tmp_path):
 
 
 def test_netrc_login_counts_as_a_key(monkeypatch, tmp_path):
+    _no_wandb_environment(monkeypatch)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     netrc = tmp_path / ".netrc"

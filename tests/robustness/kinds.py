@@ -19,7 +19,7 @@ DOC = HERE.parents[1] / "docs" / "robustness.md"
 @dataclass(frozen=True)
 class Kind:
     id: str
-    issue: str        # item of issue 10 ("18.<n>": item of issue 18), or "found" for kinds the battery added
+    issue: str        # item of issue 10 ("5"), of issue 18 ("18.5"), or "found" for kinds the battery added
     what: str         # the input or fault
     where: str        # paths it can occur in
     behaviour: str    # what happens now (asserted by the tests)
@@ -165,6 +165,50 @@ KINDS = [
          "refused naming the file name"),
     Kind("found.damaged-manifest", "found", "store `manifest.json` that is not JSON", "pretraining, eval, localize",
          "one line naming the file and how to rebuild"),
+    # issue 18 (round 2), training and tracking
+    Kind("train.diverged", "18.2", "training that diverges (NaN/Inf loss: e.g. `optimizer.lr=1e30`); a checkpoint "
+         "holding NaN/Inf weights", "pretraining (both pipelines, the host's script too), every evaluator",
+         "stops at the first step whose loss and gradients are not finite, before the optimizer step (DDP: all "
+         "ranks at the same step; a NaN loss with finite gradients, as DeepClusterV2's first epoch, goes on): one "
+         "line naming the step, the loss and the likely key (`optimizer.lr`; `precision` with float16), exit 3; no "
+         "checkpoint is written with non-finite weights (the last finite one stays); occon-eval-linear, "
+         "occon-eval-bgchallenge, occon-linear, occon-localize refuse such a checkpoint naming the file (exit 2); "
+         "one check: `occon_plugin/finite.py`"),
+    Kind("wandb.user-switch", "18.5", "`WANDB_MODE=disabled` / `WANDB_DISABLED=true` / `WANDB_MODE=offline|online`; "
+         "no API key; Hydra multirun (`-m`)", "every command, the host's own script",
+         "the user's W&B environment wins (disabled: nothing written; offline over a key and `wandb.offline`); "
+         "without a key an online run goes offline saying so (the host's script too: the method sets `WANDB_MODE` "
+         "before the script's `WandbLogger` starts); each multirun job finishes its own run"),
+    Kind("wandb.pictures-once", "18.14", "a resumed run (same W&B run)", "pretraining",
+         "the `occon/augmentations` pictures are logged once per run (the flag travels in the checkpoints)"),
+    Kind("ddp.both-pipelines", "18.7", "`devices=2 strategy=ddp` (CPU, gloo) with a dataset that does not split "
+         "evenly; a DALI error that is not a changed file", "both pipelines",
+         "each rank trains on every 2nd sample of the single-process order (equal shares, one split: DALI no "
+         "longer splits the rank's share again), same BG-Mixup decisions in both pipelines, one run folder; a "
+         "batch larger than a process's share is one line naming `optimizer.batch_size` and `devices`; a DALI "
+         "error names the files only when they no longer decode, else it is DALI's own error"),
+    Kind("run.no-space", "18.8", "disk full or file-size limit (`ulimit -f`) while a checkpoint is saved",
+         "pretraining (and every atomic writer)",
+         "one line naming the file, the run folder and what to do, exit 2; the previous `last.ckpt` intact byte "
+         "for byte, no temp file; the rerun resumes (SIGXFSZ ignored so the write fails instead of killing)"),
+    Kind("run.out-of-memory", "18.8", "a batch too large for memory (torch's `DefaultCPUAllocator: can't allocate`, "
+         "CUDA out of memory, `MemoryError`)", "every command",
+         "one line naming the batch-size key and its value (`optimizer.batch_size`, `batch_size`), exit 2"),
+    Kind("run.sigterm", "18.9", "SIGTERM (a scheduler's stop) or Ctrl-C during training, before it, during "
+         "localization", "pretraining, every command",
+         "pretraining: a resumable `last.ckpt` at the next step boundary (DDP: ranks decide together), one line "
+         "naming it, exit 143 (Ctrl-C: 130; never a `final.ckpt` of a stopped run); the rerun resumes mid-epoch on "
+         "the remaining batches and ends bit-identical to an uninterrupted run (torchvision path); a second signal "
+         "stops at once; elsewhere one line, exit 143, the rerun resumes"),
+    Kind("run.concurrent", "18.10", "two pretraining runs with one name (run folder) at once", "pretraining",
+         "the second is refused with one line naming the folder and the first run's pid (exit 2); `fcntl.flock`: "
+         "a killed run leaves no stale lock"),
+    Kind("paths.chdir", "18.12", "relative paths with `hydra.job.chdir=true`", "every command",
+         "inputs are read from the launch folder, outputs go under the job's folder; one line names both"),
+    Kind("paths.quoting", "18.12", "an unquoted value with `=` or non-ASCII letters", "every command",
+         "one line naming the key and the quoted form to type (exit 2)"),
+    Kind("paths.relative-resume", "18.12", "the same run given its paths relative, absolute or through a symbolic "
+         "link", "pretraining", "resumed: run paths are stored absolute and compared as the folders they name"),
 ]
 
 
@@ -241,6 +285,21 @@ epoch 0 and resumed ends bit-identical to an uninterrupted one (0 of 252 tensors
 torchvision pipeline (asserted in the battery) and with the DALI CPU pipeline (measured once; the
 battery asserts the DALI epoch after a resume equals the uninterrupted epoch pixel for pixel).
 
+## Exit codes and stops
+
+Every command ends a stop with one line on stderr and one of these statuses: 2 bad input or a
+resource that ran out (`[occon] error: ...`, naming the key or file and what to do; out of memory
+names the batch-size key); 3 a training run that diverged (`TrainingDivergedError`: the first step
+whose loss and gradients are not finite, stopped before the optimizer step; `occon_plugin/finite.py`
+is the one finiteness check, also used before any checkpoint is written and when any checkpoint is
+loaded); 130 Ctrl-C;
+143 SIGTERM (pretraining first saves a resumable `last.ckpt` at the next step boundary, for Ctrl-C too:
+`occon_plugin.runs.stop_on_signal_callback`; a second signal stops at once).
+A pretraining run holds `fcntl.flock` on `<run folder>/.occon-run.lock` while it runs. Relative
+paths on the command line are made absolute at the start (`occon_plugin.cli._hydra.resolve_paths`:
+inputs against the launch folder, outputs against the job's folder); W&B's mode follows
+`occon_plugin.tracking.wandb_mode` (the user's `WANDB_MODE` / `WANDB_DISABLED` first).
+
 ## Known limits
 
 - The start-up decode check costs about half a full decode per image the store does not vouch for;
@@ -263,6 +322,13 @@ battery asserts the DALI epoch after a resume equals the uninterrupted epoch pix
   `ImageFolder`) stop that run naming the file; they are not skipped.
 - The DALI loader builds one pipeline per epoch (with `dali.py_workers > 0`, worker processes start
   each epoch).
+- A run resumed mid-epoch after SIGTERM is bit-identical to an uninterrupted one on the torchvision
+  path (asserted); on the DALI path the samples and object-aware decisions are the same, but DALI's
+  own random stream (standard augmentations) restarts for the rest of that epoch. The mid-epoch
+  resume is measured with Lightning 1.9 (solo-learn 1.0.2); Lightning 2.x, whose own SIGTERM
+  handler runs beside the plugin's, is not exercised here.
+- The DDP runs are tested on CPU with gloo and Lightning's own launcher; under `torchrun` with
+  `auto_resume=false` the ranks decide the run folder independently (a race when the name is taken).
 - Pixel agreement is measured for DALI's CPU decoder (libjpeg-turbo, as PIL). With `dali.device=gpu`
   JPEGs are decoded by nvJPEG, whose IDCT may differ by a grey level here and there; not measured (no
   GPU in the sessions that built this): `test_decode.py::test_dali_decodes_every_file_to_the_same_pixels[gpu]`

@@ -15,11 +15,12 @@ import numpy as np
 import torch
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from occon_plugin.augment.dataset import OcconPretrainDataset, build_dataset, loader_settings
+from occon_plugin.augment.dataset import (OcconPretrainDataset, build_dataset, check_batch_per_process,
+                                          loader_settings)
 from occon_plugin.config import select
 from occon_plugin.host import LightningDataModule
 from occon_plugin.errors import ConfigError, DataError
-from occon_plugin.images import BadImageError
+from occon_plugin.images import BadImageError, examples, inspect_image
 
 from .pipeline import build_object_aware_pipeline, standard_view_fn
 from .source import ObjectAwareSource, SampleRecord
@@ -87,6 +88,13 @@ class ObjectAwareDALILoader:
         self.pipeline = None
         self._iterator = None
         self.epoch = None
+        self._skip = 0
+
+    def skip_next(self, batches: int) -> None:
+        """The next epoch's pipeline starts ``batches`` batches in (a run resumed from a checkpoint saved
+        mid-epoch, by SIGTERM): the same samples and object-aware decisions as the uninterrupted epoch's
+        remaining batches; DALI's own random stream (standard augmentations) restarts."""
+        self._skip = max(0, int(batches))
 
     def _build(self, epoch: int) -> None:
         """A fresh pipeline for ``epoch``: its random stream and its sample order depend only on
@@ -94,6 +102,7 @@ class ObjectAwareDALILoader:
         if self.pipeline is not None:
             self._iterator, self.pipeline = None, None
         self.source.start_epoch = epoch
+        self.source.start_batch, self._skip = self._skip, 0
         args = self._build_args
         epoch_seed = int(np.random.SeedSequence([self.seed & (2**63 - 1), epoch]).generate_state(1)[0] % 2**31)
         self.pipeline = build_object_aware_pipeline(self.source, args["view_fn"], device=args["device"],
@@ -129,13 +138,21 @@ class ObjectAwareDALILoader:
                 raise self._decode_error(exc) from exc
             yield self.to_solo_batch(out)
 
-    def _decode_error(self, exc: RuntimeError) -> DataError:
+    def _decode_error(self, exc: RuntimeError) -> Exception:
+        """What a DALI error during an epoch was. The files of the last batches that the shared rule
+        cannot decode any more changed after the start-up check: a :class:`DataError` naming them.
+        When every one of them still decodes the data is not the cause: DALI's own error is raised
+        as it is (a ``RuntimeError`` with DALI's message), never blamed on a file."""
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         cause = next((line for line in lines if "failure" in line or "rror:" in line), lines[0] if lines else "")
-        recent = list(self.source.recent)[-2 * self.source.batch_size:]
-        return DataError(f"DALI could not decode a sample of the last batches ({cause[:200]}): one of "
-                         f"{', '.join(recent)} changed after the start-up check (unreadable now); fix or remove it "
-                         f"and rerun (the check runs again)")
+        recent = list(dict.fromkeys(reversed(self.source.recent)))  # newest first, each file once
+        changed = [f"{path} ({reason})" for path, reason in _unreadable_now(recent).items()]
+        if changed:
+            return DataError(f"DALI could not decode a sample of the last batches ({cause[:200]}): "
+                             f"{examples(changed, show=3)} changed after the start-up check (unreadable now); fix "
+                             f"or remove it and rerun (the check runs again)")
+        return RuntimeError(f"the DALI pipeline failed ({cause[:300]}); not a data problem: the {len(recent)} files "
+                            f"of the last batches are unchanged and decode")
 
     def to_solo_batch(self, out: dict) -> list:
         indexes = out["index"].reshape(-1).long()
@@ -147,6 +164,18 @@ class ObjectAwareDALILoader:
         return batch if self.with_info else batch[:3]
 
 
+def _unreadable_now(files: list[str]) -> dict[str, str]:
+    """``file -> reason`` for the ``files`` the shared decode rule cannot decode now."""
+    bad = {}
+    for file in files:
+        path = Path(file)
+        try:
+            inspect_image(path.parent, path.name, decode=True)
+        except BadImageError as err:
+            bad[file] = err.reason
+    return bad
+
+
 def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> tuple[ObjectAwareSource, list[ViewOps]]:
     """The object-aware source (images, store entries, decisions) and the per-view standard ops
     from ``cfg.data.train_path`` (+ ``cfg.data.image_root``), ``cfg.optimizer.batch_size``,
@@ -155,10 +184,7 @@ def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> tuple
     views = views_from_cfg(select(cfg, "augmentations"))
     dataset = build_dataset(cfg, [_identity] * len(views))
     records = records_from_dataset(dataset)
-    if len(records) // num_shards < int(batch_size):
-        raise ConfigError(f"data.train_path={train_path} has {len(records)} usable images, fewer than "
-                          f"optimizer.batch_size={batch_size} per process (the last partial batch is dropped): "
-                          f"lower optimizer.batch_size ({dataset.startup_summary()})")
+    check_batch_per_process(len(records), int(batch_size), num_shards, train_path, dataset.startup_summary())
     source = ObjectAwareSource(records, int(batch_size), len(views), dataset.cfg, seed, shard_id, num_shards)
     return source, views
 

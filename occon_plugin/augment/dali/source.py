@@ -179,7 +179,9 @@ class ObjectAwareSource:
     Order and per-sample seeds come from the torchvision path's ``SeededRandomSampler`` (same run
     seed and epoch: same batches, same decisions). Each epoch is cut into full batches (the last
     partial batch is dropped, as solo-learn's pretraining loaders do), then ``StopIteration`` is
-    raised. With ``num_shards > 1`` shard ``k`` takes every ``num_shards``-th sample of the order.
+    raised. With ``num_shards > 1`` shard ``k`` takes every ``num_shards``-th sample of the order, as
+    the torchvision sampler does under DDP (equal shares: ``len(records) // num_shards`` each, the
+    remainder of the epoch's order is dropped).
     """
 
     def __init__(self, records: list[SampleRecord], batch_size: int, n_views: int, settings: OcconConfig,
@@ -194,10 +196,15 @@ class ObjectAwareSource:
         self.shard_id, self.num_shards = shard_id, num_shards
         self.batches_per_epoch = len(records) // num_shards // batch_size
         self.output_names = output_names(settings)
-        self._sampler = SeededRandomSampler(len(records), seed)
+        # the shard is this source's (shard_id, num_shards), never read again from the process group:
+        # the sampler is the one implementation of the split (each rank its every num_shards-th sample
+        # of the global order, equal shares), so the data is split once
+        self._sampler = SeededRandomSampler(len(records), seed, rank=shard_id, num_replicas=num_shards)
         self.start_epoch = 0  # the sampler epoch of DALI's epoch 0 (a resumed run starts later)
+        self.start_batch = 0  # batches of DALI's epoch 0 already trained (a run resumed mid-epoch)
         self.counts: Counter = Counter()  # this process's runtime counts (unreadable images / masks)
-        self.recent: deque = deque(maxlen=4 * batch_size)  # files of the last batches handed to DALI
+        # files of the last batches handed to DALI's decoder (images, masks, background donors)
+        self.recent: deque = deque(maxlen=12 * batch_size)
         self._epoch_cache: tuple[int, np.ndarray] | None = None
         # Donor candidates: sorted dataset indexes with a background rectangle (choose_partner's contract).
         self.candidates = np.array([i for i, r in enumerate(records) if r.bg_rect is not None], np.int64)
@@ -207,7 +214,7 @@ class ObjectAwareSource:
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
             self._sampler.set_epoch(epoch)
             pairs = np.array(list(self._sampler), dtype=np.int64).reshape(-1, 2)
-            self._epoch_cache = (epoch, pairs[self.shard_id::self.num_shards])
+            self._epoch_cache = (epoch, pairs)
         return self._epoch_cache[1]
 
     def batch_plan(self, epoch: int, iteration: int) -> np.ndarray:
@@ -242,10 +249,15 @@ class ObjectAwareSource:
             log.warning("%s unreadable, sample not mixed: %s", what, exc)
             return None
 
+    def _remember(self, file) -> None:
+        if not isinstance(file, np.ndarray):  # in-memory samples cannot change
+            self.recent.append(str(file))
+
     def __call__(self, info):
-        if info.iteration >= self.batches_per_epoch:
+        iteration = info.iteration + (self.start_batch if info.epoch_idx == 0 else 0)
+        if iteration >= self.batches_per_epoch:
             raise StopIteration
-        rows = self.batch_plan(self.start_epoch + info.epoch_idx, info.iteration)
+        rows = self.batch_plan(self.start_epoch + info.epoch_idx, iteration)
         indices, encoded, decisions, masks, backgrounds, replaced = [], [], [], [], [], []
         for index, seed in rows:
             index, data, was_replaced = self._read_sample(int(index), int(seed))
@@ -257,7 +269,10 @@ class ObjectAwareSource:
                 if mask is None or background is None:
                     decision = SampleDecision(decision.plan.without_mixing(), None, None)
             indices.append(index)
-            self.recent.append(str(self.records[index].image_file))
+            self._remember(self.records[index].image_file)
+            if decision.partner is not None:  # mixed: its mask and the partner's photo go to the decoder too
+                self._remember(self.records[index].mask_file)
+                self._remember(decision.partner.image_file)
             encoded.append(data)
             decisions.append(decision)
             masks.append(mask)

@@ -115,6 +115,10 @@ class OcconPretrainDataset(Dataset):
 
     def _attach_store(self, workers: int | None) -> None:
         self.store = Store.open(self.cfg.store)
+        # a store from before fingerprints: refused unless occon.allow_v1_store=true (then said once)
+        note = self.store.require_fingerprints(self.cfg.allow_v1_store, "occon.allow_v1_store", self.images.root)
+        if note:
+            self.notes.append(note)
         # raises under occon.missing=error, naming the files; masks are read only if BG-Mixup uses them
         report = validate_store(self.store, self.images, self.cfg.missing, check_masks=self.cfg.bg_mixup.enabled,
                                 workers=workers)

@@ -38,6 +38,12 @@ def _loud_counts(res: dict, json_name: str) -> list[str]:
     if res["gt_problems"]:
         lines.append(f"[occon] {len(res['gt_problems'])} annotation(s) left out of the ground truth, e.g. "
                      + "; ".join(res["gt_problems"][:3]))
+    constant = res.get("constant_maps") or []
+    if constant:  # never a silent 0: a constant map has no ranking for min-max normalization (wsolevaluation)
+        lines.append(f"[occon] {len(constant)} of {n_scored} prediction maps are one value everywhere (e.g. "
+                     f"{constant[0]}): min-max normalization (the wsolevaluation protocol) scores them as no box"
+                     + (" and no mask" if res.get("kind") == "cam_dir" else "") + "; a whole-image baseline is not "
+                     "scored this way (bench/localize_quality.py has it as a row)")
     encodings = res.get("gt_encodings") or {}
     if encodings:  # one line: every assumption made about mask files that are not plain binary
         n = sum(len(v) for v in encodings.values())
@@ -86,7 +92,8 @@ def run(cfg: DictConfig) -> dict:
     write_results(out_dir, "per_image", res["per_image"])
     details = {"mask": m, "boxes": box, "missing": res["missing"], "failed": res["failed"],
                "mismatched": res["mismatched"], "gt_problems": res["gt_problems"], "gt_encodings": res["gt_encodings"],
-               "store_note": preds.note, "overlays": res["overlays"]}
+               "store_note": preds.note, "overlays": res["overlays"], "constant_maps": res["constant_maps"]}
+    res["kind"] = preds.kind
 
     def images(wandb):
         return {"overlays": [wandb.Image(p, caption=Path(p).name) for p in res["overlays"]]} if res["overlays"] else {}

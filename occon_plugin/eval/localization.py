@@ -86,6 +86,9 @@ def evaluate_localization(predictions, ground_truth: Iterable[GroundTruth], thre
     polygons, bad boxes) are listed in ``gt_problems``. Ground-truth pixels marked void (``GroundTruth.ignore``)
     count in no metric (:func:`without_ignored`); mask files that are not plain binary are listed by the
     encoding assumed in ``gt_encodings`` (:func:`occon_plugin.eval.groundtruth.read_gt_mask`).
+    Predictions that are one positive value everywhere are listed in ``constant_maps``: min-max
+    normalization (wsolevaluation) gives them no box, and a CAM folder's no mask either (a whole-image
+    baseline is scored by ``occon_plugin.eval.baselines.whole_image_box_accuracy`` and an all-ones mask).
     """
     from tqdm import tqdm
 
@@ -99,6 +102,7 @@ def evaluate_localization(predictions, ground_truth: Iterable[GroundTruth], thre
     # predictions: .load(rel, w, h) -> map or None; optional .status(rel) and .mismatch(rel, w, h, root)
     status_of, mismatch_of = getattr(predictions, "status", None), getattr(predictions, "mismatch", None)
     no_box = no_mask = 0
+    constant: list[str] = []  # constant positive maps: no ranking, so no box (and no mask for a CAM folder)
     for gt in tqdm(ground_truth, desc="localization", disable=not progress):
         if limit is not None and len(per_image) + len(missed) + len(failed) + len(mismatched) >= limit:
             break
@@ -118,6 +122,8 @@ def evaluate_localization(predictions, ground_truth: Iterable[GroundTruth], thre
         if pred is None:
             missed.append(gt.path)
             continue
+        if getattr(predictions, "last_constant", False) or (pred.size and pred.min() == pred.max() > 0):
+            constant.append(gt.path)
         row = {"path": gt.path, f"iou@{threshold:g}": None, "n_gt_boxes": int(len(gt.boxes))}
         if gt.encoding:
             encodings.setdefault(gt.encoding, []).append(gt.path)
@@ -155,7 +161,8 @@ def evaluate_localization(predictions, ground_truth: Iterable[GroundTruth], thre
     out = {"mask": masks.result() if masks.ious else None, "per_image": per_image, "missing": missed,
            "n_missing": len(missed), "failed": failed, "n_failed": len(failed),
            "mismatched": mismatched, "n_mismatched": len(mismatched), "n_without_gt_mask": no_mask,
-           "gt_problems": gt_problems, "gt_encodings": encodings, "overlays": [str(p) for p in overlays]}
+           "gt_problems": gt_problems, "gt_encodings": encodings, "overlays": [str(p) for p in overlays],
+           "constant_maps": constant}
     if box_acc is not None:
         out["boxes"] = box_acc.result() if box_acc.count else None
         out["n_without_gt_box"] = no_box

@@ -31,6 +31,7 @@ class PredictionError(DataError, ValueError):
 class CamFolder:
     kind = "cam_dir"
     note = None
+    last_constant = False  # the map :meth:`load` read last was constant and positive (see there)
 
     def __init__(self, root):
         self.root = Path(root)
@@ -67,6 +68,10 @@ class CamFolder:
         cam = np.squeeze(cam)
         if cam.ndim != 2:
             raise PredictionError(f"CAM {path} must be a 2-D map; it has shape {cam.shape}")
+        # min-max normalization (the wsolevaluation protocol) has no ranking to keep in a constant map: it
+        # becomes zeros (no object anywhere). A constant positive file (e.g. a "whole image" baseline) is
+        # therefore not scored as what it looks like: the evaluator says so (``constant_maps``)
+        self.last_constant = bool(np.isfinite(cam).all() and cam.max() == cam.min() and cam.max() > 0)
         return normalize_cam(resize_map(cam, width, height))
 
 

@@ -185,3 +185,28 @@ def test_masks_that_cannot_be_read_unambiguously_are_refused_by_name(tmp_path):
     proc = run_cli("occon_plugin.cli.eval_localization", f"predictions={tmp_path}", f"gt={tmp_path / 'masks'}",
                    f"image_root={tmp_path / 'images'}", f"output_dir={tmp_path / 'out'}", "wandb.enabled=false")
     assert_one_line_error(proc, "a.jpg", "losslessly")
+
+
+@pytest.mark.kind("eval.constant-map")
+def test_constant_prediction_maps_are_said_in_one_line_never_a_silent_zero(tmp_path):
+    """A CAM folder of whole-image maps (255 everywhere): min-max normalization (wsolevaluation) has nothing
+    to rank and scores them as no object; the command says so in one line and lists them in the JSON."""
+    for sub in ("images", "masks", "cams"):
+        (tmp_path / sub).mkdir()
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:30, 12:36] = 255
+    for k, name in enumerate(("astronaut", "coffee", "chelsea")):
+        Image.fromarray(photo(name)).save(tmp_path / "images" / f"{name}.png")
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.png")
+        cam = np.full((40, 48), 255, np.uint8) if k < 2 else mask  # two constant maps, one real one
+        Image.fromarray(cam).save(tmp_path / "cams" / f"{name}.png")
+    proc = run_cli("occon_plugin.cli.eval_localization", f"predictions={tmp_path / 'cams'}",
+                   f"gt={tmp_path / 'masks'}", f"image_root={tmp_path / 'images'}", f"output_dir={tmp_path / 'out'}",
+                   "wandb.enabled=false", "progress=false", "overlays=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [l for l in proc.stdout.splitlines() if "one value everywhere" in l]
+    assert len(lines) == 1, proc.stdout
+    assert "2 of 3 prediction maps" in lines[0] and "no box and no mask" in lines[0]
+    result = json.loads((tmp_path / "out" / "eval_localization.json").read_text())
+    assert sorted(result["constant_maps"]) == ["astronaut.png", "coffee.png"]
+    assert result["summary"]["mask_miou@0.5"] == pytest.approx(1 / 3)  # the real map scores 1, the constant ones 0

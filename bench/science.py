@@ -1,6 +1,6 @@
 """Does object-aware contrastive learning debias? The paper's protocol on a controlled scene-bias benchmark.
 
-    python bench/science.py            # standard: 3 seeds, MoCo v2 and BYOL, both sets -> docs/science.md
+    python bench/science.py            # standard: 3 seeds, MoCo v2, both sets -> docs/science.md
     python bench/science.py --quick    # 1 seed, MoCo v2, both sets (iteration; prints, writes under --out)
     python bench/science.py --full     # 5 seeds, every arm incl. BG-HardMix, longer training (GPU or long CPU run)
 
@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -33,8 +34,10 @@ from scenebias.generate import DEFAULT_BACKGROUNDS, GeneratorError, SceneBiasCon
 
 SIZES = {
     # name: (seeds, methods, arms, recipe changes, data changes)
-    "quick": ((0,), ("mocov2",), ("baseline", "contracam", "oracle", "random"), {}, {}),
-    "standard": ((0, 1, 2), ("mocov2", "byol"), ("baseline", "contracam", "oracle", "random"), {}, {}),
+    "quick": ((0,), ("mocov2",), ("baseline", "contracam", "oracle", "random"), {"epochs": 8},
+              {"train_per_class": 100, "ctx_scenes": 600}),
+    # BYOL doubles the cost: in the standard size only where it fits (--methods mocov2 byol), always in --full
+    "standard": ((0, 1, 2), ("mocov2",), ("baseline", "contracam", "oracle", "random"), {}, {}),
     "full": ((0, 1, 2, 3, 4), ("mocov2", "byol"), ("baseline", "contracam", "oracle", "random", "hardmix"),
              {"epochs": 200}, {}),
 }
@@ -55,16 +58,59 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="folders of background photos (default: the dev sets under ../shared/data)")
     ap.add_argument("--rho", type=float, default=None, help="background bias P(group = class) (default 0.9)")
     ap.add_argument("--epochs", type=int, default=None, help="pretraining epochs of every arm")
+    ap.add_argument("--data", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="generator settings (SceneBiasConfig fields; ranges as lo,hi), e.g. obj_fill=flat "
+                         "bg_blur=0 obj_extent=0.45,0.65")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "science")
+    ap.add_argument("--out", type=Path, default=None, help="working folder (default: outputs/science-<size>)")
     ap.add_argument("--docs", type=Path, default=None,
                     help="write the report here (default: docs/science.md for the standard size, else none)")
     ap.add_argument("--plan", action="store_true", help="print the steps and exit")
     return ap.parse_args(argv)
 
 
+def data_settings(items) -> dict:
+    """``["obj_fill=flat", "obj_extent=0.45,0.65"]`` -> SceneBiasConfig keyword arguments, typed as the
+    defaults. Raises GeneratorError naming a key that is not a field or a value of the wrong type."""
+    defaults = {f.name: getattr(SceneBiasConfig, f.name) for f in dataclasses.fields(SceneBiasConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in defaults or key == "seed":
+            raise GeneratorError(f"--data {item}: expected KEY=VALUE with KEY one of "
+                                 f"{', '.join(k for k in defaults if k != 'seed')} (the seed comes from --seed)")
+        default = defaults[key]
+        try:
+            if isinstance(default, tuple):
+                parts = value.split(",")
+                if len(parts) != len(default):
+                    raise ValueError(f"{len(default)} comma-separated values")
+                out[key] = tuple(type(d)(x) for d, x in zip(default, parts))
+            else:
+                out[key] = type(default)(value)
+        except ValueError as exc:
+            raise GeneratorError(f"--data {item}: {key} takes {type(default).__name__} value(s) like "
+                                 f"{','.join(map(str, default)) if isinstance(default, tuple) else default} ({exc})")
+    return out
+
+
+def shown_command(argv) -> str:
+    """The command as the report shows it: where files go (``--out``, ``--docs``) is left out (a path of the
+    machine that ran it), everything that changes the numbers is kept."""
+    shown, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--out", "--docs"):
+            skip = True
+        elif not a.startswith(("--out=", "--docs=")):
+            shown.append(shlex.quote(a))
+    return " ".join(["python bench/science.py", *shown])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.out = args.out or REPO / "outputs" / f"science-{args.size}"
     seeds, methods, arms, recipe_changes, data_changes = SIZES[args.size]
     seeds = tuple(args.seed) if args.seed else seeds
     methods = tuple(args.methods) if args.methods else methods
@@ -74,7 +120,12 @@ def main(argv=None) -> int:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)
     if args.device == "cuda":
         recipe = dataclasses.replace(recipe, precision="16-mixed", num_workers=8)
-    data_cfg = dict(data_changes, **({"rho": args.rho} if args.rho is not None else {}))
+    try:
+        data_cfg = {**data_changes, **data_settings(args.data), **({"rho": args.rho} if args.rho is not None else {})}
+        SceneBiasConfig(**data_cfg).check()
+    except GeneratorError as exc:
+        print(f"[science] error: {exc}", file=sys.stderr)
+        return 2
     backgrounds = args.backgrounds or DEFAULT_BACKGROUNDS
     missing = [str(b) for b in backgrounds if not Path(b).is_dir()]
     if missing:
@@ -82,6 +133,24 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     lay = protocol.Layout(args.out)
+    # one --out folder holds one experiment: finished steps are reused only under the same settings
+    settings = {"data": dataclasses.asdict(SceneBiasConfig(**data_cfg)), "recipe": protocol.recipe_dict(recipe),
+                "backgrounds": sorted(str(Path(b).resolve()) for b in backgrounds)}
+    settings = json.loads(json.dumps(settings))  # tuples as lists, as read back
+    known = args.out / "settings.json"
+    if known.is_file():
+        before = json.loads(known.read_text())
+        changed = [f"{part}.{k}" for part in settings for k in sorted(set(settings[part]) | set(before.get(part, {})))
+                   if isinstance(settings[part], dict) and settings[part].get(k) != before.get(part, {}).get(k)]
+        if settings["backgrounds"] != before.get("backgrounds"):
+            changed.append("backgrounds")
+        if changed:
+            print(f"[science] error: {args.out} holds a run with other settings ({', '.join(changed)}): its finished "
+                  f"steps would be reused; pass another --out (or delete that folder)", file=sys.stderr)
+            return 2
+    elif not args.plan:
+        args.out.mkdir(parents=True, exist_ok=True)
+        report.atomic_write(known, json.dumps(settings, indent=1))
 
     def make_data(seed: int) -> None:
         generate(lay.data(seed), SceneBiasConfig(seed=seed, **data_cfg), backgrounds)
@@ -118,7 +187,9 @@ def main(argv=None) -> int:
                 SceneBiasConfig(**data_cfg)), "wall_seconds_this_run": round(wall), "timings": timings,
             "machine": f"{platform.machine()}, {report.cpu_count()} cores, Python {platform.python_version()}",
             "device": args.device}
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    meta["command"] = shown_command(argv if argv is not None else sys.argv[1:])
+    meta.update(report.describe(lay, seeds, recipe, methods, args.sets, arms, timings, results))
+    report.atomic_write(args.out / "results.json", json.dumps({"meta": meta, "results": results}, indent=1))
     print(report.summary_text(results, meta))
     docs = args.docs or (REPO / "docs" / "science.md" if args.size == "standard" else None)
     if docs is not None:

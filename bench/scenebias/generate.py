@@ -69,16 +69,16 @@ class SceneBiasConfig:
     classes: int = 6                      # K object classes (= background groups)
     size: int = 64                        # image side in pixels
     rho: float = 0.9                      # P(background group == class) in original/train and original/val
-    train_per_class: int = 250
+    train_per_class: int = 150
     val_per_class: int = 100              # per variant
-    obj_extent: tuple = (0.45, 0.65)      # object diameter / image side (background set)
+    obj_extent: tuple = (0.5, 0.75)       # object diameter / image side (background set)
     obj_saturation: tuple = (0.45, 1.0)   # object colour: HSV saturation range (hue uniform)
     obj_value: tuple = (0.45, 1.0)        # object colour: HSV value range
-    obj_fill: str = "flat"                # flat: one colour (+ shading, noise); photo: a patch of a random photo
-    bg_blur: float = 0.0                  # Gaussian blur radius (pixels) of the backgrounds: less unique detail
+    obj_fill: str = "photo"               # flat: one colour (+ shading, noise); photo: a patch of a random photo
+    bg_blur: float = 1.5                  # Gaussian blur radius (pixels) of the backgrounds: less unique detail
     bg_val_fraction: float = 0.25         # photos of each group kept for validation/test backgrounds
     bg_crop: tuple = (0.5, 1.0)           # background crop side / photo's shorter side
-    ctx_scenes: int = 1500
+    ctx_scenes: int = 900
     ctx_rho: float = 0.9                  # P(second object = first object's partner)
     ctx_objects: tuple = (2, 4)           # objects per scene, inclusive
     ctx_extent: tuple = (0.30, 0.40)      # object diameter / image side (contextual set)

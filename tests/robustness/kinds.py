@@ -157,7 +157,8 @@ KINDS = [
          "one line, exit 2 (`CheckpointNotFoundError`); `python -m occon_plugin.configs [pretrain|linear|cli]` prints "
          "the folders (docs/hosts.md, README)"),
     # found by the battery
-    Kind("found.unwritable-output", "found", "read-only or full output folder", "localize, pretraining",
+    Kind("found.unwritable-output", "found", "read-only or full output folder; an output file path that is a "
+         "folder (`occon-zoo convert SRC <folder>`)", "localize, pretraining, occon-zoo (every atomic writer)",
          "one line naming the file and what to do, exit 2; nothing half-written"),
     Kind("found.store-as-data", "found", "`data.path` pointing at a store", "localize, pretraining",
          "refused: a store is not an image folder"),

@@ -141,6 +141,32 @@ def test_a_test_set_lacking_classes_is_said_once_and_in_the_json(tmp_path, capsy
     assert saved["test_classes"] == ["00_red", "01_blue"] and len(saved["notes"]) == 1
 
 
+@pytest.mark.kind("eval.mismatched-sets")
+def test_test_images_that_are_training_images_are_said_once_and_in_the_json(tmp_path, capsys):
+    """test_dir = train_dir (or a test folder holding copies of training photos) scored the training set with
+    exit 0 and no word; now the count and an example are said in one line and in the JSON."""
+    import shutil
+
+    train = tree(tmp_path / "train", ["00_red", "01_blue"], 5)
+    eval_linear(train, train, tmp_path / "o1")
+    notes = [l for l in capsys.readouterr().out.splitlines() if "training images" in l]
+    assert notes == [f"[occon] 10 of the 10 images of {train} are training images of {train} (the same files or "
+                     f"copies, e.g. 00_red/000.png): its accuracy is measured on the training set, not on unseen "
+                     f"images"]
+    test = tree(tmp_path / "test", ["00_red", "01_blue"], 3, seed=7)
+    shutil.copy(train / "01_blue" / "004.png", test / "01_blue" / "copy.png")  # one copy among 7
+    eval_linear(train, test, tmp_path / "o2")
+    notes = [l for l in capsys.readouterr().out.splitlines() if "training images" in l]
+    assert len(notes) == 1 and "1 of the 7 images" in notes[0] and "01_blue/copy.png" in notes[0] \
+        and "partly measured" in notes[0], notes
+    saved = json.loads((tmp_path / "o2" / "eval_linear.json").read_text())
+    assert saved["notes"] == [notes[0].removeprefix("[occon] ")]
+    shutil.rmtree(test / "01_blue")  # disjoint sets: no note
+    tree(test, ["01_blue"], 3, seed=8)
+    eval_linear(train, test, tmp_path / "o3")
+    assert "training images" not in capsys.readouterr().out
+
+
 def _in9(root, mixed_rand_classes):
     """original/train: 3 separable colours; mixed_same: red and blue right, the yellow folder holds blue
     objects (all wrong); mixed_rand: half of each class carries another colour, only ``mixed_rand_classes``."""

@@ -266,6 +266,9 @@ def load_model(spec: str = DEFAULT_SPEC, use_momentum: bool = False, manifest=No
     """
     if not isinstance(spec, str) or not spec:
         raise ConfigError(f"model must be a non-empty string: {ACCEPTED_SPECS}; got {spec!r}")
+    if use_momentum and (spec == DEFAULT_SPEC or spec.startswith(("torchvision:", "random:", "timm:"))):
+        raise ConfigError(f"use_momentum=true, but model={spec!r} has one encoder and no momentum encoder; "
+                          f"use use_momentum=false")
     if spec == DEFAULT_SPEC:
         return efficientnet_lite0(spec)
     for prefix, builder in (("torchvision:", torchvision_named), ("random:", torchvision_named),
@@ -284,6 +287,9 @@ def load_model(spec: str = DEFAULT_SPEC, use_momentum: bool = False, manifest=No
     if spec in entries:
         entry = entries[spec]
         if entry.architecture == DEFAULT_SPEC:
+            if use_momentum:
+                raise ConfigError(f"use_momentum=true, but model={spec!r} has one encoder and no momentum encoder; "
+                                  f"use use_momentum=false")
             return efficientnet_lite0(spec)
         return model_from_record(read_checkpoint(fetch(entry, cache), use_momentum=use_momentum), spec)
     known = f" Zoo names: {', '.join(sorted(entries))}." if entries else ""

@@ -175,6 +175,11 @@ KINDS = [
          "refused before a model or image is loaded: one line naming the key, its value and the values it takes "
          "(exit 2); one rule (`occon_plugin.config.check_ranges`; the CRF's in `CrfParams.problems`, which "
          "`crf_refine` applies too: a width of 0 no longer crashes pydensecrf)"),
+    Kind("ckpt.one-encoder", "found", "`use_momentum=true` with a checkpoint that holds one encoder: an "
+         "`occon-zoo convert` output (without `--momentum`), a plain state_dict, `random:` / `torchvision:` / "
+         "`timm:` / `efficientnet-lite0`", "every command reading a model (`load_model` -> `read_checkpoint`)",
+         "refused with one line naming the file and what to give instead (exit 2), never read as the online "
+         "encoder; a record converted with `--momentum` and a training checkpoint with both encoders load as asked"),
     # issue 18 (round 2), training and tracking
     Kind("train.diverged", "18.2", "training that diverges (NaN/Inf loss: e.g. `optimizer.lr=1e30`); a checkpoint "
          "holding NaN/Inf weights", "pretraining (both pipelines, the host's script too), every evaluator",

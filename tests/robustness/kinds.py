@@ -180,6 +180,11 @@ KINDS = [
          "`timm:` / `efficientnet-lite0`", "every command reading a model (`load_model` -> `read_checkpoint`)",
          "refused with one line naming the file and what to give instead (exit 2), never read as the online "
          "encoder; a record converted with `--momentum` and a training checkpoint with both encoders load as asked"),
+    Kind("config.trainer", "found", "trainer settings Lightning refuses or mishandles: `accelerator=gpu` without "
+         "a GPU, `devices=2` with the YAMLs' `strategy: auto` under Lightning 1.9 (it spawned: a pickling "
+         "traceback), `strategy=ddp_spawn`, a device count Lightning refuses", "occon-pretrain, occon-linear "
+         "(`host.make_trainer`)", "`strategy: auto` with several processes is DDP in both generations; a spawning "
+         "strategy and every Lightning `MisconfigurationException` are one line naming the trainer keys (exit 2)"),
     # issue 18 (round 2), training and tracking
     Kind("train.diverged", "18.2", "training that diverges (NaN/Inf loss: e.g. `optimizer.lr=1e30`); a checkpoint "
          "holding NaN/Inf weights", "pretraining (both pipelines, the host's script too), every evaluator",

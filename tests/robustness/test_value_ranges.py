@@ -109,3 +109,32 @@ def test_crf_refine_refuses_parameters_that_crash_pydensecrf():
     with pytest.raises(ValueError, match="CrfParams.gauss_sxy=0.0 must be > 0"):
         crf_refine(image, mask, CrfParams(gauss_sxy=0.0))
     assert crf_refine(image, mask, CrfParams(gauss_compat=0.0)).shape == (8, 8)  # 0: no smoothness term
+
+
+@pytest.mark.kind("config.trainer")
+def test_trainer_settings_lightning_refuses_are_one_line_and_auto_is_ddp(tmp_path):
+    """``accelerator=gpu`` on a machine without one, ``devices=2`` with the YAMLs' ``strategy: auto`` under
+    Lightning 1.9 (it spawned, and the plugin's checkpoint writer cannot be pickled: a traceback), an
+    explicit spawning strategy, a device count Lightning refuses: one line each, or DDP for ``auto``."""
+    import torch
+    from omegaconf import OmegaConf
+
+    pytest.importorskip("solo")  # the host (and its Lightning) is what builds the trainer
+    from occon_plugin import host
+
+    from occon_plugin.errors import ConfigError
+
+    def trainer(**keys):
+        return host.make_trainer(OmegaConf.create({"max_epochs": 1, "accelerator": "cpu", "devices": "1",
+                                                   "strategy": "auto", **keys}),
+                                 logger=False, enable_checkpointing=False, default_root_dir=str(tmp_path))
+
+    assert type(trainer(devices=2).strategy).__name__ == "DDPStrategy"  # not DDPSpawnStrategy
+    assert type(trainer().strategy).__name__ == "SingleDeviceStrategy"
+    with pytest.raises(ConfigError, match="strategy=ddp_spawn is not supported.*use strategy=ddp"):
+        trainer(devices=2, strategy="ddp_spawn")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="accelerator=gpu but no CUDA device is visible here"):
+            trainer(accelerator="gpu")
+    with pytest.raises(ConfigError, match=r"^Lightning refuses the trainer settings \(accelerator=cpu, devices=-5"):
+        trainer(devices=-5)

@@ -20,6 +20,7 @@ Nothing here imports solo-learn or Lightning.
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -274,7 +275,13 @@ def load_model(spec: str = DEFAULT_SPEC, use_momentum: bool = False, manifest=No
     for prefix, builder in (("torchvision:", torchvision_named), ("random:", torchvision_named),
                             ("timm:", timm_named)):
         if spec.startswith(prefix):
-            return builder(spec[len(prefix):], spec)
+            loaded = builder(spec[len(prefix):], spec)
+            if prefix != "random:":  # "random:" says it; "torchvision:resnet50" reads like ImageNet weights
+                print(f"[occon] model={spec} has random weights (nothing is downloaded here): its masks and "
+                      f"features say nothing about the photos; for trained weights give a checkpoint or a zoo name "
+                      f"(occon-zoo list)" + (f", or write model=random:{spec[len(prefix):]} to mean it"
+                                                  if prefix == "torchvision:" else ""), file=sys.stderr)
+            return loaded
     path = Path(spec).expanduser()
     if path.is_file() or path.is_dir():  # a folder: read_checkpoint's one line (CheckpointNotFoundError)
         return model_from_record(read_checkpoint(path, use_momentum=use_momentum), str(path))

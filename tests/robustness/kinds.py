@@ -185,6 +185,10 @@ KINDS = [
          "traceback), `strategy=ddp_spawn`, a device count Lightning refuses", "occon-pretrain, occon-linear "
          "(`host.make_trainer`)", "`strategy: auto` with several processes is DDP in both generations; a spawning "
          "strategy and every Lightning `MisconfigurationException` are one line naming the trainer keys (exit 2)"),
+    Kind("model.random-weights", "found", "`model=torchvision:<name>` / `timm:<name>` (read like pretrained "
+         "weights; nothing is downloaded)", "every command reading a model (`load_model`)",
+         "runs, and says once on stderr that the weights are random and what to give for trained ones "
+         "(`random:<name>` is the quiet, explicit spelling)"),
     # issue 18 (round 2), training and tracking
     Kind("train.diverged", "18.2", "training that diverges (NaN/Inf loss: e.g. `optimizer.lr=1e30`); a checkpoint "
          "holding NaN/Inf weights", "pretraining (both pipelines, the host's script too), every evaluator",

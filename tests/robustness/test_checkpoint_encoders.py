@@ -62,3 +62,16 @@ def test_the_evaluation_command_says_it_in_one_line(solo_checkpoint, tmp_path):
     proc = run_cli("occon_plugin.cli.eval_linear", f"model={tmp_path / 'online.pt'}", "use_momentum=true",
                    f"train_dir={tmp_path}", f"test_dir={tmp_path}", "wandb.enabled=false")
     assert_one_line_error(proc, "online.pt", "holds only the online encoder")
+
+
+@pytest.mark.kind("model.random-weights")
+def test_a_named_architecture_without_weights_says_its_weights_are_random(capsys):
+    """``model=torchvision:resnet50`` reads like ImageNet weights, but nothing is downloaded: localization
+    and evaluation ran on random weights without a word. The one loading path says so once; ``random:``
+    (the explicit spelling) stays quiet."""
+    load_model("torchvision:resnet18")
+    err = capsys.readouterr().err
+    assert err.count("[occon] model=torchvision:resnet18 has random weights") == 1, err
+    assert "model=random:resnet18 to mean it" in err
+    load_model("random:resnet18")
+    assert "random weights" not in capsys.readouterr().err

@@ -88,8 +88,11 @@ KINDS = [
          "found by the validator before the first step, named; policy as above"),
     Kind("store.torn-index", "6", "`index.jsonl` cut short or with a garbled line", "pretraining, eval",
          "`Store.open` refuses naming the file, the line and the counts, and says how to repair it"),
-    Kind("store.swapped", "9", "two same-size images swapped, or one replaced by another photo", "both pipelines, eval",
-         "the entry's file fingerprint differs: named as replaced; policy decides"),
+    Kind("store.swapped", "9", "two same-size images swapped, or one replaced by another photo; a localized photo "
+         "deleted or moved since, or read from another folder (a wrong `data.image_root`)", "both pipelines, eval",
+         "the entry's file fingerprint differs: named as replaced; a file that cannot be read now: named as gone "
+         "(never as replaced); policy decides; the repair command names `data.path=<the COCO json> "
+         "data.image_root=...` for a COCO listing"),
     Kind("store.other-folder", "9", "`occon-localize` into a store made from another folder with the same names",
          "localize", "refused, naming the files that differ (exit 2); the store is untouched"),
     # 7. config errors

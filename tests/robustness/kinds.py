@@ -97,7 +97,8 @@ KINDS = [
          "localize", "refused, naming the files that differ (exit 2); the store is untouched"),
     # 7. config errors
     Kind("config.pretrain", "7", "unknown `occon.*` key, bad enum, missing store, batch larger than the data, "
-         "`batch_size=abc`, `data.train_path` = an image file", "pretraining",
+         "`batch_size=abc`, `data.train_path` = an image file, BG-Mixup enabled over no view "
+         "(`occon.bg_mixup.views=[]`)", "pretraining",
          "one line `[occon] error: ...` naming the key or file, exit 2"),
     Kind("config.cli", "7", "bad keys / values of `occon-localize` and `occon-eval-localization`", "localize, eval",
          "one line naming the key, exit 2"),

@@ -100,7 +100,8 @@ def run(cfg: DictConfig) -> dict:
     write_results(out_dir, "per_image", res["per_image"])
     details = {"mask": m, "boxes": box, "missing": res["missing"], "failed": res["failed"],
                "mismatched": res["mismatched"], "gt_problems": res["gt_problems"], "gt_encodings": res["gt_encodings"],
-               "store_note": preds.note, "overlays": res["overlays"]}
+               "store_note": preds.note, "overlays": res["overlays"],
+               "unverified": list(getattr(preds, "unverified", []))}
 
     def images(wandb):
         return {"overlays": [wandb.Image(p, caption=Path(p).name) for p in res["overlays"]]} if res["overlays"] else {}
@@ -108,6 +109,12 @@ def run(cfg: DictConfig) -> dict:
     out = finish(cfg, "eval_localization", rows, details, summary, wandb_extra=images)
     for line in _loud_counts(res, str(out_dir / "eval_localization.json")):
         print(line)
+    unverified = details["unverified"]
+    if unverified:  # e.g. a wrong image_root: the check that each mask was computed from this photo did not run
+        root = cfg.image_root if cfg.image_root else "the COCO json's default image folder (<json dir>/../images)"
+        print(f"[occon] {len(unverified)} of the scored images are not under {root} (e.g. {unverified[0]}): their "
+              f"store masks were checked by size only, not that they were computed from these photos; give "
+              f"image_root=<the folder localized> to check them (JSON: unverified)")
     return out
 
 

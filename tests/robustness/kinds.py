@@ -53,8 +53,10 @@ KINDS = [
          "box left out, named in `gt_problems`"),
     Kind("gt.size-mismatch", "3", "GT size differs from the image (json width/height, EXIF rotation, mask file)",
          "eval", "named per image; default stops (exit 2), `mismatch=skip` scores the rest; never resized"),
-    Kind("gt.store-mismatch", "3,9", "store mask of another size or computed from another file than the GT's image",
-         "eval", "named per image (exit 2 by default); never resized"),
+    Kind("gt.store-mismatch", "3,9", "store mask of another size or computed from another file than the GT's image; "
+         "images absent under `image_root` (a wrong folder)", "eval",
+         "named per image (exit 2 by default); never resized; images that cannot be compared (absent under "
+         "`image_root`) are counted in one line, with the first name, and listed in the JSON (`unverified`)"),
     Kind("gt.missing-prediction", "6", "GT images without a prediction (incl. a store missing entries)", "eval",
          "default stops naming them (exit 2); `missing=skip` scores the rest and prints the count and names"),
     # 4. listing

@@ -135,13 +135,13 @@ KINDS = [
     Kind("eval.mismatched-sets", "18.4", "one-class training set (one folder, or every image of the other classes "
          "unreadable), a test class without readable training images, class names that differ, a test set or "
          "Background Challenge variant lacking classes; test images that are training images (`test_dir` = "
-         "`train_dir`, copies)", "occon-eval-linear, occon-eval-bgchallenge, occon-linear",
+         "`train_dir`, copies); `variants=[]` without shift sets, `variants=null`, a variant listed twice", "occon-eval-linear, occon-eval-bgchallenge, occon-linear",
          "fewer than 2 training classes: one line, exit 2, in every linear evaluation; a class that can never be "
          "predicted or an unknown class name: one line, exit 2; a set lacking classes: scored over the classes it "
          "has, said in one line and in the JSON; BG-gap over the classes both mixed_same and mixed_rand have, said "
          "in one line (JSON: `bg_gap_classes`, `notes`); test images byte-identical to training images "
          "(`file_fingerprint`): counted with an example in one line and in the JSON (occon-eval-linear, every "
-         "Background Challenge set)"),
+         "Background Challenge set); variants: null = all, nothing to evaluate or a repeat is one line, exit 2"),
     Kind("store.schema-v1", "18.6", "a store from before fingerprints (schema v1)", "both pipelines, the host's "
          "script, eval, localize", "refused with one line naming the command that rebuilds it (`occon-localize ... "
          "resume=false`) unless `occon.allow_v1_store=true` (eval: `allow_v1_store=true`), then said once; "

@@ -167,6 +167,19 @@ def test_test_images_that_are_training_images_are_said_once_and_in_the_json(tmp_
     assert "training images" not in capsys.readouterr().out
 
 
+@pytest.mark.kind("eval.mismatched-sets")
+def test_background_challenge_variants_that_select_nothing_or_twice_are_one_line(tmp_path):
+    """variants=[] (no shift set) and variants=null ended in tracebacks after the features were computed;
+    a variant listed twice was scored once without a word."""
+    root = _in9(tmp_path / "in9", ["00_red", "01_blue", "02_yellow"])
+    base = [f"root={root}", f"output_dir={tmp_path / 'o'}"]
+    for variants, needle in (("variants=[]", "variants=[] and no shift_sets: nothing to evaluate"),
+                             ("variants=[mixed_same,mixed_same]", "variants lists ['mixed_same'] more than once"),
+                             ("variants=null", "no <variant>/val folder for ['original', 'only_bg_b'")):
+        proc = run_cli("occon_plugin.cli.eval_bgchallenge", *EVAL, *base, variants)
+        assert_one_line_error(proc, needle)
+
+
 def _in9(root, mixed_rand_classes):
     """original/train: 3 separable colours; mixed_same: red and blue right, the yellow folder holds blue
     objects (all wrong); mixed_rand: half of each class carries another colour, only ``mixed_rand_classes``."""

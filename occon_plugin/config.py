@@ -54,7 +54,8 @@ def check_probability(cfg: DictConfig, key: str) -> None:
 class Range:
     """The values a numeric setting may take: ``low``/``high`` bounds (``*_open``: the bound itself is
     excluded), ``integer``, ``nullable`` (null allowed, e.g. "the default"), ``also`` (extra values
-    allowed outside the range, e.g. Lightning's -1 = no limit), ``hint`` (why, said in the message)."""
+    allowed outside the range, e.g. Lightning's -1 = no limit), ``hint`` (why, said in the message),
+    ``allow_empty`` (a list value may be empty)."""
 
     low: Optional[float] = None
     high: Optional[float] = None
@@ -64,6 +65,7 @@ class Range:
     nullable: bool = False
     also: tuple = ()
     hint: str = ""
+    allow_empty: bool = False  # a list value may be [] (e.g. no threshold sweep)
 
     def describe(self) -> str:
         def num(x: float) -> str:
@@ -113,7 +115,7 @@ def check_ranges(cfg: DictConfig | dict, ranges: Dict[str, Range]) -> None:
             continue  # not in this config
         if OmegaConf.is_list(value) or isinstance(value, (list, tuple)):
             items = list(value)
-            if not items and not rule.nullable:
+            if not items and not rule.allow_empty:
                 raise ConfigError(f"{key}=[] is invalid: give at least one value ({rule.describe()})")
             element = Range(**{**rule.__dict__, "nullable": False})
             for i, item in enumerate(items):

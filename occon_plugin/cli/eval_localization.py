@@ -23,7 +23,7 @@ from occon_plugin.eval.report import write_results
 # Maps and thresholds are in [0, 1]; an IoU delta is in (0, 1]; counts are whole numbers.
 RANGES = {
     "threshold": Range(0, 1, low_open=True, hint="the mask is pred >= threshold, pred in [0, 1]"),
-    "sweep": Range(0, 1, low_open=True, nullable=True, hint="thresholds of the mIoU sweep"),
+    "sweep": Range(0, 1, low_open=True, nullable=True, allow_empty=True, hint="thresholds of the mIoU sweep"),
     "boxes.deltas": Range(0, 1, low_open=True, hint="IoU levels of MaxBoxAccV2"),
     "boxes.interval": Range(0, 1, low_open=True, high_open=True, hint="the step of the CAM threshold curve"),
     "boxes.eval_size": Range(1, integer=True, nullable=True, hint="null: at the image size"),

@@ -28,6 +28,8 @@ CASES = [
     ("localize", ["output_dir={out}", "data.path={data}"], "crf.bilateral_sxy=-5", "crf.bilateral_sxy=-5.0"),
     ("eval_linear", [*EVAL, "train_dir={data}", "test_dir={data}", "output_dir={out}"], "l2_values=[1,-1]",
      "l2_values[1]=-1"),
+    ("eval_linear", [*EVAL, "train_dir={data}", "test_dir={data}", "output_dir={out}"], "l2_values=[]",
+     "l2_values=[] is invalid: give at least one value"),
     ("eval_linear", [*EVAL, "train_dir={data}", "test_dir={data}", "output_dir={out}"], "val_fraction=0",
      "val_fraction=0"),
     ("eval_linear", [*EVAL, "train_dir={data}", "test_dir={data}", "output_dir={out}"], "num_workers=-1",
@@ -92,6 +94,10 @@ def test_the_range_rule_by_hand():
     with pytest.raises(ConfigError, match=r"^a\.b\[1\]=2 is invalid: must be in \(0, 1\] or -1$"):
         check_ranges(cfg, {"a.b": rule})
     check_ranges(cfg, {"missing.key": rule, "c": Range(0, nullable=True)})  # absent: skipped; null: allowed
+    empty = OmegaConf.create({"l": []})
+    check_ranges(empty, {"l": Range(0, allow_empty=True)})
+    with pytest.raises(ConfigError, match=r"^l=\[\] is invalid: give at least one value"):
+        check_ranges(empty, {"l": Range(0, nullable=True)})  # null (the default) is not []
     with pytest.raises(ConfigError, match=r"^c=None is invalid"):
         check_ranges(cfg, {"c": Range(0)})
 

@@ -69,8 +69,12 @@ def atomic_path(path, suffix: str | None = None) -> Iterator[Path]:
     umask's permissions and renamed onto ``path`` (``os.replace``), when it fails it is removed.
     ``suffix`` (default: the target's own) lets libraries that pick a format by extension (PIL,
     OpenCV) write to it. A killed process leaves at most a hidden ``.<name>.*`` temp file beside
-    the untouched target. Raises OSError (e.g. a read-only or full folder) with the target named."""
+    the untouched target. Raises OSError (e.g. a read-only or full folder; ``OutputError`` when
+    ``path`` is a folder) with the target named."""
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the whole file was written
+        raise OutputError(f"cannot write {path}: it is a folder, not a file (give a file path: a new name, or "
+                          f"a name inside that folder)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",

@@ -50,6 +50,84 @@ def check_probability(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"`{key}={value}` must be a probability in [0, 1]")
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: ``low``/``high`` bounds (``*_open``: the bound itself is
+    excluded), ``integer``, ``nullable`` (null allowed, e.g. "the default"), ``also`` (extra values
+    allowed outside the range, e.g. Lightning's -1 = no limit), ``hint`` (why, said in the message),
+    ``allow_empty`` (a list value may be empty)."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    nullable: bool = False
+    also: tuple = ()
+    hint: str = ""
+    allow_empty: bool = False  # a list value may be [] (e.g. no threshold sweep)
+
+    def describe(self) -> str:
+        def num(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        if self.low is not None and self.high is not None:
+            text = (f"in {'(' if self.low_open else '['}{num(self.low)}, {num(self.high)}"
+                    f"{')' if self.high_open else ']'}")
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {num(self.low)}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {num(self.high)}"
+        else:
+            text = "a finite number"
+        kind = "an integer " if self.integer else ""
+        extra = "".join(f" or {v}" for v in self.also) + (" or null" if self.nullable else "")
+        return f"must be {kind}{text}{extra}" + (f" ({self.hint})" if self.hint else "")
+
+    def accepts(self, value: Any) -> bool:
+        import math
+
+        if value is None:
+            return self.nullable
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if value in self.also:
+            return True
+        if not math.isfinite(float(value)) or (self.integer and float(value) != int(value)):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+
+def check_ranges(cfg: DictConfig | dict, ranges: Dict[str, Range]) -> None:
+    """The one range check of numeric settings, for every command (the types are checked by the schema
+    or by Hydra; this catches what types cannot: ``lr=-1``, ``val_fraction=1.5``, ``threshold=2``, NaN).
+    A key absent from ``cfg`` is skipped; a list value (``l2_values``, ``sweep``) is checked element by
+    element. Raises :class:`ConfigError` naming the key, the value and the values it may take."""
+    node = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
+    absent = object()
+    for key, rule in ranges.items():
+        value = OmegaConf.select(node, key, default=absent)
+        if value is absent:
+            continue  # not in this config
+        if OmegaConf.is_list(value) or isinstance(value, (list, tuple)):
+            items = list(value)
+            if not items and not rule.allow_empty:
+                raise ConfigError(f"{key}=[] is invalid: give at least one value ({rule.describe()})")
+            element = Range(**{**rule.__dict__, "nullable": False})
+            for i, item in enumerate(items):
+                if not element.accepts(item):
+                    raise ConfigError(f"{key}[{i}]={item!r} is invalid: {element.describe()}")
+        elif not rule.accepts(value):
+            raise ConfigError(f"{key}={value!r} is invalid: {rule.describe()}")
+
+
+SEED_RANGE = Range(0, 2 ** 32 - 1, integer=True, hint="numpy's and Lightning's seeds")
+
+
 def check_existing_path(cfg: DictConfig, key: str, what: str) -> Path:
     value = require(cfg, key, f"set it to {what}, e.g. ++{key}=/path/to/data")
     path = Path(os.path.expanduser(str(value)))
@@ -243,12 +321,30 @@ def structured_cfg(schema: type, cfg: Any) -> DictConfig:
     return out
 
 
+# The numeric keys of solo-learn's YAML the plugin's commands check before anything starts (the host and
+# torch would stop later with a traceback, or Lightning would train nothing: max_epochs=0).
+TRAINING_RANGES = {
+    "optimizer.lr": Range(0, low_open=True, hint="the learning rate for a total batch of 256"),
+    "optimizer.classifier_lr": Range(0, low_open=True, nullable=True, hint="null: optimizer.lr"),
+    "optimizer.weight_decay": Range(0),
+    "data.num_workers": Range(0, integer=True, hint="0: load in the main process"),
+    "data.fraction": Range(0, 1, low_open=True, integer=False, also=(-1,), hint="-1: all the data"),
+    "max_epochs": Range(1, integer=True, also=(-1,), hint="-1: no limit, stop at max_steps"),
+    "max_steps": Range(1, integer=True, also=(-1,), hint="-1: no limit"),
+    "checkpoint.frequency": Range(1, integer=True, hint="epochs between checkpoints"),
+    "scheduler.warmup_epochs": Range(0),
+    "dali.py_workers": Range(0, integer=True),
+    "seed": SEED_RANGE,
+}
+
+
 def complete_pretrain_cfg(cfg: DictConfig, known_methods) -> DictConfig:
     """Validate ``cfg`` against :class:`PretrainSettings`, fill the defaults solo-learn main's
     ``parse_cfg`` would, then check what types cannot. Returns a new cfg (plain DictConfig)."""
     from occon_plugin.augment.config import parse_occon_config
 
     cfg = structured_cfg(PretrainSettings, cfg)
+    check_ranges(cfg, TRAINING_RANGES)
     method = cfg.method
     if method not in known_methods:
         raise ConfigError(f"`method={method}` is unknown; choose one of {sorted(known_methods)}")
@@ -289,6 +385,7 @@ def complete_pretrain_cfg(cfg: DictConfig, known_methods) -> DictConfig:
 def complete_linear_cfg(cfg: DictConfig) -> DictConfig:
     """Validate ``cfg`` against :class:`LinearSettings` (same YAML as the host's ``main_linear.py``)."""
     cfg = structured_cfg(LinearSettings, cfg)
+    check_ranges(cfg, {**TRAINING_RANGES, "optimizer.batch_size": Range(1, integer=True)})
     check_existing_path(cfg, "pretrained_feature_extractor", "a checkpoint written by main_pretrain.py")
     check_existing_path(cfg, "data.train_path", "an image folder with one sub-folder per class")
     if select(cfg, "data.val_path"):

@@ -379,14 +379,43 @@ KEEP_SAMPLER: Dict[str, Any] = (
 
 
 def make_trainer(cfg: DictConfig, **overrides):
-    """A Lightning ``Trainer`` from the cfg's top-level Lightning keys (unknown keys ignored)."""
+    """A Lightning ``Trainer`` from the cfg's top-level Lightning keys (unknown keys ignored).
+
+    ``strategy: auto`` with several processes is DDP in both generations (Lightning 1.9's own default on
+    CPU is ``ddp_spawn``). Spawning strategies are refused: a spawned process gets a pickled copy of the
+    trainer, and the plugin's run lock, signal handling and checkpoint writer do not travel that way.
+    Raises :class:`~occon_plugin.errors.ConfigError` for those and for every setting Lightning itself
+    refuses (``accelerator=gpu`` without a GPU, ``devices`` beyond the machine's ...), naming the keys."""
+    from occon_plugin.config import num_devices
+    from occon_plugin.errors import ConfigError
+
     valid = inspect.signature(Trainer.__init__).parameters
     container = OmegaConf.to_container(cfg, resolve=True)
     kwargs = {k: container[k] for k in valid if k in container}
-    if kwargs.get("strategy") in ("auto", None) and GENERATION != "main":
+    strategy = kwargs.get("strategy")
+    if isinstance(strategy, str) and "spawn" in strategy:
+        raise ConfigError(f"strategy={strategy} is not supported (the run lock, SIGTERM checkpoint and atomic "
+                          f"checkpoint writer do not travel to spawned processes): use strategy=ddp")
+    if str(kwargs.get("accelerator")) in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"accelerator={kwargs['accelerator']} but no CUDA device is visible here: use "
+                              f"accelerator=auto (or cpu)")
+    if strategy in ("auto", None) and GENERATION != "main":
         kwargs.pop("strategy", None)  # Lightning 1.9 has no "auto" strategy name
+        if num_devices(cfg) * int(container.get("num_nodes") or 1) > 1:
+            kwargs["strategy"] = "ddp"  # what Lightning 2.x's "auto" picks; 1.9 would spawn
     kwargs.update(overrides)
-    return Trainer(**kwargs)
+    try:
+        return Trainer(**kwargs)
+    except Exception as exc:  # Lightning's MisconfigurationException (its module moved between generations);
+        # its accelerators check their arguments with TypeError / ValueError (`devices` ... should be an int > 0)
+        if type(exc).__name__ != "MisconfigurationException" and not isinstance(exc, (TypeError, ValueError)):
+            raise
+        keys = ", ".join(f"{k}={kwargs[k]}" for k in ("accelerator", "devices", "num_nodes", "strategy", "precision")
+                         if k in kwargs)
+        raise ConfigError(f"Lightning refuses the trainer settings ({keys}): {exc}") from None
 
 
 def _flatten_loaders(loaders: Any) -> List[Any]:

@@ -187,6 +187,9 @@ def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> 
     if bad or len(set(views)) != len(views):
         raise OcconConfigError(f"occon.bg_mixup.views={list(views)} must be distinct indexes in [0, {n_views - 1}] "
                                f"(the augmentations produce {n_views} views)")
+    if bg.enabled and not views:  # enabled, yet no view may be mixed: BG-Mixup would silently never run
+        raise OcconConfigError("occon.bg_mixup.views=[] mixes no view although occon.bg_mixup.enabled=true: give the "
+                               "view indexes to mix, null (every view), or occon.bg_mixup.enabled=false")
     out = OcconConfig(
         store=Path(settings.store).expanduser() if settings.store else None,
         missing=settings.missing.name,

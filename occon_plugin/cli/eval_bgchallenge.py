@@ -11,12 +11,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.overrides import exit_on_bad_overrides
-from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish, setup_torch
+from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, check_linear_eval_settings, finish, setup_torch
 from occon_plugin.eval.bgchallenge import background_challenge
 from occon_plugin.models import load_feature_model
 
 
 def run(cfg: DictConfig) -> dict:
+    check_linear_eval_settings(cfg)
     device = setup_torch(cfg)
     model, info = load_feature_model(str(cfg.model), use_momentum=bool(cfg.use_momentum))
     out = background_challenge(

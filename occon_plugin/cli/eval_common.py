@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from occon_plugin.config import SEED_RANGE, ConfigError, Range, check_ranges
 from occon_plugin.eval.report import format_table, init_wandb, write_results
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
@@ -15,6 +16,30 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 def plain_config(cfg: DictConfig) -> DictConfig:
     """The config without Hydra's own node."""
     return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+
+
+# The numeric settings of the linear evaluations (occon-eval-linear, occon-eval-bgchallenge): one table.
+LINEAR_EVAL_RANGES = {
+    "batch_size": Range(1, integer=True),
+    "num_workers": Range(0, integer=True, hint="0: load in the main process"),
+    "resize": Range(1, integer=True),
+    "crop": Range(1, integer=True),
+    "threads": Range(1, integer=True, nullable=True),
+    "val_fraction": Range(0, 1, low_open=True, high_open=True, hint="the share of train_dir held out to choose l2"),
+    "l2_values": Range(0, low_open=True, nullable=True, hint="l2 penalties; null: the paper's grid"),
+    "seed": SEED_RANGE,
+}
+
+
+def check_linear_eval_settings(cfg: DictConfig) -> None:
+    """Range checks of the linear evaluations' settings (one line naming the key, exit 2), before any
+    model or image is loaded. A crop larger than the resized shorter side would pad the images with
+    black (torchvision's ``CenterCrop``): refused.
+    Raises :class:`~occon_plugin.errors.ConfigError`."""
+    check_ranges(cfg, LINEAR_EVAL_RANGES)
+    if int(cfg.crop) > int(cfg.resize):
+        raise ConfigError(f"crop={cfg.crop} is larger than resize={cfg.resize} (the shorter side after resizing): "
+                          f"the images would be padded with black; use crop <= resize")
 
 
 def setup_torch(cfg: DictConfig) -> str:

@@ -12,13 +12,14 @@ from omegaconf import DictConfig
 
 from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.overrides import exit_on_bad_overrides
-from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish, setup_torch
+from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, check_linear_eval_settings, finish, setup_torch
 from occon_plugin.eval.features import check_training_features, compare_to_training, extract_features
 from occon_plugin.eval.linear import linear_eval
 from occon_plugin.models import load_feature_model
 
 
 def run(cfg: DictConfig) -> dict:
+    check_linear_eval_settings(cfg)
     device = setup_torch(cfg)
     model, info = load_feature_model(str(cfg.model), use_momentum=bool(cfg.use_momentum))
     kw = dict(resize=int(cfg.resize), crop=int(cfg.crop), batch_size=int(cfg.batch_size),

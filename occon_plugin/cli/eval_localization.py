@@ -12,11 +12,24 @@ from omegaconf import DictConfig
 from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.overrides import exit_on_bad_overrides
 from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish
+from occon_plugin.config import Range, check_ranges
 from occon_plugin.errors import DataError
 from occon_plugin.eval.groundtruth import iter_ground_truth
 from occon_plugin.eval.localization import evaluate_localization
 from occon_plugin.eval.predictions import open_predictions
 from occon_plugin.eval.report import write_results
+
+
+# Maps and thresholds are in [0, 1]; an IoU delta is in (0, 1]; counts are whole numbers.
+RANGES = {
+    "threshold": Range(0, 1, low_open=True, hint="the mask is pred >= threshold, pred in [0, 1]"),
+    "sweep": Range(0, 1, low_open=True, nullable=True, allow_empty=True, hint="thresholds of the mIoU sweep"),
+    "boxes.deltas": Range(0, 1, low_open=True, hint="IoU levels of MaxBoxAccV2"),
+    "boxes.interval": Range(0, 1, low_open=True, high_open=True, hint="the step of the CAM threshold curve"),
+    "boxes.eval_size": Range(1, integer=True, nullable=True, hint="null: at the image size"),
+    "limit": Range(1, integer=True, nullable=True, hint="null: every image"),
+    "overlays": Range(0, integer=True),
+}
 
 
 def _loud_counts(res: dict, json_name: str) -> list[str]:
@@ -54,6 +67,7 @@ def _loud_counts(res: dict, json_name: str) -> list[str]:
 
 
 def run(cfg: DictConfig) -> dict:
+    check_ranges(cfg, RANGES)
     preds = open_predictions(cfg.predictions, bool(cfg.get("allow_v1_store", False)), cfg.image_root)
     if preds.note:  # a schema-v1 store, allowed: said once
         print(f"[occon] {preds.note}")
@@ -92,7 +106,8 @@ def run(cfg: DictConfig) -> dict:
     write_results(out_dir, "per_image", res["per_image"])
     details = {"mask": m, "boxes": box, "missing": res["missing"], "failed": res["failed"],
                "mismatched": res["mismatched"], "gt_problems": res["gt_problems"], "gt_encodings": res["gt_encodings"],
-               "store_note": preds.note, "overlays": res["overlays"], "constant_maps": res["constant_maps"]}
+               "store_note": preds.note, "overlays": res["overlays"], "constant_maps": res["constant_maps"],
+               "unverified": list(getattr(preds, "unverified", []))}
     res["kind"] = preds.kind
 
     def images(wandb):
@@ -101,6 +116,12 @@ def run(cfg: DictConfig) -> dict:
     out = finish(cfg, "eval_localization", rows, details, summary, wandb_extra=images)
     for line in _loud_counts(res, str(out_dir / "eval_localization.json")):
         print(line)
+    unverified = details["unverified"]
+    if unverified:  # e.g. a wrong image_root: the check that each mask was computed from this photo did not run
+        root = cfg.image_root if cfg.image_root else "the COCO json's default image folder (<json dir>/../images)"
+        print(f"[occon] {len(unverified)} of the scored images are not under {root} (e.g. {unverified[0]}): their "
+              f"store masks were checked by size only, not that they were computed from these photos; give "
+              f"image_root=<the folder localized> to check them (JSON: unverified)")
     return out
 
 

@@ -36,6 +36,10 @@ def check_layout(root, variants: Sequence[str] = VARIANTS) -> tuple[Path, Dict[s
     if not train.is_dir():
         raise DatasetNotFoundError(f"{root}: expected the training set at {train} (<root>/original/train/<class>/...), "
                                 "the layout of the published ImageNet-9 (bg_challenge) archive")
+    variants = list(VARIANTS if variants is None else variants)  # None: every variant (the config's default)
+    repeated = sorted({v for v in variants if variants.count(v) > 1})
+    if repeated:
+        raise ConfigError(f"variants lists {repeated} more than once; list each variant once")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown Background Challenge variants {unknown}; known: {list(VARIANTS)}")
@@ -105,6 +109,9 @@ def background_challenge(model: torch.nn.Module, root, variants: Sequence[str] =
     set with readable images of fewer than two classes raises :class:`~occon_plugin.images.DatasetError`."""
     train_dir, sets = check_layout(root, variants)
     shift_sets = {name: Path(folder) for name, folder in (shift_sets or {}).items()}
+    if not sets and not shift_sets:
+        raise ConfigError("variants=[] and no shift_sets: nothing to evaluate; list variants (null: all of "
+                          f"{', '.join(VARIANTS)}) or give shift_sets")
     for name, folder in shift_sets.items():
         if name in sets:
             raise ConfigError(f"shift set name {name!r} clashes with a Background Challenge variant")

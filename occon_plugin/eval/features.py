@@ -8,6 +8,8 @@ the class sub-folders.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -16,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
 from occon_plugin.images import BadImageError, DatasetError, ImageList, list_images, load_image
+from occon_plugin.images.loading import file_fingerprint
 
 
 def center_crop_transform(resize: int = 256, crop: int = 224):
@@ -55,6 +58,17 @@ class Features:
     bad: list[str]  # messages of skipped images
     folder: str = ""  # the class-folder tree they come from
 
+    @cached_property
+    def fingerprints(self) -> dict[str, str]:
+        """``file_fingerprint`` (size + hash of the first and last 64 KiB) -> relative path, per kept image."""
+        out = {}
+        for rel in self.paths:
+            try:
+                out.setdefault(file_fingerprint(Path(self.folder) / rel), rel)
+            except OSError:  # gone since it was read: it cannot be compared
+                continue
+        return out
+
     @property
     def present(self) -> list[str]:
         """The classes with at least one readable image here, in ``classes`` order."""
@@ -83,18 +97,27 @@ def compare_to_training(train: Features, evaluated: Features) -> Optional[str]:
     """Check a set to evaluate against the training set (same class names by construction:
     :func:`labelled_listing`). Raises :class:`~occon_plugin.images.DatasetError` when it has images of a
     class the training set has no readable image of (they could never be predicted right); returns a
-    one-line note when it lacks some training classes (the accuracy is then over the classes it has), else None."""
+    one-line note when it lacks some training classes (the accuracy is then over the classes it has) or
+    holds training images (the same files, or byte-identical copies: the accuracy is then partly on the
+    training set; e.g. ``test_dir`` = ``train_dir``), else None."""
     trained = set(train.present)
     never = [c for c in evaluated.present if c not in trained]
     if never:
         raise DatasetError(f"{evaluated.folder}: class(es) {never} have images to evaluate but no readable training "
                            f"image under {train.folder}, so they can never be predicted; add training images of them "
                            f"or remove them from {evaluated.folder}")
+    notes = []
     lacking = [c for c in train.classes if c not in set(evaluated.present)]
     if lacking:
-        return (f"{evaluated.folder} has images of {len(evaluated.present)} of the {len(train.classes)} training "
-                f"classes (none of {', '.join(lacking)}): its accuracy is over those")
-    return None
+        notes.append(f"{evaluated.folder} has images of {len(evaluated.present)} of the {len(train.classes)} "
+                     f"training classes (none of {', '.join(lacking)}): its accuracy is over those")
+    shared = [rel for fp, rel in evaluated.fingerprints.items() if fp in train.fingerprints]
+    if shared:
+        notes.append(f"{len(shared)} of the {len(evaluated.paths)} images of {evaluated.folder} are training images "
+                     f"of {train.folder} (the same files or copies, e.g. {shared[0]}): its accuracy is "
+                     f"{'' if len(shared) == len(evaluated.paths) else 'partly '}measured on the training set, "
+                     f"not on unseen images")
+    return "; ".join(notes) or None
 
 
 def labelled_listing(folder, classes: Optional[Sequence[str]] = None) -> tuple[ImageList, list[str], np.ndarray]:

@@ -87,6 +87,7 @@ class StorePredictions:
         ``allow_v1_store`` (then :attr:`note` says what is not checked)."""
         self.store = Store.open(root)
         self.note = self.store.require_fingerprints(allow_v1_store, "allow_v1_store", image_root)
+        self.unverified: list[str] = []  # images absent under the image root: their masks were checked by size only
 
     def status(self, rel: str) -> str:
         """``"ok"``, ``"missing"`` (no entry) or ``"failed"`` (the image was unreadable at localization)."""
@@ -103,8 +104,9 @@ class StorePredictions:
         if image_root is not None and entry.fingerprint:
             try:
                 current = file_fingerprint(Path(image_root) / rel)
-            except OSError:
-                return None  # the image is absent here: the size check above is all we can do
+            except OSError:  # the image is absent here: the size check above is all we can do (said by the CLI)
+                self.unverified.append(rel)
+                return None
             if current != entry.fingerprint:
                 return "store mask was computed from another file than this image (fingerprint differs)"
         problem = entry.problem()

@@ -27,6 +27,26 @@ class CrfParams:
     clip: float = 1e-5  # probabilities are clipped to [clip, 1 - clip] before -log
     max_pixels: Optional[int] = 4_000_000
 
+    def problems(self) -> list[tuple[str, object, str]]:
+        """``(key, value, what it must be)`` for every parameter out of range (None: left to a preset,
+        not checked). A spatial or colour width of 0 crashes pydensecrf (segmentation fault); a clip
+        >= 0.5 makes the unary meaningless; negative weights turn the smoothness terms around."""
+        out = []
+        for key in ("gauss_sxy", "bilateral_sxy", "bilateral_srgb", "bilateral_compat"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                out.append((key, value, "must be > 0"))
+        if not (math.isfinite(self.gauss_compat) and self.gauss_compat >= 0):
+            out.append(("gauss_compat", self.gauss_compat, "must be >= 0 (0: no smoothness term)"))
+        if not 0.0 < self.clip < 0.5:
+            out.append(("clip", self.clip, "must be in (0, 0.5): probabilities are clipped to [clip, 1 - clip] "
+                                           "before -log"))
+        if self.iters < 1:
+            out.append(("iters", self.iters, "must be >= 1"))
+        if self.max_pixels is not None and self.max_pixels < 0:
+            out.append(("max_pixels", self.max_pixels, "must be >= 0 (0 or null: always at the full image size)"))
+        return out
+
 
 def working_size(height: int, width: int, max_pixels: int | None) -> tuple[int, int, float]:
     """``(h, w, scale)`` the CRF runs at for an ``height x width`` image (scale 1: full size)."""
@@ -59,8 +79,12 @@ def crf_refine(image_u8_hwc: np.ndarray, soft_mask: np.ndarray, params: CrfParam
     of the same size, any real dtype. Either may be read-only or non-contiguous (a view, a
     ``np.asarray`` of a PIL image). Images above ``params.max_pixels`` are refined at a bounded
     working size (see :class:`CrfParams`). Returns a new float32 ``H x W`` map in [0, 1].
-    Raises ValueError for mismatched shapes or a non-uint8 image.
+    Raises ValueError for mismatched shapes, a non-uint8 image or parameters out of range
+    (:meth:`CrfParams.problems`).
     """
+    bad = params.problems()
+    if bad:
+        raise ValueError("; ".join(f"CrfParams.{key}={value!r} {what}" for key, value, what in bad))
     mask = np.asarray(soft_mask)
     if mask.ndim != 2:
         raise ValueError(f"soft_mask must be H x W, got shape {mask.shape}")

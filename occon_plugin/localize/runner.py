@@ -119,10 +119,8 @@ def check_settings(s: LocalizeSettings) -> None:
     need(s.cam.early_exit_tol is None or s.cam.early_exit_tol >= 0, "cam.early_exit_tol", "must be >= 0 or null",
          s.cam.early_exit_tol)
     need(s.data.workers >= 1, "data.workers", "must be >= 1", s.data.workers)
-    need(s.crf.iters >= 1, "crf.iters", "must be >= 1", s.crf.iters)
-    for key in ("bilateral_srgb", "bilateral_compat"):
-        value = getattr(s.crf, key)
-        need(value is None or value > 0, f"crf.{key}", "must be > 0", value)
+    for key, value, what in s.crf.problems():  # one rule with crf_refine (a width of 0 crashes pydensecrf)
+        need(False, f"crf.{key}", what, value)
     need(s.post_workers is None or s.post_workers >= 0, "post_workers", "must be >= 0 (0: in the main process) "
          "or null (the cores the backbone leaves free)", s.post_workers)
     need(0.0 < s.threshold <= 1.0, "threshold", "must be in (0, 1]", s.threshold)

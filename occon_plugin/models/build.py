@@ -20,6 +20,7 @@ Nothing here imports solo-learn or Lightning.
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -266,14 +267,23 @@ def load_model(spec: str = DEFAULT_SPEC, use_momentum: bool = False, manifest=No
     """
     if not isinstance(spec, str) or not spec:
         raise ConfigError(f"model must be a non-empty string: {ACCEPTED_SPECS}; got {spec!r}")
+    if use_momentum and (spec == DEFAULT_SPEC or spec.startswith(("torchvision:", "random:", "timm:"))):
+        raise ConfigError(f"use_momentum=true, but model={spec!r} has one encoder and no momentum encoder; "
+                          f"use use_momentum=false")
     if spec == DEFAULT_SPEC:
         return efficientnet_lite0(spec)
     for prefix, builder in (("torchvision:", torchvision_named), ("random:", torchvision_named),
                             ("timm:", timm_named)):
         if spec.startswith(prefix):
-            return builder(spec[len(prefix):], spec)
+            loaded = builder(spec[len(prefix):], spec)
+            if prefix != "random:":  # "random:" says it; "torchvision:resnet50" reads like ImageNet weights
+                print(f"[occon] model={spec} has random weights (nothing is downloaded here): its masks and "
+                      f"features say nothing about the photos; for trained weights give a checkpoint or a zoo name "
+                      f"(occon-zoo list)" + (f", or write model=random:{spec[len(prefix):]} to mean it"
+                                                  if prefix == "torchvision:" else ""), file=sys.stderr)
+            return loaded
     path = Path(spec).expanduser()
-    if path.is_file():
+    if path.is_file() or path.is_dir():  # a folder: read_checkpoint's one line (CheckpointNotFoundError)
         return model_from_record(read_checkpoint(path, use_momentum=use_momentum), str(path))
     from occon_plugin.zoo.registry import ZooError, fetch, load_manifest
 
@@ -284,6 +294,9 @@ def load_model(spec: str = DEFAULT_SPEC, use_momentum: bool = False, manifest=No
     if spec in entries:
         entry = entries[spec]
         if entry.architecture == DEFAULT_SPEC:
+            if use_momentum:
+                raise ConfigError(f"use_momentum=true, but model={spec!r} has one encoder and no momentum encoder; "
+                                  f"use use_momentum=false")
             return efficientnet_lite0(spec)
         return model_from_record(read_checkpoint(fetch(entry, cache), use_momentum=use_momentum), spec)
     known = f" Zoo names: {', '.join(sorted(entries))}." if entries else ""

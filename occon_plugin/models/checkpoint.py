@@ -499,7 +499,9 @@ def as_record(d: Any, where: str = "checkpoint") -> Dict[str, Any]:
 def read_checkpoint(path, use_momentum: bool = False) -> Dict[str, Any]:
     """Load ``path`` (any supported layout) as an occon record (``occon-ckpt/2``).
 
-    ``use_momentum=True`` takes the momentum (key) encoder and projector instead of the online ones.
+    ``use_momentum=True`` takes the momentum (key) encoder and projector instead of the online ones; a
+    checkpoint with one encoder only (a plain state_dict, an ``occon-ckpt`` record converted without
+    ``--momentum``) is then refused, never read as the online one.
     Raises :class:`CheckpointNotFoundError` (no such file; also a FileNotFoundError) or
     :class:`CheckpointError` (naming the file and what was expected).
     """
@@ -509,7 +511,13 @@ def read_checkpoint(path, use_momentum: bool = False) -> Dict[str, Any]:
         raise CheckpointNotFoundError(f"checkpoint not found: {path} {what}; give the path of a checkpoint file")
     ckpt = torch_load(path)
     if isinstance(ckpt, dict) and ckpt.get("format") in (FORMAT, FORMAT_V1):
-        return as_record(ckpt, str(path))
+        record = as_record(ckpt, str(path))
+        source = (record.get("meta") or {}).get("backbone_source", "online")
+        if use_momentum and source != "momentum":  # a converted record holds one encoder: never the other silently
+            raise CheckpointError(f"{path}: use_momentum=true, but this {record['format']} checkpoint holds only the "
+                                  f"{source} encoder; give the original training checkpoint, or convert it with "
+                                  f"`occon-zoo convert --momentum`")
+        return record
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict (a state_dict or a Lightning checkpoint), "
                               f"found {type(ckpt).__name__}")
@@ -526,6 +534,9 @@ def read_checkpoint(path, use_momentum: bool = False) -> Dict[str, Any]:
         meta["stripped_prefixes"] = stripped
     which = "momentum_" if use_momentum else ""
     if prefixes["backbone"] == "":
+        if use_momentum:
+            raise CheckpointError(f"{path}: use_momentum=true, but this is a plain backbone state_dict ({layout}) "
+                                  f"with one encoder and no momentum encoder; use use_momentum=false")
         backbone = dict(state)
         projector_state: Dict[str, torch.Tensor] = {}
         predictor_state: Dict[str, torch.Tensor] = {}

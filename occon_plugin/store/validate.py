@@ -43,23 +43,24 @@ class ValidationReport:
     failed: list[str] = field(default_factory=list)    # in the store with a non-ok status (no mask)
     damaged: list[tuple[str, str]] = field(default_factory=list)  # path, what is wrong with its entry/mask
     replaced: list[str] = field(default_factory=list)  # same size, other file content (fingerprint differs)
+    gone: list[str] = field(default_factory=list)      # localized before, cannot be read now (deleted, moved, root)
     unverified: int = 0                                # entries without a fingerprint (sizes checked only)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.changed or self.damaged or self.replaced)
+        return not (self.missing or self.extra or self.changed or self.damaged or self.replaced or self.gone)
 
     @property
     def unusable(self) -> set[str]:
-        """Images whose store entry must not be used (missing, changed, replaced, damaged)."""
-        return (set(self.missing) | {p for p, _, _ in self.changed} | set(self.replaced)
+        """Images whose store entry must not be used (missing, changed, replaced, gone, damaged)."""
+        return (set(self.missing) | {p for p, _, _ in self.changed} | set(self.replaced) | set(self.gone)
                 | {p for p, _ in self.damaged})
 
     @property
     def counts(self) -> dict[str, int]:
         return {"images": self.n_images, "missing": len(self.missing), "extra": len(self.extra),
                 "changed": len(self.changed), "failed": len(self.failed), "damaged": len(self.damaged),
-                "replaced": len(self.replaced)}
+                "replaced": len(self.replaced), "gone": len(self.gone)}
 
     def summary(self) -> str:
         parts = []
@@ -74,6 +75,9 @@ class ValidationReport:
         if self.replaced:
             parts.append(f"{len(self.replaced)} replaced (same name, other file content than the one localized: "
                          f"swapped or replaced photos, or another folder): {_first(self.replaced)}")
+        if self.gone:
+            parts.append(f"{len(self.gone)} localized but not found or unreadable now (deleted or moved since, or "
+                         f"another data folder / data.image_root): {_first(self.gone)}")
         if self.damaged:
             parts.append(f"{len(self.damaged)} damaged store entries: {_first([f'{p} ({r})' for p, r in self.damaged])}")
         if self.failed:
@@ -107,7 +111,8 @@ def validate_store(store: Store, images: ImageList, policy: str = "error", check
     if check_sizes:
         with_fp = [p for p in usable if store.entries[p].fingerprint]
         current = fingerprints(images.root, with_fp, workers)
-        report.replaced = [p for p in with_fp if current[p] != store.entries[p].fingerprint]
+        report.gone = [p for p in with_fp if current[p] is None]  # cannot be read: not "another photo"
+        report.replaced = [p for p in with_fp if current[p] is not None and current[p] != store.entries[p].fingerprint]
         without = [p for p in usable if not store.entries[p].fingerprint]
         report.unverified = len(without)
 
@@ -133,9 +138,11 @@ def validate_store(store: Store, images: ImageList, policy: str = "error", check
             if problem:
                 report.damaged.append((path, problem))
     if policy == "error" and report.unusable:  # extra entries alone (a subset of the store) are fine
+        data = (f"data.path=<the COCO json> data.image_root={images.root}" if images.image_ids is not None
+                else f"data.path={images.root}")
         raise StoreMismatchError(
             f"store {store.root} does not match the images under {images.root}: {report.summary()}. "
-            f"Repair it with `occon-localize data.path={images.root} output_dir={store.root}` (it adds the missing "
+            f"Repair it with `occon-localize {data} output_dir={store.root}` (it adds the missing "
             f"images and redoes the damaged entries; changed or replaced photos need resume=false, which rebuilds "
             f"the store), or choose the mismatch "
             f"policy occon.missing=skip (drop those images) or full_image (train them without object-aware "

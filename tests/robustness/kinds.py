@@ -53,8 +53,10 @@ KINDS = [
          "box left out, named in `gt_problems`"),
     Kind("gt.size-mismatch", "3", "GT size differs from the image (json width/height, EXIF rotation, mask file)",
          "eval", "named per image; default stops (exit 2), `mismatch=skip` scores the rest; never resized"),
-    Kind("gt.store-mismatch", "3,9", "store mask of another size or computed from another file than the GT's image",
-         "eval", "named per image (exit 2 by default); never resized"),
+    Kind("gt.store-mismatch", "3,9", "store mask of another size or computed from another file than the GT's image; "
+         "images absent under `image_root` (a wrong folder)", "eval",
+         "named per image (exit 2 by default); never resized; images that cannot be compared (absent under "
+         "`image_root`) are counted in one line, with the first name, and listed in the JSON (`unverified`)"),
     Kind("gt.missing-prediction", "6", "GT images without a prediction (incl. a store missing entries)", "eval",
          "default stops naming them (exit 2); `missing=skip` scores the rest and prints the count and names"),
     # 4. listing
@@ -88,13 +90,17 @@ KINDS = [
          "found by the validator before the first step, named; policy as above"),
     Kind("store.torn-index", "6", "`index.jsonl` cut short or with a garbled line", "pretraining, eval",
          "`Store.open` refuses naming the file, the line and the counts, and says how to repair it"),
-    Kind("store.swapped", "9", "two same-size images swapped, or one replaced by another photo", "both pipelines, eval",
-         "the entry's file fingerprint differs: named as replaced; policy decides"),
+    Kind("store.swapped", "9", "two same-size images swapped, or one replaced by another photo; a localized photo "
+         "deleted or moved since, or read from another folder (a wrong `data.image_root`)", "both pipelines, eval",
+         "the entry's file fingerprint differs: named as replaced; a file that cannot be read now: named as gone "
+         "(never as replaced); policy decides; the repair command names `data.path=<the COCO json> "
+         "data.image_root=...` for a COCO listing"),
     Kind("store.other-folder", "9", "`occon-localize` into a store made from another folder with the same names",
          "localize", "refused, naming the files that differ (exit 2); the store is untouched"),
     # 7. config errors
     Kind("config.pretrain", "7", "unknown `occon.*` key, bad enum, missing store, batch larger than the data, "
-         "`batch_size=abc`, `data.train_path` = an image file", "pretraining",
+         "`batch_size=abc`, `data.train_path` = an image file, BG-Mixup enabled over no view "
+         "(`occon.bg_mixup.views=[]`)", "pretraining",
          "one line `[occon] error: ...` naming the key or file, exit 2"),
     Kind("config.cli", "7", "bad keys / values of `occon-localize` and `occon-eval-localization`", "localize, eval",
          "one line naming the key, exit 2"),
@@ -132,11 +138,14 @@ KINDS = [
          "how many and names one, the JSON lists them (`constant_maps`); never a silent 0"),
     Kind("eval.mismatched-sets", "18.4", "one-class training set (one folder, or every image of the other classes "
          "unreadable), a test class without readable training images, class names that differ, a test set or "
-         "Background Challenge variant lacking classes", "occon-eval-linear, occon-eval-bgchallenge, occon-linear",
+         "Background Challenge variant lacking classes; test images that are training images (`test_dir` = "
+         "`train_dir`, copies); `variants=[]` without shift sets, `variants=null`, a variant listed twice", "occon-eval-linear, occon-eval-bgchallenge, occon-linear",
          "fewer than 2 training classes: one line, exit 2, in every linear evaluation; a class that can never be "
          "predicted or an unknown class name: one line, exit 2; a set lacking classes: scored over the classes it "
          "has, said in one line and in the JSON; BG-gap over the classes both mixed_same and mixed_rand have, said "
-         "in one line (JSON: `bg_gap_classes`, `notes`)"),
+         "in one line (JSON: `bg_gap_classes`, `notes`); test images byte-identical to training images "
+         "(`file_fingerprint`): counted with an example in one line and in the JSON (occon-eval-linear, every "
+         "Background Challenge set); variants: null = all, nothing to evaluate or a repeat is one line, exit 2"),
     Kind("store.schema-v1", "18.6", "a store from before fingerprints (schema v1)", "both pipelines, the host's "
          "script, eval, localize", "refused with one line naming the command that rebuilds it (`occon-localize ... "
          "resume=false`) unless `occon.allow_v1_store=true` (eval: `allow_v1_store=true`), then said once; "
@@ -161,7 +170,8 @@ KINDS = [
          "one line, exit 2 (`CheckpointNotFoundError`); `python -m occon_plugin.configs [pretrain|linear|cli]` prints "
          "the folders (docs/hosts.md, README)"),
     # found by the battery
-    Kind("found.unwritable-output", "found", "read-only or full output folder", "localize, pretraining",
+    Kind("found.unwritable-output", "found", "read-only or full output folder; an output file path that is a "
+         "folder (`occon-zoo convert SRC <folder>`)", "localize, pretraining, occon-zoo (every atomic writer)",
          "one line naming the file and what to do, exit 2; nothing half-written"),
     Kind("found.store-as-data", "found", "`data.path` pointing at a store", "localize, pretraining",
          "refused: a store is not an image folder"),
@@ -169,6 +179,26 @@ KINDS = [
          "refused naming the file name"),
     Kind("found.damaged-manifest", "found", "store `manifest.json` that is not JSON", "pretraining, eval, localize",
          "one line naming the file and how to rebuild"),
+    Kind("config.ranges", "found", "a numeric setting out of range or NaN: `crf.gauss_sxy=0`, `crf.clip=0.7`, "
+         "`threshold=2`, `boxes.deltas=[5]`, `l2_values=[-1]`, `val_fraction=0`, `crop` > `resize`, `batch_size=0`, "
+         "`num_workers=-1`, `seed=-3`, `optimizer.lr=-1`, `max_epochs=0`", "every command",
+         "refused before a model or image is loaded: one line naming the key, its value and the values it takes "
+         "(exit 2); one rule (`occon_plugin.config.check_ranges`; the CRF's in `CrfParams.problems`, which "
+         "`crf_refine` applies too: a width of 0 no longer crashes pydensecrf)"),
+    Kind("ckpt.one-encoder", "found", "`use_momentum=true` with a checkpoint that holds one encoder: an "
+         "`occon-zoo convert` output (without `--momentum`), a plain state_dict, `random:` / `torchvision:` / "
+         "`timm:` / `efficientnet-lite0`", "every command reading a model (`load_model` -> `read_checkpoint`)",
+         "refused with one line naming the file and what to give instead (exit 2), never read as the online "
+         "encoder; a record converted with `--momentum` and a training checkpoint with both encoders load as asked"),
+    Kind("config.trainer", "found", "trainer settings Lightning refuses or mishandles: `accelerator=gpu` without "
+         "a GPU, `devices=2` with the YAMLs' `strategy: auto` under Lightning 1.9 (it spawned: a pickling "
+         "traceback), `strategy=ddp_spawn`, a device count Lightning refuses", "occon-pretrain, occon-linear "
+         "(`host.make_trainer`)", "`strategy: auto` with several processes is DDP in both generations; a spawning "
+         "strategy and every Lightning `MisconfigurationException` are one line naming the trainer keys (exit 2)"),
+    Kind("model.random-weights", "found", "`model=torchvision:<name>` / `timm:<name>` (read like pretrained "
+         "weights; nothing is downloaded)", "every command reading a model (`load_model`)",
+         "runs, and says once on stderr that the weights are random and what to give for trained ones "
+         "(`random:<name>` is the quiet, explicit spelling)"),
     # issue 18 (round 2), training and tracking
     Kind("train.diverged", "18.2", "training that diverges (NaN/Inf loss: e.g. `optimizer.lr=1e30`); a checkpoint "
          "holding NaN/Inf weights", "pretraining (both pipelines, the host's script too), every evaluator",

@@ -21,6 +21,31 @@ def test_a_missing_checkpoint_is_bad_input_in_every_command(tmp_path):
     proc = run_cli("occon_plugin.cli.eval_linear", f"model={tmp_path / 'nope.ckpt'}", f"train_dir={tmp_path}",
                    f"test_dir={tmp_path}", "wandb.enabled=false")
     assert_one_line_error(proc, "nope.ckpt", "no such file")
+    proc = run_cli("occon_plugin.cli.eval_linear", f"model={tmp_path}", f"train_dir={tmp_path}",  # a run folder
+                   f"test_dir={tmp_path}", "wandb.enabled=false")
+    assert_one_line_error(proc, f"checkpoint not found: {tmp_path} is a folder")
+
+
+@pytest.mark.kind("found.unwritable-output")
+def test_an_output_file_that_is_a_folder_is_one_line_before_anything_is_written(tmp_path):
+    """``occon-zoo convert SRC DST`` with DST an existing folder: a traceback (IsADirectoryError) after the
+    whole file was written, before; now the one atomic writer refuses it first."""
+    import torch
+    import torchvision
+
+    from occon_plugin.atomic import atomic_write_text
+    from occon_plugin.errors import OutputError
+
+    net = torchvision.models.resnet18(weights=None)
+    net.fc = torch.nn.Identity()
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "solo.ckpt")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    proc = run_cli("occon_plugin.cli.zoo", "convert", tmp_path / "solo.ckpt", folder)
+    assert_one_line_error(proc, f"cannot write {folder}: it is a folder")
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out", "solo.ckpt"]
+    with pytest.raises(OutputError, match="it is a folder"):
+        atomic_write_text(folder, "x")
 
 
 @pytest.mark.kind("cli.small")

@@ -20,6 +20,7 @@ PRETRAIN_CASES = {
     "batch larger than the usable data": (["++optimizer.batch_size=20", "++method_kwargs.queue_size=40"],
                                           ["optimizer.batch_size=20", "16 usable images"]),
     "batch not a number": (["++optimizer.batch_size=abc"], ["optimizer.batch_size", "abc"]),
+    "BG-Mixup enabled over no view": (["++occon.bg_mixup.views=[]"], ["occon.bg_mixup.views=[]", "enabled=false"]),
 }
 
 

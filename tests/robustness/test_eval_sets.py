@@ -141,6 +141,45 @@ def test_a_test_set_lacking_classes_is_said_once_and_in_the_json(tmp_path, capsy
     assert saved["test_classes"] == ["00_red", "01_blue"] and len(saved["notes"]) == 1
 
 
+@pytest.mark.kind("eval.mismatched-sets")
+def test_test_images_that_are_training_images_are_said_once_and_in_the_json(tmp_path, capsys):
+    """test_dir = train_dir (or a test folder holding copies of training photos) scored the training set with
+    exit 0 and no word; now the count and an example are said in one line and in the JSON."""
+    import shutil
+
+    train = tree(tmp_path / "train", ["00_red", "01_blue"], 5)
+    eval_linear(train, train, tmp_path / "o1")
+    notes = [l for l in capsys.readouterr().out.splitlines() if "training images" in l]
+    assert notes == [f"[occon] 10 of the 10 images of {train} are training images of {train} (the same files or "
+                     f"copies, e.g. 00_red/000.png): its accuracy is measured on the training set, not on unseen "
+                     f"images"]
+    test = tree(tmp_path / "test", ["00_red", "01_blue"], 3, seed=7)
+    shutil.copy(train / "01_blue" / "004.png", test / "01_blue" / "copy.png")  # one copy among 7
+    eval_linear(train, test, tmp_path / "o2")
+    notes = [l for l in capsys.readouterr().out.splitlines() if "training images" in l]
+    assert len(notes) == 1 and "1 of the 7 images" in notes[0] and "01_blue/copy.png" in notes[0] \
+        and "partly measured" in notes[0], notes
+    saved = json.loads((tmp_path / "o2" / "eval_linear.json").read_text())
+    assert saved["notes"] == [notes[0].removeprefix("[occon] ")]
+    shutil.rmtree(test / "01_blue")  # disjoint sets: no note
+    tree(test, ["01_blue"], 3, seed=8)
+    eval_linear(train, test, tmp_path / "o3")
+    assert "training images" not in capsys.readouterr().out
+
+
+@pytest.mark.kind("eval.mismatched-sets")
+def test_background_challenge_variants_that_select_nothing_or_twice_are_one_line(tmp_path):
+    """variants=[] (no shift set) and variants=null ended in tracebacks after the features were computed;
+    a variant listed twice was scored once without a word."""
+    root = _in9(tmp_path / "in9", ["00_red", "01_blue", "02_yellow"])
+    base = [f"root={root}", f"output_dir={tmp_path / 'o'}"]
+    for variants, needle in (("variants=[]", "variants=[] and no shift_sets: nothing to evaluate"),
+                             ("variants=[mixed_same,mixed_same]", "variants lists ['mixed_same'] more than once"),
+                             ("variants=null", "no <variant>/val folder for ['original', 'only_bg_b'")):
+        proc = run_cli("occon_plugin.cli.eval_bgchallenge", *EVAL, *base, variants)
+        assert_one_line_error(proc, needle)
+
+
 def _in9(root, mixed_rand_classes):
     """original/train: 3 separable colours; mixed_same: red and blue right, the yellow folder holds blue
     objects (all wrong); mixed_rand: half of each class carries another colour, only ``mixed_rand_classes``."""

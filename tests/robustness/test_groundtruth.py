@@ -139,6 +139,23 @@ def test_store_of_other_photos_or_sizes_is_never_resized(tmp_path, mixed, mixed_
     assert "b_rgb.png (store mask is 48x40, ground truth 96x80)" in msg
 
 
+@pytest.mark.kind("gt.store-mismatch")
+def test_images_absent_under_image_root_are_said_checked_by_size_only(tmp_path, mixed, mixed_store, capsys):
+    """A wrong image_root (a typo, another copy) left the 'computed from this photo' check out without a word."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "a_rgb.jpg").write_bytes((mixed.root / "a_rgb.jpg").read_bytes())  # only one of the five is here
+    evaluate(tmp_path, good_gt(tmp_path), mixed_store, elsewhere)
+    lines = [l for l in capsys.readouterr().out.splitlines() if "checked by size only" in l]
+    assert lines == [f"[occon] 4 of the scored images are not under {elsewhere} (e.g. b_rgb.png): their store masks "
+                     f"were checked by size only, not that they were computed from these photos; give "
+                     f"image_root=<the folder localized> to check them (JSON: unverified)"]
+    saved = json.loads((tmp_path / "out" / "eval_localization.json").read_text())
+    assert saved["unverified"] == ["b_rgb.png", "c_rgb.jpg", "d_rgb.webp", "p_exif6.jpg"]
+    evaluate(tmp_path, good_gt(tmp_path), mixed_store, mixed.root)  # the right folder: every mask checked
+    assert "checked by size only" not in capsys.readouterr().out
+
+
 @pytest.mark.kind("gt.missing-prediction")
 def test_ground_truth_without_predictions_is_never_a_silent_partial_score(tmp_path, mixed, mixed_store, capsys):
     gt = good_gt(tmp_path, names=[*NAMES, "q_zero.jpg"])                   # failed at localization

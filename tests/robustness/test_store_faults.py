@@ -130,6 +130,27 @@ def test_swapped_or_replaced_photos_are_named_before_training(mixed, mixed_store
             build(cfg(root, mixed_store))
 
 
+@pytest.mark.kind("store.swapped")
+def test_localized_photos_that_are_gone_are_named_as_gone_not_as_replaced(mixed, mixed_store, tmp_path):
+    """A COCO run given the wrong data.image_root (or photos deleted since) was told its photos were
+    "replaced (same name, other file content)" and to rerun occon-localize with data.path=<image_root>."""
+    import dataclasses
+
+    root = copy_tree(mixed.root, tmp_path / "data")
+    (root / "a_rgb.jpg").unlink()
+    images = dataclasses.replace(list_images(mixed.root), root=root)  # the same listing, read from elsewhere
+    report = validate_store(Store.open(mixed_store), images, policy="skip")
+    assert report.gone == ["a_rgb.jpg"] and report.replaced == [] and "a_rgb.jpg" in report.unusable
+    with pytest.raises(StoreMismatchError, match=r"1 localized but not found or unreadable now \(deleted or moved "
+                                                 r"since, or another data folder / data.image_root\): a_rgb.jpg;.* "
+                                                 rf"Repair it with `occon-localize data.path={root} "):
+        validate_store(Store.open(mixed_store), images)
+    coco = dataclasses.replace(images, image_ids=list(range(len(images.paths))))
+    with pytest.raises(StoreMismatchError, match=r"`occon-localize data.path=<the COCO json> "
+                                                 rf"data.image_root={root} output_dir="):
+        validate_store(Store.open(mixed_store), coco)
+
+
 @pytest.mark.kind("store.other-folder")
 def test_localizing_another_folder_into_a_store_is_refused(mixed, mixed_store, tmp_path):
     other = tmp_path / "other"

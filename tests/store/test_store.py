@@ -173,7 +173,7 @@ def test_validation_reports_missing_extra_changed(tmp_path):
     assert "occon-localize" in msg
     report = validate_store(store, images, policy="skip")
     assert report.counts == {"images": 3, "missing": 1, "extra": 1, "changed": 1, "failed": 0, "damaged": 0,
-                             "replaced": 0}
+                             "replaced": 0, "gone": 0}
     assert not report.ok
     with pytest.raises(ValueError, match="policy"):
         validate_store(store, images, policy="ignore")

@@ -407,6 +407,14 @@ def make_trainer(cfg: DictConfig, **overrides):
         if num_devices(cfg) * int(container.get("num_nodes") or 1) > 1:
             kwargs["strategy"] = "ddp"  # what Lightning 2.x's "auto" picks; 1.9 would spawn
     kwargs.update(overrides)
+    if GENERATION != "main" and str(kwargs.get("precision")) in ("16", "16-mixed"):
+        import torch
+
+        if str(kwargs.get("accelerator")) == "cpu" or not torch.cuda.is_available():
+            # Lightning 1.9 turns float16 on the CPU into bf16 with only a warning (hidden by PYTHONWARNINGS)
+            print(f"[occon] precision={kwargs['precision']} on the CPU: Lightning 1.9 trains with bf16 autocast "
+                  f"instead (no float16 autocast on the CPU there); precision=bf16 or 32 says what runs",
+                  file=sys.stderr)
     try:
         return Trainer(**kwargs)
     except Exception as exc:  # Lightning's MisconfigurationException (its module moved between generations);

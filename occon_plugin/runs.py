@@ -208,6 +208,12 @@ def _plan_run(cfg: DictConfig) -> RunPlan:
             f"auto_resume: {folder} holds a run with other settings ({examples(diffs, show=_SHOW, sep='; ')}); resuming "
             f"would continue its weights and steps under a new config. Use the same settings to continue it, or "
             f"++name=<new name> (or auto_resume.enabled=false) to start a new run; the old run is left as it is")
+    rebuilt = store_changed(folder, cfg)
+    if rebuilt:
+        raise ConfigError(
+            f"auto_resume: the store occon.store={OmegaConf.select(cfg, 'occon.store')} was rebuilt since the run in "
+            f"{folder} started ({rebuilt}): resuming would continue its weights on other masks. Start a new run "
+            f"(++name=<new name> or auto_resume.enabled=false), or rebuild the store as it was")
     ckpt = find_resume_checkpoint(folder, notes)
     if ckpt is None:
         notes.append(f"{folder} has the same settings but no readable checkpoint: starting it over")
@@ -367,6 +373,46 @@ def skip_trained_batches(trainer, batches: int) -> None:
         else:
             raise RuntimeError(f"cannot resume mid-epoch: the training loader {type(loader).__name__} cannot skip "
                                f"the {batches} batches already trained")
+
+
+STORE_FILE = "store.json"  # the identity of the store a run started with (occon_plugin.store.store_identity)
+
+
+def record_store(cfg: DictConfig, out_dir: Path) -> None:
+    """Write ``store.json`` (once: a resumed run keeps the first) naming the store the run trains on, so a
+    resume can tell a store rebuilt in place (:func:`store_changed`). Nothing without ``occon.store``."""
+    from occon_plugin.store import store_identity
+
+    store = OmegaConf.select(cfg, "occon.store", default=None)
+    if not store or not OmegaConf.select(cfg, "occon.enabled", default=True) or (out_dir / STORE_FILE).is_file():
+        return
+    identity = store_identity(_same_path(str(store)))
+    if identity is not None:
+        with atomic_path(out_dir / STORE_FILE) as tmp:
+            Path(tmp).write_text(json.dumps(identity, indent=1))
+
+
+def store_changed(folder: Path, cfg: DictConfig) -> Optional[str]:
+    """What differs between the store the run in ``folder`` started with and ``occon.store`` now
+    (e.g. ``"the localization settings and the entries differ"``), or None (the same store, or nothing
+    recorded: a run from before this check, or one without a store)."""
+    from occon_plugin.store import store_identity
+
+    record = folder / STORE_FILE
+    store = OmegaConf.select(cfg, "occon.store", default=None)
+    if not record.is_file() or not store:
+        return None
+    try:
+        before = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    now = store_identity(_same_path(str(store)))
+    if now is None:
+        return "no readable store is there now"
+    what = {"model_sha256": "the model", "settings_sha256": "the localization settings",
+            "index_sha256": "the entries"}
+    changed = [name for key, name in what.items() if before.get(key) != now.get(key)]
+    return (" and ".join(changed) + " differ") if changed else None
 
 
 def save_config_once(cfg: DictConfig, out_dir: Path) -> None:

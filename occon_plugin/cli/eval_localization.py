@@ -57,6 +57,10 @@ def _loud_counts(res: dict, json_name: str) -> list[str]:
                      f"{constant[0]}): min-max normalization (the wsolevaluation protocol) scores them as no box"
                      + (" and no mask" if res.get("kind") == "cam_dir" else "") + "; a whole-image baseline is not "
                      "scored this way (bench/localize_quality.py has it as a row)")
+    nonfinite = res.get("nonfinite_maps") or []
+    if nonfinite:
+        lines.append(f"[occon] {len(nonfinite)} of {n_scored} prediction maps hold NaN or infinite values (e.g. "
+                     f"{nonfinite[0]}): scored as no object (as wsolevaluation does); check what wrote them")
     encodings = res.get("gt_encodings") or {}
     if encodings:  # one line: every assumption made about mask files that are not plain binary
         n = sum(len(v) for v in encodings.values())
@@ -107,6 +111,7 @@ def run(cfg: DictConfig) -> dict:
     details = {"mask": m, "boxes": box, "missing": res["missing"], "failed": res["failed"],
                "mismatched": res["mismatched"], "gt_problems": res["gt_problems"], "gt_encodings": res["gt_encodings"],
                "store_note": preds.note, "overlays": res["overlays"], "constant_maps": res["constant_maps"],
+               "nonfinite_maps": res["nonfinite_maps"],
                "unverified": list(getattr(preds, "unverified", []))}
     res["kind"] = preds.kind
 

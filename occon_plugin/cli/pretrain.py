@@ -180,6 +180,7 @@ def pretrain(cfg: DictConfig) -> Path:
             if logger is not None:
                 run_id_file.write_text(str(logger.version))
             write_run_config(cfg, out_dir, logger.version if logger is not None else None)
+            runs.record_store(cfg, out_dir)  # a resume then refuses a store rebuilt in place
 
         trainer = host.make_trainer(
             cfg,

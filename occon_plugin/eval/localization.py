@@ -103,6 +103,7 @@ def evaluate_localization(predictions, ground_truth: Iterable[GroundTruth], thre
     status_of, mismatch_of = getattr(predictions, "status", None), getattr(predictions, "mismatch", None)
     no_box = no_mask = 0
     constant: list[str] = []  # constant positive maps: no ranking, so no box (and no mask for a CAM folder)
+    nonfinite: list[str] = []  # CAM files with NaN/Inf: zeros (wsolevaluation's normalize_scoremap)
     for gt in tqdm(ground_truth, desc="localization", disable=not progress):
         if limit is not None and len(per_image) + len(missed) + len(failed) + len(mismatched) >= limit:
             break
@@ -124,6 +125,8 @@ def evaluate_localization(predictions, ground_truth: Iterable[GroundTruth], thre
             continue
         if getattr(predictions, "last_constant", False) or (pred.size and pred.min() == pred.max() > 0):
             constant.append(gt.path)
+        if getattr(predictions, "last_nonfinite", False):
+            nonfinite.append(gt.path)
         row = {"path": gt.path, f"iou@{threshold:g}": None, "n_gt_boxes": int(len(gt.boxes))}
         if gt.encoding:
             encodings.setdefault(gt.encoding, []).append(gt.path)
@@ -162,7 +165,7 @@ def evaluate_localization(predictions, ground_truth: Iterable[GroundTruth], thre
            "n_missing": len(missed), "failed": failed, "n_failed": len(failed),
            "mismatched": mismatched, "n_mismatched": len(mismatched), "n_without_gt_mask": no_mask,
            "gt_problems": gt_problems, "gt_encodings": encodings, "overlays": [str(p) for p in overlays],
-           "constant_maps": constant}
+           "constant_maps": constant, "nonfinite_maps": nonfinite}
     if box_acc is not None:
         out["boxes"] = box_acc.result() if box_acc.count else None
         out["n_without_gt_box"] = no_box

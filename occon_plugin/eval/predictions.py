@@ -32,6 +32,7 @@ class CamFolder:
     kind = "cam_dir"
     note = None
     last_constant = False  # the map :meth:`load` read last was constant and positive (see there)
+    last_nonfinite = False  # ... held NaN or infinite values (scored as no object, as wsolevaluation does)
 
     def __init__(self, root):
         self.root = Path(root)
@@ -71,7 +72,8 @@ class CamFolder:
         # min-max normalization (the wsolevaluation protocol) has no ranking to keep in a constant map: it
         # becomes zeros (no object anywhere). A constant positive file (e.g. a "whole image" baseline) is
         # therefore not scored as what it looks like: the evaluator says so (``constant_maps``)
-        self.last_constant = bool(np.isfinite(cam).all() and cam.max() == cam.min() and cam.max() > 0)
+        self.last_nonfinite = not bool(np.isfinite(cam).all())
+        self.last_constant = bool(not self.last_nonfinite and cam.max() == cam.min() and cam.max() > 0)
         return normalize_cam(resize_map(cam, width, height))
 
 

@@ -1,9 +1,11 @@
 """Store: read a finished store (index, manifest, masks)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -29,6 +31,40 @@ class NoMaskError(StoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+def _holds_images(root: Path, look_at: int = 200) -> bool:
+    """Whether ``root`` or one of its sub-folders (ImageFolder classes) directly holds image files: a
+    quick look at up to ``look_at`` entries, not a listing."""
+    from itertools import islice
+
+    from occon_plugin.images import IMAGE_EXTENSIONS
+
+    if not root.is_dir():
+        return False
+    for path in islice(root.iterdir(), look_at):
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            return True
+        if path.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in islice(path.iterdir(), look_at)):
+            return True
+    return False
+
+
+def store_identity(store_dir: str | Path) -> Optional[dict]:
+    """What a store's masks are made from and hold, to tell a store rebuilt in place from the one a run
+    started with: ``{"model_sha256", "settings_sha256", "index_sha256"}`` (sha256 of the manifest's
+    settings as sorted JSON, and of ``index.jsonl``'s bytes), or None where there is no readable store."""
+    root = Path(store_dir).expanduser()
+    try:
+        manifest = json.loads((root / MANIFEST_FILE).read_text())
+        index = (root / INDEX_FILE).read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    settings = json.dumps(manifest.get("settings"), sort_keys=True, default=str).encode()
+    return {"model_sha256": manifest.get("model_sha256"), "settings_sha256": hashlib.sha256(settings).hexdigest(),
+            "index_sha256": hashlib.sha256(index).hexdigest()}
+
+
 @dataclass
 class Store:
     root: Path
@@ -44,6 +80,10 @@ class Store:
         root = Path(store_dir).expanduser()
         manifest_path = root / MANIFEST_FILE
         if not manifest_path.is_file():
+            if _holds_images(root):  # an image folder given as the store: a store must be another folder
+                raise StoreError(f"{root} holds images, not a mask store (no {MANIFEST_FILE}): build one with "
+                                 f"`occon-localize data.path={root} output_dir=<a new folder>` and point the store "
+                                 f"setting at that folder")
             raise StoreError(f"{root} is not a mask store (no {MANIFEST_FILE}); build one with "
                              f"`occon-localize data.path=<images> output_dir={root}`")
         try:

@@ -132,10 +132,15 @@ KINDS = [
          "that varies = the mask, colour: black = background; void pixels count in no metric (mIoU, MaxBoxAccV2, "
          "CorLoc); a perfect prediction scores 1.0 on every encoding; one line says what was assumed for masks "
          "that are not plain binary (JSON: `gt_encodings`); a 0/1 JPEG or out-of-range values are refused by name"),
+    Kind("run.store-rebuilt", "18", "the store rebuilt in place (other settings, model or entries) between a run's "
+         "start and its resume", "occon-pretrain (auto_resume)",
+         "the run records the store it started with (`store.json`: model, settings and index hashes); a resume on a "
+         "store that differs is one line naming what differs and how to start a new run (never continues the "
+         "weights on other masks)"),
     Kind("eval.constant-map", "17", "prediction maps that are one positive value everywhere (a whole-image "
-         "baseline saved as a CAM folder)", "occon-eval-localization",
-         "min-max normalization (wsolevaluation) has no ranking there and scores them as no object: one line says "
-         "how many and names one, the JSON lists them (`constant_maps`); never a silent 0"),
+         "baseline saved as a CAM folder), or hold NaN/Inf", "occon-eval-localization",
+         "min-max normalization (wsolevaluation) has no ranking there and scores them as no object: one line each "
+         "says how many and names one, the JSON lists them (`constant_maps`, `nonfinite_maps`); never a silent 0"),
     Kind("eval.mismatched-sets", "18.4", "one-class training set (one folder, or every image of the other classes "
          "unreadable), a test class without readable training images, class names that differ, a test set or "
          "Background Challenge variant lacking classes; test images that are training images (`test_dir` = "

@@ -188,7 +188,7 @@ def test_masks_that_cannot_be_read_unambiguously_are_refused_by_name(tmp_path):
 
 
 @pytest.mark.kind("eval.constant-map")
-def test_constant_prediction_maps_are_said_in_one_line_never_a_silent_zero(tmp_path):
+def test_constant_and_nan_prediction_maps_are_said_in_one_line_never_a_silent_zero(tmp_path):
     """A CAM folder of whole-image maps (255 everywhere): min-max normalization (wsolevaluation) has nothing
     to rank and scores them as no object; the command says so in one line and lists them in the JSON."""
     for sub in ("images", "masks", "cams"):
@@ -200,13 +200,19 @@ def test_constant_prediction_maps_are_said_in_one_line_never_a_silent_zero(tmp_p
         Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.png")
         cam = np.full((40, 48), 255, np.uint8) if k < 2 else mask  # two constant maps, one real one
         Image.fromarray(cam).save(tmp_path / "cams" / f"{name}.png")
+    Image.fromarray(photo("rocket")).save(tmp_path / "images" / "rocket.png")  # and one of NaN
+    Image.fromarray(mask).save(tmp_path / "masks" / "rocket.png")
+    np.save(tmp_path / "cams" / "rocket.npy", np.full((40, 48), np.nan, np.float32))
     proc = run_cli("occon_plugin.cli.eval_localization", f"predictions={tmp_path / 'cams'}",
                    f"gt={tmp_path / 'masks'}", f"image_root={tmp_path / 'images'}", f"output_dir={tmp_path / 'out'}",
                    "wandb.enabled=false", "progress=false", "overlays=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [l for l in proc.stdout.splitlines() if "one value everywhere" in l]
     assert len(lines) == 1, proc.stdout
-    assert "2 of 3 prediction maps" in lines[0] and "no box and no mask" in lines[0]
+    assert "2 of 4 prediction maps" in lines[0] and "no box and no mask" in lines[0]
+    nan_lines = [l for l in proc.stdout.splitlines() if "NaN or infinite" in l]
+    assert len(nan_lines) == 1 and "1 of 4" in nan_lines[0] and "rocket.png" in nan_lines[0], proc.stdout
     result = json.loads((tmp_path / "out" / "eval_localization.json").read_text())
     assert sorted(result["constant_maps"]) == ["astronaut.png", "coffee.png"]
-    assert result["summary"]["mask_miou@0.5"] == pytest.approx(1 / 3)  # the real map scores 1, the constant ones 0
+    assert result["nonfinite_maps"] == ["rocket.png"]
+    assert result["summary"]["mask_miou@0.5"] == pytest.approx(1 / 4)  # the real map scores 1, the others 0

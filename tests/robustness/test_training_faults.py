@@ -346,3 +346,25 @@ def test_the_augmentation_pictures_are_logged_once_per_run_across_a_resume(photo
     assert runs and all(r.name.endswith(run_id) for r in runs)  # the resumed run continues the same W&B run
     pictures = sorted(p.name for r in runs for p in r.glob("files/media/images/occon/augmentations*"))
     assert len(pictures) == 4, pictures  # N_PICTURES samples, logged once (not again after the resume)
+
+
+# ------------------------------------------------------------------------------------ a store rebuilt in place
+@pytest.mark.kind("run.store-rebuilt")
+def test_a_run_is_not_resumed_on_a_store_rebuilt_in_place(photos, tmp_path):
+    """The store a run started with is recorded (store.json); a store rebuilt at the same path with other
+    settings before the resume is refused in one line (it would continue the weights on other masks), while
+    the same store resumes."""
+    data, mixed_store = photos
+    store = shutil.copytree(mixed_store, tmp_path / "store")
+    args = pretrain_args(data, tmp_path / "t", "++auto_resume.enabled=true", store=store, steps=2)
+    first = run_cli("occon_plugin.cli.pretrain", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (run_folder(tmp_path / "t") / "store.json").is_file()
+    again = run_cli("occon_plugin.cli.pretrain", *args)
+    assert again.returncode == 0 and "resuming from" in again.stdout, again.stderr[-3000:]
+    rebuilt = run_cli("occon_plugin.cli.localize", f"data.path={data}", f"output_dir={store}", "resume=false",
+                      *FAST_LOCALIZE, "threshold=0.3")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    proc = run_cli("occon_plugin.cli.pretrain", *args)
+    assert_one_line_error(proc, f"occon.store={store} was rebuilt", "the localization settings and the entries differ",
+                          "++name=<new name>")

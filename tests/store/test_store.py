@@ -210,3 +210,16 @@ def test_resume_removes_what_a_killed_write_left(tmp_path):
     StoreWriter(tmp_path / "s", SETTINGS, "h").abandon()
     assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
     assert (masks / "sub" / "x.png").exists()
+
+
+def test_an_image_folder_given_as_the_store_says_to_build_one_in_a_new_folder(tmp_path):
+    """occon-localize refuses output_dir = data.path, so the hint for an image folder given as the store
+    names a new folder; a folder without images keeps the build-it-here hint."""
+    photos = tmp_path / "photos" / "cat"
+    photos.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photos / "a.jpg")
+    with pytest.raises(StoreError, match=r"photos holds images, not a mask store .*output_dir=<a new folder>"):
+        Store.open(tmp_path / "photos")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match=r"empty is not a mask store .*output_dir=.*empty`"):
+        Store.open(tmp_path / "empty")

@@ -66,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--docs", type=Path, default=None,
                     help="write the report here (default: docs/science.md for the standard size, else none)")
     ap.add_argument("--plan", action="store_true", help="print the steps and exit")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: write the report from the steps finished so far (the others are listed)")
     return ap.parse_args(argv)
 
 
@@ -101,6 +103,8 @@ def shown_command(argv) -> str:
     for a in argv:
         if skip:
             skip = False
+        elif a == "--report-only":
+            continue
         elif a in ("--out", "--docs"):
             skip = True
         elif not a.startswith(("--out=", "--docs=")):
@@ -167,13 +171,13 @@ def main(argv=None) -> int:
 
     started = time.time()
     timings = json.loads((args.out / "timings.json").read_text()) if (args.out / "timings.json").is_file() else {}
-    bar = tqdm(todo, unit="step", dynamic_ncols=True)
+    bar = tqdm([] if args.report_only else todo, unit="step", dynamic_ncols=True)
     try:
         for step in bar:
             bar.set_description(step.label)
             seconds = protocol.run_step(lay, step)
             timings[step.label] = {"stage": step.stage, "seconds": round(seconds, 1)}
-            (args.out / "timings.json").write_text(json.dumps(timings, indent=1))
+            report.atomic_write(args.out / "timings.json", json.dumps(timings, indent=1))
             tqdm.write(f"[science] {step.label}: {seconds:.0f} s")
     except (protocol.StepFailed, GeneratorError) as exc:
         bar.close()
@@ -186,7 +190,7 @@ def main(argv=None) -> int:
             "arms": list(arms), "recipe": protocol.recipe_dict(recipe), "data": dataclasses.asdict(
                 SceneBiasConfig(**data_cfg)), "wall_seconds_this_run": round(wall), "timings": timings,
             "machine": f"{platform.machine()}, {report.cpu_count()} cores, Python {platform.python_version()}",
-            "device": args.device}
+            "device": args.device, "not_run": [st.label for st in steps if not st.done.exists()]}
     meta["command"] = shown_command(argv if argv is not None else sys.argv[1:])
     meta.update(report.describe(lay, seeds, recipe, methods, args.sets, arms, timings, results))
     report.atomic_write(args.out / "results.json", json.dumps({"meta": meta, "results": results}, indent=1))

@@ -128,7 +128,7 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
     text = HEADER.format(
         command=meta.get("command") or "python bench/science.py" + ("" if meta["size"] == "standard"
                                                                    else f" --{meta['size']}"),
-        wall=f"{wall / 60:.0f} min wall for the steps run last" if wall else "wall time not recorded",
+        wall=f"{wall / 60:.0f} min of recorded step time" if wall else "step times not recorded",
         machine=meta["machine"], seeds=", ".join(map(str, meta["seeds"])), classes=d["classes"],
         class_names=", ".join(meta.get("class_names", [])) or "see meta.json", size=d["size"],
         n_photos=meta.get("n_photos", "the"), rho=d["rho"], train_per_class=d["train_per_class"],
@@ -160,4 +160,7 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
     if meta.get("findings"):
         parts += ["## What the numbers say", "", meta["findings"], ""]
     parts += ["## Cost", "", meta.get("cost_text", ""), ""]
+    if meta.get("not_run"):
+        parts += [f"**Not run** ({len(meta['not_run'])} steps of the command above; their rows are missing or have "
+                  f"fewer seeds): " + ", ".join(f"`{label}`" for label in meta["not_run"]) + ".", ""]
     return "\n".join(parts)

@@ -264,7 +264,8 @@ def _significance(d: dict) -> str:
         return "not measured"
     if d.get("se") is None:
         return f"{d['mean']:+.3f} (one seed: no standard error)"
-    verdict = ("≥ 2 s.e." if abs(d["mean"]) >= 2 * d["se"] else "< 2 s.e.: not distinguishable from zero")
+    verdict = ("|difference| ≥ 2 s.e." if abs(d["mean"]) >= 2 * d["se"]
+               else "|difference| < 2 s.e.: not distinguishable from zero")
     return f"{fmt(d, signed=True)} ({verdict})"
 
 
@@ -282,6 +283,13 @@ def findings(results: dict, methods: Sequence[str], sets: Sequence[str], arms: S
             out.append(f"- **{title}, background set.** The stage-1 model's object probe reads "
                        f"{fmt(base.get('object_probe'))} (chance {1 / classes:.3f}; {ref_txt}); its probe fitted on "
                        f"`original` gets {fmt(base['only_fg'])} on `only_fg`, BG-Gap {fmt(base['bg_gap'])}.")
+            lo, hi, mid = (refs.get("random:resnet18") or {}).get("mean"), \
+                (refs.get("efficientnet-lite0") or {}).get("mean"), (base.get("object_probe") or {}).get("mean")
+            if None not in (lo, hi, mid) and hi > lo:
+                out.append(f"  - Shape information in the stage-1 representation: {(mid - lo) / (hi - lo):.0%} of the "
+                           f"way from a randomly initialised ResNet-18 ({lo:.3f}) to ImageNet-supervised features "
+                           f"({hi:.3f}). BG-Mixup and OA-Crop can only change what the representation uses among the "
+                           f"things it encodes; the BG-Gap below is read against that.")
             for arm in arms:
                 if arm == "baseline" or f"bg/{method}/{arm}" not in results["train"]:
                     continue
@@ -320,7 +328,8 @@ def describe(lay: Layout, seeds, recipe, methods, sets, arms, timings: dict, res
         by_stage[t["stage"]] = by_stage.get(t["stage"], 0.0) + t["seconds"]
     pretrains = [t["seconds"] for t in timings.values() if t["stage"] == "pretrain"]
     total = sum(by_stage.values())
-    cost = (f"Sum of the step times recorded in `<out>/timings.json`: {total / 60:.0f} min ("
+    cost = (f"Sum of the step times recorded in `<out>/timings.json` (wall time of each step as it ran; a step "
+            f"that shared the machine with other work took longer): {total / 60:.0f} min ("
             + ", ".join(f"{k} {v / 60:.0f} min" for k, v in sorted(by_stage.items())) + ")"
             + (f"; one pretraining run {float(np.median(pretrains)) / 60:.1f} min (median of {len(pretrains)})"
                if pretrains else "") + ".")

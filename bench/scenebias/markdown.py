@@ -66,47 +66,42 @@ masks change the representation (the oracle arm). A missed target is reported as
 """
 
 
-def _bg_table(results: dict, methods, arms) -> str:
-    cols = ["arm", "object probe"] + [v for v in BG_VARIANTS] + ["BG-Gap"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+def _table(cols: list, rows: list) -> str:
+    """A markdown table: header ``cols``, one line per row (a list of cell texts)."""
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                     + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _arms(results: dict, set_: str, methods, arms, with_baseline: bool = True):
+    """``(method, arm, title, result)`` of every arm with results on ``set_``, in the given order."""
     for method in methods:
         for arm in arms:
-            r = results["train"].get(f"bg/{method}/{arm}")
-            if r is None:
-                continue
-            cells = [f"{METHOD_TITLES[method]}: {ARM_TITLES[arm]}", fmt(r.get("object_probe"))] + \
-                [fmt(r[v]) for v in BG_VARIANTS] + \
-                [fmt(r["bg_gap"])]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            r = results["train"].get(f"{set_}/{method}/{arm}")
+            if r is not None and (with_baseline or arm != "baseline"):
+                yield method, arm, f"{METHOD_TITLES[method]}: {ARM_TITLES[arm]}", r
+
+
+def _bg_table(results: dict, methods, arms) -> str:
+    return _table(["arm", "object probe", *BG_VARIANTS, "BG-Gap"],
+                  [[title, fmt(r.get("object_probe")), *(fmt(r[v]) for v in BG_VARIANTS), fmt(r["bg_gap"])]
+                   for _, _, title, r in _arms(results, "bg", methods, arms)])
 
 
 def _bg_diff_table(results: dict, methods, arms) -> str:
-    lines = ["| arm − baseline (paired by seed) | object probe | only_fg | mixed_same | mixed_rand | BG-Gap |",
-             "|---|---|---|---|---|---|"]
-    for method in methods:
-        for arm in arms:
-            if arm == "baseline" or f"bg/{method}/{arm}" not in results["train"]:
-                continue
-            cells = [fmt(paired(results, f"bg/{method}/{arm}", f"bg/{method}/baseline", k), signed=True)
-                     for k in ("object_probe", "only_fg", "mixed_same", "mixed_rand", "bg_gap")]
-            lines.append(f"| {METHOD_TITLES[method]}: {ARM_TITLES[arm]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    keys = ("object_probe", "only_fg", "mixed_same", "mixed_rand", "bg_gap")
+    return _table(["arm − baseline (paired by seed)", "object probe", "only_fg", "mixed_same", "mixed_rand", "BG-Gap"],
+                  [[title, *(fmt(paired(results, f"bg/{m}/{arm}", f"bg/{m}/baseline", k), signed=True)
+                             for k in keys)]
+                   for m, arm, title, _ in _arms(results, "bg", methods, arms, with_baseline=False)])
 
 
 def _ctx_table(results: dict, methods, arms) -> str:
-    lines = ["| arm | single-object accuracy | − baseline (paired) | partner confusion | other confusion |",
-             "|---|---|---|---|---|"]
-    for method in methods:
-        for arm in arms:
-            r = results["train"].get(f"ctx/{method}/{arm}")
-            if r is None:
-                continue
-            d = "–" if arm == "baseline" else fmt(paired(results, f"ctx/{method}/{arm}", f"ctx/{method}/baseline",
-                                                          "single_acc"), signed=True)
-            lines.append(f"| {METHOD_TITLES[method]}: {ARM_TITLES[arm]} | {fmt(r['single_acc'])} | {d} | "
-                         f"{fmt(r['partner_confusion'])} | {fmt(r['other_confusion'])} |")
-    return "\n".join(lines)
+    def diff(m, arm):
+        return "–" if arm == "baseline" else fmt(paired(results, f"ctx/{m}/{arm}", f"ctx/{m}/baseline",
+                                                         "single_acc"), signed=True)
+    return _table(["arm", "single-object accuracy", "− baseline (paired)", "partner confusion", "other confusion"],
+                  [[title, fmt(r["single_acc"]), diff(m, arm), fmt(r["partner_confusion"]),
+                    fmt(r["other_confusion"])] for m, arm, title, r in _arms(results, "ctx", methods, arms)])
 
 
 def _loc_table(results: dict, sets, methods) -> str:

@@ -72,7 +72,7 @@ setup(
         "omegaconf>=2.2",
         "numpy",
         "pillow",
-        "opencv-python-headless",
+        "opencv-contrib-python-headless",  # cv2 with cv2.ximgproc (refine.method=fgs, guided); never next to opencv-python(-headless)
         "pycocotools",
         "scikit-image",
         "scipy",

@@ -13,9 +13,14 @@ Steps (each one's result lands in ``OUT_DIR/<step>.json``; ``OUT_DIR/summary.jso
 3. ``localize``: ``occon-localize`` images/s on COCO128 (``../shared/data/coco128/images``; the
    bundled photos where that folder is absent) repeated to >= 2,000 images, ResNet-50 + expansion,
    T=10, no CRF; extrapolated to COCO train2017 (118,287 images) on 1 and 8 GPUs.
-4. ``dali``: the object-aware DALI pipeline per sample vs a host-style DALI pipeline
+4. ``refine``: the default preset end to end (the embedded EfficientNet-Lite0, T=2 with expansion on the GPU,
+   the refinement ``crf+fgs`` and the rest of the post-processing in the ``post_workers`` CPU processes) vs the
+   same run with ``refine.method=none``, on COCO128 repeated to >= 2,000 images: images/s, how long the main
+   process waited for the workers, the CPU ms per image of each post-processing stage; extrapolated to
+   COCO train2017 (whether the GPU waits for the CPU's refinement, and by how much).
+5. ``dali``: the object-aware DALI pipeline per sample vs a host-style DALI pipeline
    (``bench/augment_dali.py --device gpu``), target <= 1.05x.
-5. ``train_step``: a training step with vs without object-aware data (``bench/train_step.py
+6. ``train_step``: a training step with vs without object-aware data (``bench/train_step.py
    --device cuda``), target <= 1.03x.
 
 A step that cannot run here (no DALI, no solo-learn) is reported as ``skipped`` with the reason; the
@@ -167,28 +172,35 @@ def step_contracam(out: Path, dry: bool, sizes: dict) -> Dict[str, Any]:
             "rows": rows}
 
 
+def _image_folder(tmp: Path, n: int) -> tuple[Path, str]:
+    """A folder of ``n`` links to the COCO128 images (the bundled photos where that folder is absent), repeated."""
+    sources = sorted(p for p in COCO128_IMAGES.glob("*.jpg")) if COCO128_IMAGES.is_dir() else []
+    source_name = "coco128"
+    if not sources:
+        from occon_plugin.images.bundled import export_skimage_photos
+
+        sources = export_skimage_photos(tmp / "bundled")
+        source_name = "bundled photos (../shared/data/coco128 absent)"
+    folder = tmp / "images"
+    folder.mkdir()
+    for i in range(n):  # links, not copies: the decode cost stays real, the disk use does not grow
+        src = sources[i % len(sources)]
+        (folder / f"{i:05d}_{src.name}").symlink_to(src.resolve())
+    return folder, source_name
+
+
 def step_localize(out: Path, dry: bool, sizes: dict) -> Dict[str, Any]:
-    from occon_plugin.localize.runner import CamSettings, CrfSettings, DataSettings, LocalizeSettings, run_localize
+    from occon_plugin.localize.refiners import RefineSettings
+    from occon_plugin.localize.runner import CamSettings, DataSettings, LocalizeSettings, run_localize
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        sources = sorted(p for p in COCO128_IMAGES.glob("*.jpg")) if COCO128_IMAGES.is_dir() else []
-        source_name = "coco128"
-        if not sources:
-            from occon_plugin.images.bundled import export_skimage_photos
-
-            sources = export_skimage_photos(tmp / "bundled")
-            source_name = "bundled photos (../shared/data/coco128 absent)"
-        folder = tmp / "images"
-        folder.mkdir()
         n = sizes["localize_images"]
-        for i in range(n):  # links, not copies: the decode cost stays real, the disk use does not grow
-            src = sources[i % len(sources)]
-            (folder / f"{i:05d}_{src.name}").symlink_to(src.resolve())
+        folder, source_name = _image_folder(tmp, n)
         settings = LocalizeSettings(
             data=DataSettings(path=str(folder), workers=min(16, os.cpu_count() or 1)),
             output_dir=str(tmp / "store"), model="torchvision:resnet50", preset="paper",
-            cam=CamSettings(iters=10 if not dry else 2, expand=True), crf=CrfSettings(enabled=False),
+            cam=CamSettings(iters=10 if not dry else 2, expand=True), refine=RefineSettings(method="none"),
             batch_size=sizes["localize_batch"], image_size=224 if not dry else 64,
             device="cpu" if dry else "cuda", progress=False)
         start = time.perf_counter()
@@ -201,6 +213,44 @@ def step_localize(out: Path, dry: bool, sizes: dict) -> Dict[str, Any]:
             "written_ok": summary.get("written_ok"),
             "coco_train2017_minutes_1_gpu": COCO_TRAIN2017 / per_second / 60,
             "coco_train2017_minutes_8_gpus_linear": COCO_TRAIN2017 / per_second / 60 / 8}
+
+
+def step_refine(out: Path, dry: bool, sizes: dict) -> Dict[str, Any]:
+    from occon_plugin.localize.refiners import RefineSettings
+    from occon_plugin.localize.runner import DataSettings, LocalizeSettings, run_localize
+
+    n = sizes["localize_images"]
+    arms = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folder, source_name = _image_folder(tmp, n)
+        for arm, method in (("default preset", None), ("refine.method=none", "none")):
+            settings = LocalizeSettings(
+                data=DataSettings(path=str(folder), workers=min(16, os.cpu_count() or 1)),
+                output_dir=str(tmp / f"store-{len(arms)}"), refine=RefineSettings(method=method),
+                batch_size=sizes["localize_batch"], image_size=224 if not dry else 64,
+                device="cpu" if dry else "cuda", post_workers=1 if dry else None, progress=False)
+            start = time.perf_counter()
+            summary = run_localize(settings)
+            seconds = time.perf_counter() - start
+            done = max(1, summary["written_ok"])
+            cpu_ms = {k: 1000 * v / done for k, v in summary["cpu_seconds"].items()}
+            # the GPU part: the CAM stage's wall time per image (forwards, backwards, the masks' copy to the host)
+            gpu_ms = 1000 * summary["stage_seconds"].get("cam", 0.0) / done
+            # throughput model (docs/benchmarks.md): C cores do decode + model input + post-processing at
+            # sum(cpu_ms) per image per core, the GPU its CAMs; the slower of the two sets the pace
+            model = {f"{c}_cores": min(1000 / max(gpu_ms, 1e-9), c * 1000 / max(sum(cpu_ms.values()), 1e-9))
+                     for c in (8, 16, 32)}
+            arms[arm] = {"seconds": seconds, "images_per_second": n / seconds, "post_workers": summary["post_workers"],
+                         "refine_method": summary["settings"]["refine"]["method"],
+                         "main_waited_for_workers_s": summary["stage_seconds"].get("wait", 0.0),
+                         "cam_s": summary["stage_seconds"].get("cam", 0.0), "gpu_cam_ms_per_image": gpu_ms,
+                         "cpu_ms_per_image": cpu_ms, "cpu_ms_per_image_total": sum(cpu_ms.values()),
+                         "model_images_per_second": model,
+                         "coco_train2017_minutes": COCO_TRAIN2017 / (n / seconds) / 60}
+    base, plain = arms["default preset"], arms["refine.method=none"]
+    return {"images": n, "source": source_name, "model": "efficientnet-lite0 (the default preset)", "arms": arms,
+            "default_over_none_wall": base["seconds"] / plain["seconds"]}
 
 
 def _bench_script(script: str, args: list, out: Path, name: str) -> Dict[str, Any]:
@@ -230,8 +280,8 @@ def step_train_step(out: Path, dry: bool, sizes: dict) -> Dict[str, Any]:
     return _bench_script("train_step.py", sizes["train"], out, "train_step")
 
 
-STEPS = {"tests": step_tests, "contracam": step_contracam, "localize": step_localize, "dali": step_dali,
-         "train_step": step_train_step}
+STEPS = {"tests": step_tests, "contracam": step_contracam, "localize": step_localize, "refine": step_refine,
+         "dali": step_dali, "train_step": step_train_step}
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -245,6 +295,14 @@ def headline(name: str, result: Dict[str, Any]) -> str:
         return (f"{result['images_per_second']:.1f} images/s on {result['images']} images -> train2017 "
                 f"{result['coco_train2017_minutes_1_gpu']:.1f} min on 1 GPU, "
                 f"{result['coco_train2017_minutes_8_gpus_linear']:.1f} min on 8 (linear scaling)")
+    if name == "refine":
+        a, b = result["arms"]["default preset"], result["arms"]["refine.method=none"]
+        return (f"default {a['images_per_second']:.1f} images/s ({a['post_workers']} post_workers, main waited "
+                f"{a['main_waited_for_workers_s']:.1f} s, refine {a['cpu_ms_per_image'].get('refine', 0):.1f} CPU "
+                f"ms/image) vs refine none {b['images_per_second']:.1f}: {result['default_over_none_wall']:.2f}x wall; "
+                f"train2017 {a['coco_train2017_minutes']:.1f} min on 1 GPU; model: CAM {a['gpu_cam_ms_per_image']:.2f} "
+                f"GPU ms/image, CPU {a['cpu_ms_per_image_total']:.1f} ms/image/core -> "
+                f"{a['model_images_per_second']['16_cores']:.0f} images/s with 16 cores")
     if name == "dali":
         return "; ".join(f"{r['arm']} {r['wall_ratio']:.3f}x" for r in result["rows"][1:]) + " (target <= 1.05x)"
     if name == "train_step":

@@ -4,7 +4,7 @@ For each backbone and each expansion setting, times on one fixed batch of real p
   plain forward (no_grad features + pool + head), ContraCAM T=1, T=iters, T=iters with early exit,
 and prints each as a ratio to the plain forward (median over repeats; the variants run round-robin
 within each repeat so that load on a shared machine hits them alike; one warm-up round first).
-If ``occon_plugin.localize.crf.crf_refine`` exists, the CRF time per image is printed too.
+The dense CRF's time per image (``refine.method=crf`` at 224x224, pydensecrf's defaults) is printed too.
 
     python bench/localize.py                      # CPU, 1 thread, 8 photos at 224, CPU-time clock
     python bench/localize.py --device cuda --threads 0
@@ -16,7 +16,9 @@ process that decodes and resizes the same images in the same batches and runs ex
 forwards (the run reports its forwards per batch, with the run's expansion), nothing else; and against a
 *plain forward* (decode + resize + one forward per image of the model as trained: no expansion). Arms run round-robin ``--repeats`` times; each row is the median; wall time,
 user and system CPU time (the run's main process; its post-processing workers are children of multiprocessing's
-fork server and are not counted) and minor page faults come from the OS.
+fork server and are not counted) and minor page faults come from the OS. "vs plain forward (CPU)" is the run's
+user + system CPU time over the plain forward's: the steadier ratio on a shared machine, and the whole cost when
+the run post-processes in its main process (``post_workers=0``, what a CPU-only run gets by default).
 """
 from __future__ import annotations
 
@@ -137,12 +139,11 @@ def bench_model(spec: str, x: torch.Tensor, args, device: torch.device) -> list[
 
 
 def bench_crf(model, spec: str, x: torch.Tensor, args, device: torch.device) -> list[dict]:
-    try:
-        from occon_plugin.localize.crf import crf_refine
-    except ImportError:
-        print("(occon_plugin.localize.crf.crf_refine not available: CRF not timed)")
-        return []
     from occon_plugin.localize import contracam
+    from occon_plugin.localize.refiners import refine
+
+    def crf_refine(image, mask):
+        return refine(image, mask, "crf", {})
 
     masks = contracam(model, x, iters=args.iters, expand=True).mask[:, 0].cpu().numpy()
     images = (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
@@ -170,13 +171,13 @@ E2E_ARMS = {
     # free (on a CPU-only machine with torch's default threads: none, so "default" post-processes in-process)
     "default": [],
     "default, post_workers=2": ["post_workers=2"],
-    "default, CRF off": ["crf.enabled=false"],
-    "default, T=2": ["cam.iters=2"],
+    "default, refine none": ["refine.method=none"],
+    "default before issue 19": ["cam.iters=3", "refine.method=crf", "refine.crf.max_pixels=4000000"],
     "default, 1 thread": ["threads=1"],
     "paper": ["preset=paper"],
     "bg_mixup (T=1)": ["preset=bg_mixup"],
     "bg_mixup (T=1), post_workers=2": ["preset=bg_mixup", "post_workers=2"],
-    "T=10 fixed, no CRF": ["cam.iters=10", "cam.early_exit_tol=0", "crf.enabled=false"],
+    "T=10 fixed, no refinement": ["cam.iters=10", "cam.early_exit_tol=0", "refine.method=none"],
 }
 
 
@@ -298,9 +299,9 @@ def e2e_table(results: dict, data: Path, repeats: int, load: list) -> None:
     """The --end-to-end table: per arm, medians over the rounds so far."""
     print(f"\nimages: {data} ({results[next(iter(results))][0]['run']['images']}), rounds: {repeats}, "
           f"load average (1 min) at each round: {', '.join(f'{v:.1f}' for v in load)}", flush=True)
-    print("| arm | s/image | forwards/image | vs floor (wall) | vs plain forward (wall) | user s (main process) | "
-          "floor user s | sys/user | CAM s | post-processing in main s | worker start s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| arm | s/image | forwards/image | vs floor (wall) | vs plain forward (wall) | vs plain forward (CPU) | "
+          "user s (main process) | floor user s | sys/user | CAM s | post-processing in main s | worker start s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, rs in results.items():
         med = lambda f: statistics.median(f(r) for r in rs)  # noqa: E731
         stage = lambda r, k: r["run"]["stage_seconds"].get(k, 0.0)  # noqa: E731
@@ -308,56 +309,131 @@ def e2e_table(results: dict, data: Path, repeats: int, load: list) -> None:
         print(f"| {name} | {med(lambda r: r['run']['wall']) / n:.3f} | "
               f"{sum(rs[0]['run']['batch_forwards']) / n:.2f} | "
               f"{med(lambda r: r['run']['wall'] / r['floor']['wall']):.2f}x | "
-              f"{med(lambda r: r['run']['wall'] / r['plain']['wall']):.2f}x | {med(lambda r: r['run']['user']):.1f} | "
+              f"{med(lambda r: r['run']['wall'] / r['plain']['wall']):.2f}x | "
+              f"{med(lambda r: (r['run']['user'] + r['run']['sys']) / (r['plain']['user'] + r['plain']['sys'])):.2f}x | "
+              f"{med(lambda r: r['run']['user']):.1f} | "
               f"{med(lambda r: r['floor']['user']):.1f} | {med(lambda r: r['run']['sys'] / r['run']['user']):.2f} | "
               f"{med(lambda r: stage(r, 'cam')):.1f} | {med(lambda r: stage(r, 'wait') + stage(r, 'submit')):.1f} | "
               f"{med(lambda r: stage(r, 'start')):.1f} |", flush=True)
 
 
-def finish_scaling(args) -> None:
-    """Post-processing throughput (resize, CRF, boxes, background, PNG: ``finish_mask``) of the same images in
-    ``FinishPool``s of 0 (in this process), 1 and 2 workers, round-robin, medians of ``--repeats``; with the CRF
-    (the default preset's) and without. Pool start-up is inside the timing."""
-    from occon_plugin.images import list_images, load_image
-    from occon_plugin.localize import contracam, load_cam_model
-    from occon_plugin.localize.crf import CrfParams
-    from occon_plugin.localize.finish import CrfRun, FinishPool, FinishRules
-    from occon_plugin.localize.refine import input_u8
-    from occon_plugin.localize.runner import to_model_input
+FINISH_ARMS = {
+    # name: (refine.method, parameters of its steps; None: the default preset's refinement as resolved)
+    "default preset": None,
+    "crf (224, preset=paper)": ("crf", {}),
+    "crf (224, srgb 8 compat 7: the default before issue 19)": ("crf", {"crf": {"bilateral_srgb": 8.0,
+                                                                                "bilateral_compat": 7.0}}),
+    "guided": ("guided", {}),
+    "fgs": ("fgs", {}),
+    "none": ("none", {}),
+}
+COCO_TRAIN2017 = 118_287
 
+
+def finish_scaling(args) -> None:
+    """Post-processing (``finish_mask``: resize, refinement, boxes, background rectangle, PNG) of the same images'
+    default-preset CAMs, per refinement: the CPU time of each stage per image in one worker process (= per core:
+    a worker is single-threaded), and the wall time per image with ``FinishPool``s of 0 (in this process), 1 and
+    2 workers, round-robin, medians of ``--repeats`` (pool start inside the timing, after one warm-up start of
+    the fork server). Then the per-image CPU cost of the other CPU stages (decode, model-input resize, the
+    store's writes) and the throughput model of ``docs/benchmarks.md``: images/s that C cores can feed."""
+    import dataclasses
+    import tempfile
+
+    from occon_plugin.images import list_images, load_image
+    from occon_plugin.localize import load_cam_model
+    from occon_plugin.localize.finish import STAGES, FinishPool, FinishRules
+    from occon_plugin.localize.presets import apply_preset
+    from occon_plugin.localize.refine import cam_masks, input_u8
+    from occon_plugin.localize.refiners import REFINERS, RefineRun, parse_method
+    from occon_plugin.localize.runner import LocalizeSettings, to_model_input
+    from occon_plugin.store.format import atomic_write_bytes
+
+    import cv2
+
+    torch.set_num_threads(max(1, args.threads))  # per core: the in-process arms and the CPU stages timed here
+    cv2.setNumThreads(max(1, args.threads))
     data = Path(args.e2e_data)
     listing = list_images(str(data))
     paths = listing.paths[:args.limit] if args.limit else listing.paths
-    images = [load_image(listing.root, p) for p in paths]
+    cpu = {"decode": 0.0, "model input": 0.0, "write": 0.0}
+    images = []
+    for p in paths:
+        clock = time.thread_time()
+        images.append(load_image(listing.root, p))
+        cpu["decode"] += time.thread_time() - clock
+    clock = time.thread_time()
     x = torch.stack([to_model_input(im, 224) for im in images])
+    cpu["model input"] += time.thread_time() - clock
     model = load_cam_model("efficientnet-lite0")
-    cams = torch.cat([contracam(model, x[i:i + 64], iters=1).mask for i in range(0, len(x), 64)])[:, 0].numpy()
+    settings = LocalizeSettings()
+    preset = apply_preset(settings, model.spec)
+    cams = torch.cat([cam_masks(model, x[i:i + 64], settings.cam).mask for i in range(0, len(x), 64)])[:, 0].numpy()
     rgbs = input_u8(x)
     common = dict(threshold=0.5, bg_threshold=0.2, box_margin=0.2, min_box_area=0.01, min_box_area_before_margin=True)
-    rules = {"CRF (default preset)": FinishRules(CrfRun(True, "input"), CrfParams(bilateral_srgb=8.0, bilateral_compat=7.0),
-                                                 **common),
-             "no CRF": FinishRules(CrfRun(False, "input"), CrfParams(), **common)}
+    rules = {}
+    for name, arm in FINISH_ARMS.items():
+        if arm is None:
+            run = RefineRun.from_settings(settings.refine)
+            name = f"{name} ({preset}: {run.method})"
+            print(f"{name}: " + "; ".join(f"{n} {dataclasses.asdict(p)}" for n, p in run.params))
+        else:
+            method, params = arm
+            run = RefineRun(method, "input", tuple((n, REFINERS[n].params(**params.get(n, {})))
+                                                   for n in parse_method(method)))
+        rules[name] = FinishRules(run, **common)
+    with FinishPool(1):  # warm-up: the fork server starts once per process (imports torch, OpenCV, pydensecrf)
+        pass
     workers = (0, 1, 2)
     times = {(r, w): [] for r in rules for w in workers}
+    stage_cpu = {r: {k: [] for k in STAGES} for r in rules}
     for _ in range(args.repeats):
         for rname, rule in rules.items():
             for w in workers:
                 start = time.perf_counter()
                 with FinishPool(w) as pool:
-                    futures = [pool.submit(c, *im.shape[:2], rgb if rule.crf.enabled else None, None, rule)
+                    futures = [pool.submit(c, *im.shape[:2], rgb if rule.refine.enabled else None, None, rule)
                                for c, im, rgb in zip(cams, images, rgbs)]
-                    for f in futures:
-                        pool.result(f)
+                    done = [pool.result(f) for f in futures]
                 times[(rname, w)].append(time.perf_counter() - start)
-    print(f"images: {data} ({len(images)}), rounds: {args.repeats}, cores: {os.cpu_count()}, load average (1 min): "
-          f"{os.getloadavg()[0]:.1f}")
-    print("| post-processing | post_workers | ms/image (wall) | speed-up vs 1 worker | vs in-process |")
+                if w == 1:
+                    for k in STAGES:
+                        stage_cpu[rname][k].append(sum(d.seconds.get(k, 0.0) for d in done))
+    with tempfile.TemporaryDirectory() as tmp:  # the store's writes: one mask PNG per image, temp file + rename
+        for k, d in enumerate(done):
+            clock = time.thread_time()
+            atomic_write_bytes(Path(tmp) / "masks" / f"{k:06d}.png", d.mask_png)
+            cpu["write"] += time.thread_time() - clock
+    n = len(images)
+    print(f"images: {data} ({n}), default preset CAMs, rounds: {args.repeats}, cores: {os.cpu_count()}, "
+          f"load average (1 min): {os.getloadavg()[0]:.1f}")
+    print("\nCPU ms per image in one worker process (single-threaded: ms per image per core), median of rounds:\n")
+    print("| refinement | " + " | ".join(STAGES) + " | **total** |")
+    print("| --- |" + " ---: |" * (len(STAGES) + 1))
+    totals = {}
+    for rname in rules:
+        per = {k: 1000 * statistics.median(stage_cpu[rname][k]) / n for k in STAGES}
+        totals[rname] = sum(per.values())
+        print(f"| {rname} | " + " | ".join(f"{per[k]:.1f}" for k in STAGES) + f" | **{totals[rname]:.1f}** |")
+    print("\nWall ms per image by post_workers (pool start included):\n")
+    print("| refinement | post_workers | ms/image (wall) | speed-up vs 1 worker | vs in-process |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for rname in rules:
         one, inproc = statistics.median(times[(rname, 1)]), statistics.median(times[(rname, 0)])
         for w in workers:
             t = statistics.median(times[(rname, w)])
-            print(f"| {rname} | {w} | {1000 * t / len(images):.1f} | {one / t:.2f}x | {inproc / t:.2f}x |")
+            print(f"| {rname} | {w} | {1000 * t / n:.1f} | {one / t:.2f}x | {inproc / t:.2f}x |")
+    other = {k: 1000 * v / n for k, v in cpu.items()}
+    print("\nOther CPU stages, ms per image (one thread): " + ", ".join(f"{k} {v:.1f}" for k, v in other.items()))
+    print("\nThroughput model: CPU work per image = decode + model input + post-processing + write; C cores feed "
+          "C x 1000 / that images/s (the backbone on a GPU, its time not counted here):\n")
+    print("| refinement | CPU ms/image | images/s, 8 cores | 16 cores | 32 cores | COCO train2017 (118,287), 16 cores |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for rname in rules:
+        ms = sum(other.values()) + totals[rname]
+        rate = {c: c * 1000 / ms for c in (8, 16, 32)}
+        print(f"| {rname} | {ms:.1f} | {rate[8]:.0f} | {rate[16]:.0f} | {rate[32]:.0f} | "
+              f"{COCO_TRAIN2017 / rate[16] / 60:.1f} min |")
 
 
 def print_table(rows: list[dict]) -> None:
@@ -388,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tol-sweep", type=float, nargs="+", default=None, metavar="TOL",
                         help="instead of timing: for each TOL, backbone forwards per image and agreement with fixed T")
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time crf_refine per image if occon_plugin.localize.crf exists (default: on)")
+                        help="also time the dense CRF (refine.method=crf) per image (default: on)")
     parser.add_argument("--end-to-end", action="store_true",
                         help="time whole occon-localize runs against their floor and a plain forward")
     parser.add_argument("--e2e-data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
@@ -396,7 +472,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="--end-to-end: only the first N images")
     parser.add_argument("--arms", nargs="+", default=None, choices=sorted(E2E_ARMS), help="--end-to-end arms")
     parser.add_argument("--finish", action="store_true",
-                        help="post-processing (resize, CRF, boxes, PNG) throughput with 0, 1 and 2 worker processes")
+                        help="post-processing (resize, refinement, boxes, PNG) per refinement: CPU ms per stage, "
+                             "wall with 0, 1 and 2 worker processes, and the throughput model")
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

@@ -6,7 +6,7 @@
 For each dev set under ``--data-root`` (``coco128``: COCO json, GT = union of instance masks + instance
 boxes; ``horses-dev`` and ``ecssd-dev``: mask folders, GT boxes = the mask's connected components) and each
 row: mask mIoU at the fixed threshold (0.5) of the *final* mask (what the store holds), the same at the
-oracle threshold (reported apart: chosen on the evaluated images), mIoU of the soft map before the CRF,
+oracle threshold (reported apart: chosen on the evaluated images), mIoU of the soft map before the refinement,
 MaxBoxAccV2 and CorLoc of the soft map (Choe et al., CVPR 2020; a CAM metric: it sweeps the threshold).
 
 ContraCAM rows are real ``occon-localize`` runs (``run_localize``, ``soft_masks=true``) of a preset into a
@@ -50,6 +50,7 @@ from occon_plugin.eval.predictions import resize_map  # noqa: E402
 from occon_plugin.eval.report import atomic_write_text, image_grid, markdown_table, save_png_palette  # noqa: E402
 from occon_plugin.eval.report import write_results  # noqa: E402
 from occon_plugin.images import load_image  # noqa: E402
+from occon_plugin.localize.finish import STAGES as POST_STAGES  # noqa: E402
 from occon_plugin.localize.presets import describe  # noqa: E402
 from occon_plugin.localize.runner import LocalizeSettings, run_localize, to_model_input  # noqa: E402
 from occon_plugin.models import DEFAULT_SPEC, load_cam_model  # noqa: E402
@@ -70,8 +71,22 @@ class Row:
     note: str = ""
 
 
+# the default before issue 19 (T=3, the dense CRF at 224x224 with srgb 8 / compat 7), by explicit keys
+BEFORE_19 = ("cam.iters=3", "refine.method=crf", "refine.crf.max_pixels=4000000")
+
 ROWS = [
     Row("default", "default (preset=auto)", "contracam", (), "what `occon-localize` does without any key"),
+    Row("before19", "default before issue 19", "contracam", BEFORE_19,
+        "the default preset until issue 19: T=3, the dense CRF at 224x224 (srgb 8, compat 7)"),
+    Row("r_crf", "refine=crf (224)", "contracam", ("refine.method=crf", "refine.crf.max_pixels=4000000"),
+        "the default's CAMs, refined by the dense CRF alone at 224x224 (the default's CRF parameters)"),
+    Row("r_crf_guided", "refine=crf+guided", "contracam", ("refine.method=crf+guided",),
+        "the default's CAMs: the dense CRF at 64x64 (the default's), then the guided filter at 224x224"),
+    Row("r_fgs", "refine=fgs", "contracam", ("refine.method=fgs",),
+        "the default's CAMs, the fast global smoother alone (the default's parameters)"),
+    Row("r_guided", "refine=guided", "contracam", ("refine.method=guided",),
+        "the default's CAMs, the guided filter alone (radius 4, eps 1e-3)"),
+    Row("r_none", "refine=none", "contracam", ("refine.method=none",), "the default's CAMs, no refinement"),
     Row("paper", "preset=paper", "contracam", ("preset=paper",),
         "the paper's/authors' operator: T=10, expansion, CRF on the 224x224 input"),
     Row("bg_mixup", "preset=bg_mixup", "contracam", ("preset=bg_mixup",),
@@ -149,7 +164,9 @@ def localize_settings(dev: DevSet, row: Row, out: Path, args) -> LocalizeSetting
 
 
 def run_contracam(dev: DevSet, row: Row, out: Path, args) -> tuple[dict, dict, dict]:
-    """(final maps, soft maps, run summary) of one occon-localize run; maps are float32 at image size."""
+    """(final maps, soft maps, run summary) of one occon-localize run; maps are float32 at image size. The
+    summary's ``cpu_seconds`` hold the CPU time of each post-processing stage summed over the images (measured
+    in the single-threaded worker processes: per core)."""
     summary = run_localize(localize_settings(dev, row, out, args))
     store = Store.open(out)
     final, soft = {}, {}
@@ -336,6 +353,13 @@ def markdown(results: list[dict], info: dict, figure_rel: Optional[str]) -> str:
             cells.append("–" if d is None else f"{d['mean']:+.3f} ± {d['se']:.3f}")
         diff_lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     diff_table = "\n".join(diff_lines)
+    cost_lines = ["| row | refine.method | " + " | ".join(f"{s} refinement | {s} post-processing" for s in sets) + " |",
+                  "|" + "|".join(" --- " for _ in range(2 + 2 * len(sets))) + "|"]
+    for row in rows:
+        if (sets[0], row["name"]) in by and "refine_ms" in by[(sets[0], row["name"])]:
+            cells = [f"{by[(s, row['name'])]['refine_ms']:.1f} | {by[(s, row['name'])]['post_ms']:.1f}" for s in sets]
+            cost_lines.append(f"| {row['label']} | `{by[(sets[0], row['name'])]['method']}` | " + " | ".join(cells) + " |")
+    cost_table = "\n".join(cost_lines)
     targets = "\n".join(f"- {line}" for line in info["targets"])
     notes = "\n".join(f"- **{r['label']}**: {r['note']}" + (f" — `occon-localize {' '.join(r['overrides'])}`"
                                                             if r["overrides"] else "") for r in rows)
@@ -363,7 +387,7 @@ no projector, so `z` = the pooled 1280-d features). Data (`{info['data_root']}`;
 ## Results
 
 Mask mIoU of the final (stored) mask at the fixed threshold {t}; MaxBoxAccV2 and CorLoc of the soft map before
-the CRF (a CAM metric: it sweeps the map's threshold). All numbers are fractions in [0, 1].
+the refinement (a CAM metric: it sweeps the map's threshold). All numbers are fractions in [0, 1].
 
 {main}
 Paired per-image differences of the default's mask IoU@{t} against every other row (mean ± standard error of the
@@ -371,7 +395,15 @@ mean over the images of the set; positive = the default is better):
 
 {diff_table}
 
-Targets of issue 9 (threshold {t}, default model):
+Cost per image of the ContraCAM rows' post-processing, CPU milliseconds per image in the worker processes (each
+single-threaded, so: per core): the refinement alone, and all of the post-processing (resize to the image,
+refinement, boxes, background rectangle, PNG encoding), as the runs themselves measured it (`cpu_seconds` of
+`run_localize`'s summary; the machine is shared, so treat the first decimal as noise; `bench/localize.py
+--finish` measures the same side by side):
+
+{cost_table}
+
+Targets of issues 9 and 19 (threshold {t}, default model):
 
 {targets}
 
@@ -379,7 +411,7 @@ How the default was chosen (each choice with its paired difference on these sets
 paper and the authors' code: [fidelity.md](fidelity.md).
 
 Oracle threshold (chosen on the evaluated images themselves: an upper bound, not a result), the soft map before
-the CRF, and MaxBoxAccV2 of the final (stored, post-CRF) map — what `occon-eval-localization` reports for a store:
+the refinement, and MaxBoxAccV2 of the final (stored, refined) map — what `occon-eval-localization` reports for a store:
 
 {extra}
 ## Rows
@@ -392,7 +424,7 @@ The presets as resolved for this model (`occon_plugin/localize/presets.py`):
 
 ContraCAM rows are `occon-localize` runs (`run_localize`) of the images at 224×224 in the runner's seeded random
 batches (seed 0, batch 64: each image's negatives are the other images of its batch), with `soft_masks=true` so
-the store also holds the mask before the CRF. Baseline maps are upsampled and 8-bit quantized like the runner's
+the store also holds the mask before the refinement. Baseline maps are upsampled and 8-bit quantized like the runner's
 masks; the Gaussian's box numbers do not depend on σ (MaxBoxAccV2 sweeps the threshold). The whole-image box is
 the frame itself.
 
@@ -402,7 +434,7 @@ the frame itself.
   mask, at image resolution (`occon_plugin.eval.masks`; an image with no object and an empty mask scores 1).
   coco128: GT = union of all instance masks (crowd included); horses-dev / ecssd-dev: the mask files.
 - **oracle mIoU**, **oracle t**: the same mIoU at the threshold of {{0.05, ..., 0.95}} that is best on these images.
-- **soft mIoU@{t}**: mIoU@{t} of the soft map before the CRF (equal to mIoU@{t} for rows without CRF).
+- **soft mIoU@{t}**: mIoU@{t} of the soft map before the refinement (equal to mIoU@{t} for rows without one).
 - **MaxBoxAccV2**: Choe et al. (CVPR 2020) on the soft map, min-max normalized, resized with the GT boxes to
   224×224; boxes of all contours at each threshold 0.00..0.99; mean over δ ∈ {{0.3, 0.5, 0.7}} of the best
   accuracy (`occon_plugin.eval.boxes`). GT boxes: COCO instance boxes; for the mask sets one box per connected
@@ -431,7 +463,7 @@ Deterministic: seeded batches, CPU, fixed thread count; a rerun gives the same n
 
 
 def check_targets(info: dict, by: dict) -> list[str]:
-    """Issue 9's numbers, each with its measured value and whether it is met."""
+    """Issue 9's and 19's numbers, each with its measured value and whether it is met."""
     lines = []
     for s in ("ecssd-dev", "horses-dev"):
         if s not in info["sets"]:
@@ -447,6 +479,18 @@ def check_targets(info: dict, by: dict) -> list[str]:
             v = by[(s, "default")]["miou"]
             lines.append(f"{s}: default mIoU@0.5 = {v:.3f} (stretch ≥ {goal}): "
                          f"{'met' if v >= goal else f'missed by {goal - v:.3f}'}")
+    # issue 19: the new default within 0.005 of the default before it on every set (0.377 / 0.683 / 0.566)
+    for s in info["sets"]:
+        if (s, "default") in by and (s, "before19") in by:
+            v, before = by[(s, "default")]["miou"], by[(s, "before19")]["miou"]
+            d = info["paired"][s]["before19"]
+            lines.append(f"{s}: default mIoU@0.5 = {v:.3f} vs {before:.3f} before issue 19 (target ≥ "
+                         f"{before - 0.005:.3f}): {'met' if v >= before - 0.005 else 'missed'}; paired difference "
+                         f"{d['mean']:+.3f} ± {d['se']:.3f} ({'better' if d['mean'] > 0 else 'not better'})")
+        if (s, "default") in by and "post_ms" in by[(s, "default")]:
+            ms = by[(s, "default")]["post_ms"]
+            lines.append(f"{s}: default post-processing {ms:.1f} CPU ms per image (target ≤ 15): "
+                         f"{'met' if ms <= 15 else f'missed by {ms - 15:.1f} ms'}")
     return lines
 
 
@@ -486,6 +530,12 @@ def build(args) -> dict:
                     else:
                         raise ValueError(row.kind)
                     per_row[row.name] = evaluate_row(row, dev, final, soft, args.threshold)
+                    if row.kind == "contracam":
+                        n = max(1, summary["written_ok"])
+                        cpu = summary["cpu_seconds"]
+                        per_row[row.name]["refine_ms"] = 1000 * cpu["refine"] / n
+                        per_row[row.name]["post_ms"] = 1000 * sum(cpu[k] for k in POST_STAGES) / n
+                        per_row[row.name]["method"] = summary["settings"]["refine"]["method"]
                     results.append(per_row[row.name])
                     for rel in subset(list(dev.images), args.figure_images):
                         maps_by_row[row.name][(set_name, rel)] = final[rel]
@@ -523,7 +573,7 @@ def build(args) -> dict:
 
 
 def parse_extra(text: str) -> Row:
-    """``name:key=value,key=value`` -> an extra ContraCAM row (e.g. ``nocrf:crf.enabled=false``)."""
+    """``name:key=value,key=value`` -> an extra ContraCAM row (e.g. ``nocrf:refine.method=none``)."""
     name, _, keys = text.partition(":")
     overrides = tuple(k for k in keys.split(",") if k)
     return Row(name, f"{name} ({' '.join(overrides)})", "contracam", overrides, "extra row")

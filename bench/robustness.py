@@ -6,7 +6,7 @@
    (``file_fingerprint`` + header), and of one full decode by the shared rule (``load_image``, what a
    training step pays per sample anyway). Ratios are to the full decode.
 2. ``crf``: peak memory (max RSS) of ``occon-localize`` with the CRF on one large photo, with the CRF's
-   working size bounded (``crf.max_pixels``, default 4 MP) and unbounded (``crf.max_pixels=null``),
+   working size bounded (``refine.crf.max_pixels``, default 4 MP) and unbounded (``refine.crf.max_pixels=0``),
    each in a fresh process.
 
     python bench/robustness.py checks [--images <folder>]      # default: ../shared/data/coco128/images
@@ -69,9 +69,9 @@ def bench_crf(size: tuple[int, int], bounded_only: bool) -> None:
         data.mkdir()
         _photo(size, data / "large.jpg")
         _photo((320, 240), data / "small.jpg")
-        arms = [("bounded (crf.max_pixels=4000000)", [])]
+        arms = [("bounded (refine.crf.max_pixels=4000000)", [])]
         if not bounded_only:
-            arms.append(("unbounded (crf.max_pixels=null)", ["crf.max_pixels=null"]))
+            arms.append(("unbounded (refine.crf.max_pixels=0)", ["refine.crf.max_pixels=0"]))
         print(f"# crf: occon-localize on one {size[0]}x{size[1]} photo (+ one small), T=1, CRF at image size; {machine()}")
         results = {}
         for name, extra in arms:
@@ -83,8 +83,8 @@ def bench_crf(size: tuple[int, int], bounded_only: bool) -> None:
                     ".split()[1], file=sys.stderr)")
             start = time.perf_counter()
             proc = subprocess.run([sys.executable, "-c", code, f"data.path={data}",
-                                   f"output_dir={Path(tmp) / name.split()[0]}", "cam.iters=1", "batch_size=2", "crf.enabled=true",
-                                   "crf.resolution=image",
+                                   f"output_dir={Path(tmp) / name.split()[0]}", "cam.iters=1", "batch_size=2", "refine.method=crf",
+                                   "refine.resolution=image",
                                    "progress=false", "threads=1", *extra], capture_output=True, text=True)
             seconds = time.perf_counter() - start
             peak = next((int(l.split()[1]) for l in proc.stderr.splitlines() if l.startswith("PEAK_KB")), None)

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from scenebias import protocol, report  # noqa: E402
+from scenebias import markdown, protocol, report  # noqa: E402
 from scenebias.generate import DEFAULT_BACKGROUNDS, GeneratorError, SceneBiasConfig, generate  # noqa: E402
 
 SIZES = {
@@ -61,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", nargs="+", default=[], metavar="KEY=VALUE",
                     help="generator settings (SceneBiasConfig fields; ranges as lo,hi), e.g. obj_fill=flat "
                          "bg_blur=0 obj_extent=0.45,0.65")
+    ap.add_argument("--occon", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="occon settings of every object-aware arm (the baseline has none), e.g. "
+                         "bg_mixup.views=[0]; part of the recipe: another value needs another --out")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--out", type=Path, default=None, help="working folder (default: outputs/science-<size>)")
     ap.add_argument("--docs", type=Path, default=None,
@@ -122,6 +125,13 @@ def main(argv=None) -> int:
     recipe = protocol.Recipe(**recipe_changes)
     if args.epochs:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)
+    if args.occon:
+        bad = [item for item in args.occon if "=" not in item or item.startswith(("occon.", "+"))]
+        if bad:
+            print(f"[science] error: --occon {bad[0]!r}: give KEY=VALUE below occon, e.g. bg_mixup.views=[0]",
+                  file=sys.stderr)
+            return 2
+        recipe = dataclasses.replace(recipe, occon=tuple(args.occon))
     if args.device == "cuda":
         recipe = dataclasses.replace(recipe, precision="16-mixed", num_workers=8)
     try:
@@ -197,7 +207,7 @@ def main(argv=None) -> int:
     print(report.summary_text(results, meta))
     docs = args.docs or (REPO / "docs" / "science.md" if args.size == "standard" else None)
     if docs is not None:
-        report.write_markdown(docs, results, meta, lay)
+        markdown.write_markdown(docs, results, meta, lay)
         print(f"[science] wrote {docs}")
     return 0
 

@@ -30,12 +30,14 @@ def register():
 
 
 def _register_after_host_import() -> None:
-    """Called right after ``solo.methods`` finished importing. A failure here must never break the
-    host's own import (a user running solo-learn's scripts): it becomes a warning, and an explicit
-    ``import occon_plugin.methods`` shows the full error."""
+    """Called right after ``solo.methods`` (or the plugin's adapter ``occon_plugin.host``) finished importing.
+    A failure here must never break the host's own import (a user running solo-learn's scripts): it becomes a
+    warning, and an explicit ``import occon_plugin.methods`` shows the full error."""
     host = sys.modules.get("occon_plugin.host")
     if host is not None and not getattr(host, "READY", False):
-        return  # occon_plugin.host is importing solo-learn right now; it registers when done
+        return  # occon_plugin.host is importing solo-learn right now: this hook runs again when it is done
+    if sys.modules.get("occon_plugin.methods") is not None:
+        return  # occon_plugin.methods is importing (it registers at its end) or registered already
     try:
         register()
     except Exception as exc:  # noqa: BLE001 - reported, the host stays usable
@@ -45,21 +47,32 @@ def _register_after_host_import() -> None:
                       f"`python -c 'import occon_plugin.methods'` shows the error", RuntimeWarning, stacklevel=2)
 
 
+# The modules after whose import the methods are registered: solo-learn's method table (a user's own
+# script), and the plugin's adapter (``import occon_plugin.host``: it imports ``solo.methods`` itself, while
+# it is still half-imported, so registering has to wait until the adapter is done).
+_REGISTER_AFTER = ("solo.methods", "occon_plugin.host")
+
+
 class _RegisterAfterSoloMethods:
-    """Post-import hook (a ``sys.meta_path`` finder, duck-typed to stay cheap): run
-    :func:`register` right after ``solo.methods`` finishes importing. One shot."""
+    """Post-import hook (a ``sys.meta_path`` finder, duck-typed to stay cheap): run :func:`register`
+    right after ``solo.methods`` or ``occon_plugin.host`` finishes importing. One shot per module."""
+
+    def __init__(self):
+        self.waiting = set(_REGISTER_AFTER)
 
     def find_spec(self, name, path, target=None):
-        if name != "solo.methods":
+        if name not in self.waiting:
             return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)  # one shot; also keeps the lookup below from recursing
+        self.waiting.discard(name)
         spec = None
-        for finder in list(sys.meta_path):  # whoever would have found it (path finder, editable finders)
+        others = [f for f in sys.meta_path if f is not self]  # also keeps the lookup below from recursing
+        for finder in others:  # whoever would have found it (path finder, editable finders)
             find = getattr(finder, "find_spec", None)
             spec = find(name, path, target) if find is not None else None
             if spec is not None:
                 break
+        if not self.waiting and self in sys.meta_path:
+            sys.meta_path.remove(self)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module

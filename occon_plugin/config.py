@@ -19,15 +19,8 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from occon_plugin.cfgkeys import num_devices, select  # noqa: F401  (re-exported: the plugin's cfg readers)
 from occon_plugin.errors import ConfigError  # noqa: F401  (re-exported)
-
-
-def select(cfg: DictConfig | dict, key: str, default: Any = None) -> Any:
-    """``cfg.<key>`` (dotted, ``a[0].b`` too) of a DictConfig or plain dict; ``default`` if missing or null."""
-    if isinstance(cfg, dict):
-        cfg = OmegaConf.create(cfg)
-    value = OmegaConf.select(cfg, key, default=default)
-    return default if value is None else value
 
 
 def set_default(cfg: DictConfig, key: str, value: Any) -> None:
@@ -36,6 +29,11 @@ def set_default(cfg: DictConfig, key: str, value: Any) -> None:
 
 
 def require(cfg: DictConfig, key: str, hint: str = "") -> Any:
+    """``cfg.<key>``, which must be set (not null, not empty).
+
+    Raises:
+        ConfigError: ``key`` is missing, null or empty (``hint`` says what to set).
+    """
     value = OmegaConf.select(cfg, key, default=None)
     if value is None or value == "":
         raise ConfigError(f"missing config key `{key}`" + (f": {hint}" if hint else ""))
@@ -43,6 +41,11 @@ def require(cfg: DictConfig, key: str, hint: str = "") -> Any:
 
 
 def check_probability(cfg: DictConfig, key: str) -> None:
+    """``cfg.<key>``, if set, is a number in [0, 1].
+
+    Raises:
+        ConfigError: the value is not a number in [0, 1].
+    """
     value = OmegaConf.select(cfg, key, default=None)
     if value is None:
         return
@@ -129,6 +132,11 @@ SEED_RANGE = Range(0, 2 ** 32 - 1, integer=True, hint="numpy's and Lightning's s
 
 
 def check_existing_path(cfg: DictConfig, key: str, what: str) -> Path:
+    """``cfg.<key>`` as an existing path (``~`` expanded); ``what`` names it in the message.
+
+    Raises:
+        ConfigError: ``key`` is missing or names no existing path.
+    """
     value = require(cfg, key, f"set it to {what}, e.g. ++{key}=/path/to/data")
     path = Path(os.path.expanduser(str(value)))
     if not path.exists():
@@ -137,7 +145,11 @@ def check_existing_path(cfg: DictConfig, key: str, what: str) -> Path:
 
 
 def check_dataset_path(cfg: DictConfig, key: str) -> Path:
-    """``key`` names an existing image folder or a COCO ``.json`` (not a single image, not a store)."""
+    """``key`` names an existing image folder or a COCO ``.json`` (not a single image, not a store).
+
+    Raises:
+        ConfigError: missing, not existing, or a file other than a COCO ``.json``.
+    """
     path = check_existing_path(cfg, key, "a folder of images or a COCO json")
     if path.is_file() and path.suffix.lower() != ".json":
         raise ConfigError(f"`{key}={path}` is a file, not a folder of images (or a COCO .json): "
@@ -321,6 +333,31 @@ def structured_cfg(schema: type, cfg: Any) -> DictConfig:
     return out
 
 
+def typed_settings(schema: type, cfg: Any, ranges: Optional[Dict[str, "Range"]] = None) -> Any:
+    """``cfg`` (Hydra's DictConfig, a dict) as an instance of the dataclass ``schema`` (a closed schema, as
+    :class:`occon_plugin.localize.runner.LocalizeSettings`): unknown keys, wrong types and missing values
+    are errors naming the key; then ``ranges`` (:func:`check_ranges`) on the typed values. Hydra's own
+    ``hydra`` node is dropped. Raises :class:`ConfigError`."""
+    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+
+    if OmegaConf.is_config(cfg) and "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        if ranges:
+            check_ranges(merged, ranges)
+        return OmegaConf.to_object(merged)
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"missing config key `{err.full_key}`: give {err.full_key}=...") from None
+    except ConfigKeyError as err:
+        raise ConfigError(f"unknown config key `{err.full_key}`: see the command's YAML for the keys") from None
+    except OmegaConfBaseException as err:
+        key = str(getattr(err, "full_key", "") or "")
+        value = OmegaConf.select(cfg, key, default=None) if (key and OmegaConf.is_config(cfg)) else None
+        what = getattr(err, "msg", str(err)).split("\n")[0]
+        raise ConfigError(f"`{key}={value}`: {what}" if key else f"bad config: {what}") from None
+
+
 # The numeric keys of solo-learn's YAML the plugin's commands check before anything starts (the host and
 # torch would stop later with a traceback, or Lightning would train nothing: max_epochs=0).
 TRAINING_RANGES = {
@@ -338,9 +375,29 @@ TRAINING_RANGES = {
 }
 
 
-def complete_pretrain_cfg(cfg: DictConfig, known_methods) -> DictConfig:
-    """Validate ``cfg`` against :class:`PretrainSettings`, fill the defaults solo-learn main's
-    ``parse_cfg`` would, then check what types cannot. Returns a new cfg (plain DictConfig)."""
+@dataclass(frozen=True)
+class PretrainRun:
+    """A pretraining run's settings, parsed once at the edge (:func:`parse_pretrain_cfg`).
+
+    ``cfg``: solo-learn main's schema completed (plain DictConfig: the host's constructors and scripts read
+    it, and keep adding their own keys); ``occon``: the ``occon`` section parsed into the frozen
+    :class:`~occon_plugin.augment.config.OcconConfig` that the data pipeline and the method both receive."""
+
+    cfg: DictConfig
+    occon: Any  # occon_plugin.augment.config.OcconConfig (imported lazily: this module stays light)
+
+    @property
+    def n_views(self) -> int:
+        return int(self.cfg.data.num_large_crops) + int(self.cfg.data.num_small_crops)
+
+
+def parse_pretrain_cfg(cfg: DictConfig, known_methods, check_store: bool = False) -> PretrainRun:
+    """Validate ``cfg`` against :class:`PretrainSettings`, fill the defaults solo-learn main's ``parse_cfg``
+    would, check what types cannot, and parse the ``occon`` section once.
+
+    ``known_methods``: the host's method table (``occon_plugin.host.METHODS``); ``check_store``: with an
+    augmentation on, ``occon.store`` must be an existing folder (the CLI checks it; a config check alone
+    does not). Raises :class:`ConfigError` naming the key and what to do."""
     from occon_plugin.augment.config import parse_occon_config
 
     cfg = structured_cfg(PretrainSettings, cfg)
@@ -356,6 +413,7 @@ def complete_pretrain_cfg(cfg: DictConfig, known_methods) -> DictConfig:
     if backbones and name is not None and name not in backbones:
         raise ConfigError(f"`backbone.name={name}` is not a backbone of the installed solo-learn; "
                           f"choose one of {sorted(backbones)}")
+    check_optimizer_and_scheduler(cfg)
     check_dataset_path(cfg, "data.train_path")
     if int(cfg.optimizer.batch_size) < 2:
         raise ConfigError(f"`optimizer.batch_size={cfg.optimizer.batch_size}` must be >= 2 (contrastive batches)")
@@ -371,21 +429,53 @@ def complete_pretrain_cfg(cfg: DictConfig, known_methods) -> DictConfig:
         for key in ("color_jitter.prob", "grayscale.prob", "gaussian_blur.prob", "solarization.prob",
                     "horizontal_flip.prob"):
             check_probability(cfg, f"augmentations[{i}].{key}")
-    # the occon section: closed schema, checked now (the store is checked where it is opened)
-    parse_occon_config(select(cfg, "occon"), n_views=int(cfg.data.num_large_crops) + int(cfg.data.num_small_crops),
-                       check_store=False)
+    # the occon section: closed schema, parsed here once (the store's contents are checked where it is opened)
+    occon = parse_occon_config(select(cfg, "occon"),
+                               n_views=int(cfg.data.num_large_crops) + int(cfg.data.num_small_crops),
+                               check_store=False)
+    if occon.refresh is not None:
+        check_refresh_supported(cfg)
     queue = select(cfg, "method_kwargs.queue_size")
     if queue is not None and int(queue) % int(cfg.optimizer.batch_size) != 0:
         raise ConfigError(f"`method_kwargs.queue_size={queue}` must be a multiple of "
                           f"`optimizer.batch_size={cfg.optimizer.batch_size}`")
     scale_lr(cfg)
-    return cfg
+    return PretrainRun(cfg, occon.require_store() if check_store else occon)
+
+
+def check_refresh_supported(cfg: DictConfig) -> None:
+    """``occon.refresh`` runs in one process with the torchvision pipeline (its first slice,
+    ``docs/refresh.md``). Raises :class:`ConfigError` (one line, what to do) for ``data.format=dali`` and
+    for several training processes (``devices`` or ``num_nodes`` > 1, or a launcher's ``WORLD_SIZE`` > 1)."""
+    import os
+
+    if select(cfg, "data.format") == "dali":
+        raise ConfigError("occon.refresh.enabled=true does not run with data.format=dali yet: use "
+                          "data.format=image_folder (the torchvision pipeline), or build the store first with "
+                          "occon-localize and train on it with occon.store=<store>")
+    world = num_devices(cfg) * int(select(cfg, "num_nodes", 1) or 1)
+    launched = os.environ.get("WORLD_SIZE", "1")
+    if world > 1 or (launched.isdigit() and int(launched) > 1):
+        raise ConfigError(f"occon.refresh.enabled=true does not run with several training processes yet (devices x "
+                          f"num_nodes = {world}, WORLD_SIZE={launched}): train with devices=1, or build the store "
+                          f"first with occon-localize and train on it with occon.store=<store>")
+
+
+def complete_pretrain_cfg(cfg: DictConfig, known_methods) -> DictConfig:
+    """:func:`parse_pretrain_cfg` for callers that need only the completed cfg (benchmarks, tests).
+    Raises :class:`ConfigError` naming the key."""
+    return parse_pretrain_cfg(cfg, known_methods).cfg
 
 
 def complete_linear_cfg(cfg: DictConfig) -> DictConfig:
-    """Validate ``cfg`` against :class:`LinearSettings` (same YAML as the host's ``main_linear.py``)."""
+    """Validate ``cfg`` against :class:`LinearSettings` (same YAML as the host's ``main_linear.py``).
+
+    Raises:
+        ConfigError: a key the schema refuses, a value out of range, a path that does not exist, or the old ``crop_size`` key.
+    """
     cfg = structured_cfg(LinearSettings, cfg)
     check_ranges(cfg, {**TRAINING_RANGES, "optimizer.batch_size": Range(1, integer=True)})
+    check_optimizer_and_scheduler(cfg)
     check_existing_path(cfg, "pretrained_feature_extractor", "a checkpoint written by main_pretrain.py")
     check_existing_path(cfg, "data.train_path", "an image folder with one sub-folder per class")
     if select(cfg, "data.val_path"):
@@ -400,11 +490,50 @@ def complete_linear_cfg(cfg: DictConfig) -> DictConfig:
 ANY_LARGE_CROPS = ("wmse", "mae")
 
 
+OPTIMIZERS = ("sgd", "lars", "adam", "adamw")  # what both host generations build (1.0.2: lars = sgd + LARS)
+
+
+def check_optimizer_and_scheduler(cfg: DictConfig) -> None:
+    """``optimizer.name`` and ``scheduler.name`` are ones the installed solo-learn builds, and
+    ``optimizer.kwargs`` are arguments of that optimizer (else the host's ``configure_optimizers`` raises a
+    bare ValueError / TypeError once training starts).
+
+    Raises:
+        ConfigError: naming the key and the accepted names.
+    """
+    from occon_plugin.host import GENERATION
+
+    schedulers = ("warmup_cosine", "step", "none") + (() if GENERATION == "main" else ("cosine",))
+    for key, names in (("optimizer.name", OPTIMIZERS), ("scheduler.name", schedulers)):
+        value = select(cfg, key)
+        if value is not None and value not in names:
+            raise ConfigError(f"`{key}={value}` is not one the installed solo-learn builds; choose one of "
+                              f"{', '.join(names)}")
+    name, kwargs = select(cfg, "optimizer.name"), select(cfg, "optimizer.kwargs") or {}
+    if name is not None and kwargs:  # e.g. sgd's momentum left in optimizer.kwargs after switching to adamw
+        import inspect
+
+        import torch
+
+        cls = {"sgd": torch.optim.SGD, "lars": torch.optim.SGD, "adam": torch.optim.Adam,
+               "adamw": torch.optim.AdamW}[name]
+        known = set(inspect.signature(cls.__init__).parameters) - {"self", "params", "lr", "weight_decay"}
+        known |= {"eta", "clip_lr", "exclude_bias_n_norm"} if name == "lars" else set()
+        unknown = sorted(str(k) for k in kwargs if k not in known)
+        if unknown:
+            raise ConfigError(f"`optimizer.kwargs.{unknown[0]}` is not an argument of optimizer.name={name}; it "
+                              f"takes {', '.join(sorted(known))} (drop the key, e.g. ~optimizer.kwargs.{unknown[0]})")
+
+
 def count_crops(cfg: DictConfig, known_methods) -> None:
     """Set ``data.num_large_crops`` / ``data.num_small_crops`` from ``augmentations`` as solo-learn main's
     ``parse_cfg`` does: views with ``augmentations[0].crop_size`` are large, the others small (multi-crop).
     Values given explicitly must agree. Every method needs 2 large crops except ``wmse`` and ``mae`` (and
-    their ``_occon`` variants), as in solo-learn main's ``main_pretrain.py``."""
+    their ``_occon`` variants), as in solo-learn main's ``main_pretrain.py``.
+
+    Raises:
+        ConfigError: ``num_crops`` < 1, explicit crop counts that disagree, or not 2 large views for a method that needs them.
+    """
     augs = cfg.augmentations
     big = select(augs[0], "crop_size", 224)
     large = small = 0
@@ -429,15 +558,6 @@ def count_crops(cfg: DictConfig, known_methods) -> None:
         raise ConfigError(f"`method={method}` needs exactly 2 large views, but `augmentations` produce {large} "
                           f"with crop_size={big} (and {small} smaller ones); only "
                           f"{', '.join(ANY_LARGE_CROPS)} take another number")
-
-
-def num_devices(cfg: DictConfig) -> int:
-    devices = select(cfg, "devices", 1)
-    if isinstance(devices, int):
-        return max(devices, 1)
-    if isinstance(devices, str):
-        return int(devices) if devices.isdigit() else 1
-    return max(len(devices), 1)
 
 
 def scale_lr(cfg: DictConfig) -> None:

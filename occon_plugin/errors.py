@@ -11,6 +11,8 @@ it before this module existed.
 """
 from __future__ import annotations
 
+import sys
+
 USAGE_EXIT_CODE = 2
 DIVERGED_EXIT_CODE = 3  # training stopped at a non-finite loss (TrainingDivergedError)
 
@@ -71,3 +73,15 @@ def format_error(err: BaseException) -> str:
     """The one-line form the CLIs print (newlines folded)."""
     text = " ".join(str(err).split()) or type(err).__name__
     return f"[occon] error: {text}"
+
+
+def print_error(err: BaseException, file=None) -> None:
+    """Print :func:`format_error` of ``err`` to ``file`` (stderr) as one write of the whole line.
+
+    ``print(line)`` writes the text and its newline separately and stderr is write-through, so the DDP ranks
+    of one torchrun, which share one stderr, could splice their lines into one; one write of a line shorter
+    than the pipe's atomic size (4 KiB on Linux) cannot be split.
+    """
+    stream = sys.stderr if file is None else file
+    stream.write(format_error(err) + "\n")
+    stream.flush()

@@ -12,7 +12,7 @@
   (one boolean all-reduce per step), so every rank stops at the same step. The CLIs print one line
   naming the step, the loss and the likely key (``optimizer.lr``; ``precision`` with float16) and
   exit with status 3 (:data:`occon_plugin.errors.DIVERGED_EXIT_CODE`).
-* No checkpoint with non-finite weights is written (``occon_plugin.runs`` checks before saving
+* No checkpoint with non-finite weights is written (``occon_plugin.train.runs`` checks before saving
   ``last.ckpt`` / ``epoch*.ckpt``; ``occon-pretrain`` before ``final.ckpt``): the last finite
   checkpoint stays.
 * Every model loaded from a checkpoint file (``occon_plugin.models.load_model``: occon-eval-linear,
@@ -87,7 +87,7 @@ def _given_lr(trainer: Any) -> Optional[float]:
     from omegaconf import OmegaConf
 
     module = getattr(trainer, "lightning_module", None)
-    cfg = getattr(module, "_occon_run_cfg", None) or getattr(module, "cfg", None)
+    cfg = getattr(module, "_occon_cfg", None) or getattr(module, "cfg", None)
     if not OmegaConf.is_config(cfg):
         return None
     value = OmegaConf.select(cfg, "optimizer.base_lr", default=None)

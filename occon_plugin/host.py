@@ -8,7 +8,21 @@ Two host generations are supported:
   ``momentum_backbone`` attributes, ``lightning.pytorch`` 2.x.
 
 Every other module of the plugin imports solo-learn and Lightning symbols from here and
-speaks solo-learn main's config schema; this module translates.
+speaks solo-learn main's config schema; this module translates. It imports none of the plugin's
+methods, pipelines or commands (the methods are registered by the hook in ``occon_plugin/__init__.py``
+right after this module is imported).
+
+Patches of the host, applied when this module is imported (so in every process that imports it, the
+host's own scripts included through the start-up hook), each a no-op where the installed host does not
+have the behaviour it works around (:data:`PATCHES` says which applied):
+
+* ``momentum_batch_end`` — solo-learn 1.0.2's ``BaseMomentumMethod.on_train_batch_end`` requires
+  ``dataloader_idx``, which Lightning 1.9 no longer passes (TypeError at the first step);
+* ``dino_clip_gradients`` — solo-learn 1.0.2's DINO defines ``clip_gradients(self, clip)``, shadowing the
+  Lightning 1.9 method it calls every step (TypeError; main renamed it ``dino_clip_gradients``);
+* ``whitening_cholesky`` — solo-learn 1.0.2's W-MSE calls ``torch.cholesky``, removed in torch 2.x;
+* ``top_k`` — both generations compute top-5 accuracy unconditionally (``accuracy_at_k``), which fails
+  with fewer than 5 classes ("selected index k out of range"); k is capped at the number of classes.
 """
 from __future__ import annotations
 
@@ -18,7 +32,7 @@ from typing import Any, Dict, List, Tuple
 
 import warnings
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from occon_plugin.errors import MissingDependencyError
 from occon_plugin.models.normalization import IMAGENET_MEAN, IMAGENET_STD
@@ -111,13 +125,13 @@ def momentum_backbone_of(model: Any):
 # 1.0.2 calls ``on_train_batch_end(outputs, batch, batch_idx, dataloader_idx)`` without a default,
 # but Lightning 1.9 no longer passes ``dataloader_idx``: give it one (idempotent).
 # --------------------------------------------------------------------------------------------
-def _patch_momentum_batch_end() -> None:
+def _patch_momentum_batch_end() -> bool:
     hook = BaseMomentumMethod.on_train_batch_end
     if getattr(hook, "_occon_patched", False):
-        return
+        return True
     params = inspect.signature(hook).parameters
     if "dataloader_idx" not in params or params["dataloader_idx"].default is not inspect._empty:
-        return
+        return False  # solo-learn main: nothing to work around
 
     def on_train_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
         return hook(self, outputs, batch, batch_idx, dataloader_idx)
@@ -126,9 +140,11 @@ def _patch_momentum_batch_end() -> None:
 
     on_train_batch_end._occon_patched = True  # type: ignore[attr-defined]
     BaseMomentumMethod.on_train_batch_end = on_train_batch_end
+    return True
 
 
-_patch_momentum_batch_end()
+PATCHES: Dict[str, bool] = {}  # patch -> applied here (False: this host does not need it)
+PATCHES["momentum_batch_end"] = _patch_momentum_batch_end()
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,12 +153,13 @@ _patch_momentum_batch_end()
 # Lightning 1.9 calls every step (TypeError). solo-learn main renamed it ``dino_clip_gradients``;
 # here both callers get theirs (idempotent).
 # --------------------------------------------------------------------------------------------
-def _patch_dino_clip_gradients() -> None:
+def _patch_dino_clip_gradients() -> bool:
     dino = _solo_methods.METHODS.get("dino")
     own = vars(dino).get("clip_gradients") if dino is not None else None
-    if own is None or getattr(own, "_occon_patched", False) or list(inspect.signature(own).parameters) != [
-            "self", "clip"]:
-        return
+    if own is not None and getattr(own, "_occon_patched", False):
+        return True
+    if own is None or list(inspect.signature(own).parameters) != ["self", "clip"]:
+        return False  # solo-learn main (dino_clip_gradients): nothing to work around
 
     def clip_gradients(self, *args, **kwargs):
         if len(args) == 1 and not kwargs and isinstance(args[0], (int, float)):
@@ -151,16 +168,17 @@ def _patch_dino_clip_gradients() -> None:
 
     clip_gradients._occon_patched = True  # type: ignore[attr-defined]
     dino.clip_gradients = clip_gradients
+    return True
 
 
-_patch_dino_clip_gradients()
+PATCHES["dino_clip_gradients"] = _patch_dino_clip_gradients()
 
 
 # --------------------------------------------------------------------------------------------
 # 1.0.2's W-MSE whitening calls ``torch.cholesky``, which torch 2.x removed (it raises);
 # solo-learn main calls ``torch.linalg.cholesky``. Only that module sees the replacement.
 # --------------------------------------------------------------------------------------------
-def _patch_whitening_cholesky() -> None:
+def _patch_whitening_cholesky() -> bool:
     import types
 
     import torch
@@ -168,9 +186,11 @@ def _patch_whitening_cholesky() -> None:
     try:
         from solo.utils import whitening
     except ImportError:
-        return
-    if GENERATION != "1.0.2" or getattr(whitening, "torch", None) is not torch:
-        return  # main, or already patched
+        return False
+    if GENERATION != "1.0.2":
+        return False  # solo-learn main calls torch.linalg.cholesky: nothing to work around
+    if getattr(whitening, "torch", None) is not torch:
+        return True  # already patched
 
     class _TorchWithLinalgCholesky(types.ModuleType):
         cholesky = staticmethod(torch.linalg.cholesky)
@@ -179,9 +199,10 @@ def _patch_whitening_cholesky() -> None:
             return getattr(torch, name)
 
     whitening.torch = _TorchWithLinalgCholesky("torch")
+    return True
 
 
-_patch_whitening_cholesky()
+PATCHES["whitening_cholesky"] = _patch_whitening_cholesky()
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,14 +210,14 @@ _patch_whitening_cholesky()
 # classifier), which fails with fewer than 5 classes ("selected index k out of range"). Cap every
 # k at the number of classes (what main's online classifier already does with top_k_max).
 # --------------------------------------------------------------------------------------------
-def _patch_top_k() -> None:
+def _patch_top_k() -> bool:
     import solo.methods.base as _base
     import solo.methods.linear as _linear
     import solo.utils.metrics as _metrics
 
     original = _metrics.accuracy_at_k
     if getattr(original, "_occon_patched", False):
-        return
+        return True
 
     def accuracy_at_k(outputs, targets, top_k=(1, 5)):
         n_classes = outputs.size(-1)
@@ -207,9 +228,9 @@ def _patch_top_k() -> None:
     for module in (_metrics, _base, _linear):
         if getattr(module, "accuracy_at_k", None) is original:
             module.accuracy_at_k = accuracy_at_k
+    return True
 
-
-_patch_top_k()
+PATCHES["top_k"] = _patch_top_k()
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +238,7 @@ _patch_top_k()
 # --------------------------------------------------------------------------------------------
 def _select(cfg: DictConfig, key: str, default: Any = None) -> Any:
     """:func:`occon_plugin.config.select` as plain Python values (the 1.0.2 constructors want them)."""
-    from occon_plugin.config import select
+    from occon_plugin.cfgkeys import select
 
     value = select(cfg, key, default)
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
@@ -273,12 +294,20 @@ def parent_init_args(cfg: DictConfig) -> Tuple[tuple, Dict[str, Any]]:
     return (), legacy_kwargs(cfg)
 
 
-def build_method(name: str, cfg: DictConfig):
-    """Instantiate ``METHODS[name]`` from a main-schema cfg on either host generation."""
+def build_method(name: str, cfg: DictConfig, **plugin_kwargs: Any):
+    """Instantiate ``METHODS[name]`` from a main-schema cfg on either host generation.
+
+    ``plugin_kwargs`` (e.g. ``occon=<OcconConfig>``) go to a plugin method's constructor (one whose class sets
+    ``occon_accepts_cfg``), never to a host method. Raises ``KeyError`` for an unregistered name (the
+    CLIs check ``method`` first) and ``TypeError`` for ``plugin_kwargs`` given to a host method."""
     if name not in METHODS:
         raise KeyError(f"method={name!r} is not registered; known methods: {sorted(METHODS)}")
     cls = METHODS[name]
-    if getattr(cls, "occon_accepts_cfg", False) or GENERATION == "main":
+    if getattr(cls, "occon_accepts_cfg", False):
+        return cls(cfg, **plugin_kwargs)
+    if plugin_kwargs:
+        raise TypeError(f"method={name!r} is solo-learn's own: it takes no {sorted(plugin_kwargs)}")
+    if GENERATION == "main":
         return cls(cfg)
     return cls(**legacy_kwargs(cfg))
 
@@ -300,22 +329,14 @@ def training_step_output_loss(out: Any):
 # --------------------------------------------------------------------------------------------
 # Data: the host's per-view transform from one item of main's ``augmentations`` list.
 # --------------------------------------------------------------------------------------------
-# Keys of one item of main's ``augmentations`` list; a missing key means "off" on both hosts.
-VIEW_DEFAULTS = {
-    "rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
-    "color_jitter": {"prob": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0},
-    "grayscale": {"prob": 0.0},
-    "gaussian_blur": {"prob": 0.0, "sigma_min": 0.1, "sigma_max": 2.0},
-    "solarization": {"prob": 0.0},
-    "equalization": {"prob": 0.0},
-    "horizontal_flip": {"prob": 0.0},
-    "crop_size": 224,
-    "num_crops": 1,
-}
-
-
+# A key missing from one item of main's ``augmentations`` list: the one default table of both pipelines.
 def build_view_transform(aug_cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """The host's own single-view pretraining transform (PIL image -> normalised tensor)."""
+    """The host's own single-view pretraining transform (PIL image -> normalised float32 tensor 3 x S x S,
+    S = ``crop_size``); keys ``aug_cfg`` leaves out come from :data:`occon_plugin.augment.views.VIEW_DEFAULTS`.
+    Raises :class:`~occon_plugin.errors.ConfigError` for a setting the installed host cannot run."""
+    from occon_plugin.augment.views import VIEW_DEFAULTS
+    from occon_plugin.errors import ConfigError
+
     aug = OmegaConf.merge(OmegaConf.create(VIEW_DEFAULTS), aug_cfg)
     if GENERATION == "main":
         from solo.data.pretrain_dataloader import build_transform_pipeline
@@ -325,7 +346,8 @@ def build_view_transform(aug_cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     from solo.utils.pretrain_dataloader import CustomTransform
 
     if aug.equalization.prob > 0:
-        raise ValueError("augmentations: equalization.prob > 0 is not supported by solo-learn 1.0.2")
+        raise ConfigError("augmentations: equalization.prob > 0 is not supported by solo-learn 1.0.2: set it to 0 "
+                          "or install solo-learn main")
     scale = (aug.rrc.crop_min_scale, aug.rrc.crop_max_scale) if aug.rrc.enabled else (1.0, 1.0)
     return CustomTransform(
         brightness=aug.color_jitter.brightness,
@@ -386,7 +408,7 @@ def make_trainer(cfg: DictConfig, **overrides):
     trainer, and the plugin's run lock, signal handling and checkpoint writer do not travel that way.
     Raises :class:`~occon_plugin.errors.ConfigError` for those and for every setting Lightning itself
     refuses (``accelerator=gpu`` without a GPU, ``devices`` beyond the machine's ...), naming the keys."""
-    from occon_plugin.config import num_devices
+    from occon_plugin.cfgkeys import num_devices
     from occon_plugin.errors import ConfigError
 
     valid = inspect.signature(Trainer.__init__).parameters
@@ -462,10 +484,49 @@ def pending_train_dataloaders(trainer) -> List[Any]:
     return _flatten_loaders(instance)
 
 
+def with_method_defaults(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` with the defaults ``cfg.method``'s constructor will fill in, so that a run's saved
+    ``config.yaml`` (written after the method was built) compares key for key with a new cfg (before it is):
+    solo-learn main's methods complete their cfg in place (``add_and_assert_specific_cfg``: e.g.
+    ``optimizer.exclude_bias_n_norm_wd``, ``scheduler.interval``, ``scheduler.min_lr``); 1.0.2's do not (argparse:
+    the copy is returned as is). A cfg the method's checks refuse is returned unfilled (building the method
+    says what is wrong)."""
+    filled = cfg.copy()
+    fill = getattr(METHODS.get(str(_select(cfg, "method", ""))), "add_and_assert_specific_cfg", None)
+    if fill is not None:
+        try:
+            with open_dict(filled):
+                filled = fill(filled) or filled
+        except Exception:  # noqa: BLE001 - the method's own constructor reports it, with its message
+            return cfg.copy()
+    return filled
+
+
+def take_lightning_sigterm(trainer) -> bool:
+    """Lightning 2.x notes SIGTERM itself: its signal connector (installed at ``fit``, before the plugin's own
+    handler, which it still calls) sets ``received_sigterm``, and its loops then end ``fit`` at the end of the
+    running step with ``SIGTERMException`` -- a ``SystemExit`` with status 0 -- before the plugin's stop callback
+    saves its resumable checkpoint at the next step boundary: the run would stop with exit 0 and no checkpoint.
+    The plugin takes the signal over: this clears Lightning's flag and returns whether it was set. Lightning 1.9
+    has no such flag (returns False). (Lightning PR #16501 added it.)"""
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is not None and getattr(connector, "received_sigterm", False):
+        connector.received_sigterm = False
+        return True
+    return False
+
+
+try:  # Lightning 2.x's "stopped by SIGTERM" (a SystemExit); Lightning 1.9 has none
+    from lightning.pytorch.utilities.exceptions import SIGTERMException as LightningSigterm
+except ImportError:  # pragma: no cover - Lightning 1.9
+    class LightningSigterm(SystemExit):
+        """Never raised: Lightning 1.9 has no SIGTERMException."""
+
+
 def describe() -> str:
     return f"solo-learn {SOLO_VERSION} ({GENERATION} API) on Lightning {LIGHTNING_VERSION}"
 
 
-READY = True  # fully imported: the registration hook in occon_plugin/__init__.py may use this module
-if "occon_plugin.methods" not in sys.modules:  # (else occon_plugin.methods is importing us: it registers)
-    import occon_plugin.methods  # noqa: E402,F401  (registers the object-aware methods)
+# Fully imported: the registration hook in occon_plugin/__init__.py registers the object-aware methods right
+# after this module finishes importing (this module imports none of the plugin's methods: no import circle).
+READY = True

@@ -12,7 +12,7 @@ The one rule (:func:`wandb_mode`), for every command (``occon-pretrain``, ``occo
    key cannot work: such a run goes offline and says so in one line.
 
 Each job's run is finished when the job ends (:func:`finish_wandb`), so under Hydra's multirun
-(``-m``) every job gets its own run.
+(``-m``) every job gets its own run. The pretraining logger and its pictures: :mod:`occon_plugin.train.tracking`.
 """
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ import netrc
 import os
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 _TRUE = ("1", "true", "yes", "on", "y", "t")
@@ -89,32 +88,6 @@ def honour_wandb_environment(cfg: Any) -> Optional[str]:
     return mode
 
 
-def make_wandb_logger(cfg: DictConfig, save_dir: Path, run_id: Optional[str] = None):
-    """The host's ``WandbLogger`` writing its run files under ``save_dir``, or None when W&B is off
-    (``wandb.enabled: false``, ``WANDB_MODE=disabled``, ``WANDB_DISABLED=true``: nothing is written)."""
-    if not wandb_wanted(cfg):
-        return None
-    from occon_plugin import host
-
-    save_dir.mkdir(parents=True, exist_ok=True)
-    mode = wandb_mode(cfg)
-    # the mode goes to wandb.init itself: Lightning's ``offline=True`` would set WANDB_MODE=dryrun in
-    # this process's environment (seen by the next job of a multirun), and wandb ignores it once a
-    # run was set up in this process
-    logger = host.WandbLogger(
-        name=str(cfg.name),
-        project=str(OmegaConf.select(cfg, "wandb.project", default="occon-plugin")),
-        entity=OmegaConf.select(cfg, "wandb.entity", default=None),
-        offline=False,
-        save_dir=str(save_dir),
-        id=run_id,
-        resume="allow" if run_id else None,
-        mode=mode,
-    )
-    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    return logger
-
-
 def finish_wandb(logger: Any = None) -> None:
     """End the W&B run of this job (``logger``'s, or the process's current run): under Hydra's
     multirun the next job starts its own run instead of writing into this one (Lightning's
@@ -131,91 +104,9 @@ def finish_wandb(logger: Any = None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Pictures of what the object-aware augmentations and the localizer did (W&B only).
+# Pictures of what the localizer did (W&B only); those of pretraining: occon_plugin.train.tracking.
 # --------------------------------------------------------------------------------------------
 N_PICTURES = 4
-CROP_COLOR = (255, 0, 0)      # red: the OA-Crop rectangle the sample drew
-BOX_COLOR = (255, 255, 0)     # yellow: every store box of the image
-
-
-def wandb_logger_of(trainer: Any):
-    """The trainer's ``WandbLogger`` (either Lightning generation), or None."""
-    from occon_plugin import host
-
-    loggers = list(getattr(trainer, "loggers", None) or [])
-    if not loggers and getattr(trainer, "logger", None) is not None:
-        loggers = [trainer.logger]
-    return next((lg for lg in loggers if isinstance(lg, host.WandbLogger)), None)
-
-
-def _view_to_uint8(view: Any, height: int) -> np.ndarray:
-    """A normalized ``3 x S x S`` view tensor -> ``height x height x 3`` uint8 (min-max per view)."""
-    import cv2
-
-    array = view.detach().float().cpu().numpy().transpose(1, 2, 0)
-    low, high = float(array.min()), float(array.max())
-    array = (array - low) / (high - low) if high > low else np.zeros_like(array)
-    array = (array * 255).round().astype(np.uint8)
-    width = max(1, round(array.shape[1] * height / array.shape[0]))
-    return cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA)
-
-
-def augmentation_examples(dataset: Any, n: int = N_PICTURES, height: int = 160) -> List[Tuple[np.ndarray, str]]:
-    """``n`` samples of an :class:`~occon_plugin.augment.dataset.OcconPretrainDataset`, each as one
-    picture (``height x W x 3`` uint8: the image with its store boxes (yellow) and the OA-Crop
-    rectangle it drew (red), then every view as the model gets it, BG-mixed views framed in red)
-    and a caption with the flags (``oa_crop``, ``mixed`` per view). Samples with store boxes first;
-    each sample's decisions come from :func:`~occon_plugin.augment.semantics.sample_seed` of the run seed."""
-    import cv2
-
-    from occon_plugin.augment.semantics import box_to_pixels, plan_sample, sample_seed
-
-    with_boxes = [i for i, e in enumerate(dataset.entries) if e is not None and e.ok and e.boxes]
-    others = [i for i in range(len(dataset)) if i not in set(with_boxes)]
-    picks = (with_boxes + others)[:n]
-    out = []
-    for i in picks:
-        seed = sample_seed(dataset.seed, i)
-        used, views, _, info = dataset[(i, seed)]
-        image = dataset._load(used)
-        if image is None:
-            continue
-        h, w = image.shape[:2]
-        entry = dataset.entries[used]
-        boxes = list(entry.boxes) if entry is not None else []
-        plan = plan_sample(seed, dataset.cfg, len(views), w, h, boxes=boxes)  # the box draw comes first
-        canvas = np.ascontiguousarray(image)
-        thick = max(2, round(max(h, w) / 200))
-        for box in boxes:
-            x1, y1, x2, y2 = box_to_pixels(box, w, h)
-            cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), BOX_COLOR, thick)
-        if bool(info["oa_crop"]) and plan.crop_rect is not None:
-            x1, y1, x2, y2 = plan.crop_rect
-            cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), CROP_COLOR, 2 * thick)
-        scale = height / h
-        panels = [cv2.resize(canvas, (max(1, round(w * scale)), height), interpolation=cv2.INTER_AREA)]
-        mixed = [bool(m) for m in info["mixed"].reshape(-1).tolist()]
-        for k, view in enumerate(views):
-            panel = _view_to_uint8(view, height)
-            if k < len(mixed) and mixed[k]:
-                cv2.rectangle(panel, (0, 0), (panel.shape[1] - 1, panel.shape[0] - 1), CROP_COLOR, 6)
-            panels.append(panel)
-        gap = np.full((height, 4, 3), 255, np.uint8)
-        row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
-        flags = ", ".join(f"view {k}: {'BG-mixed' if m else 'plain'}" for k, m in enumerate(mixed))
-        caption = (f"{dataset.paths[used]} | OA-Crop: {'box ' + str(plan.box_index) if bool(info['oa_crop']) else 'full image'}"
-                   f" | {flags}")
-        out.append((row, caption))
-    return out
-
-
-def log_augmentation_examples(logger: Any, dataset: Any, n: int = N_PICTURES) -> int:
-    """Log :func:`augmentation_examples` once under ``occon/augmentations``; returns how many."""
-    examples = augmentation_examples(dataset, n)
-    if examples:
-        logger.log_image(key="occon/augmentations", images=[img for img, _ in examples],
-                         caption=[cap for _, cap in examples])
-    return len(examples)
 
 
 def split_wandb_settings(cfg: DictConfig) -> Tuple[DictConfig, Optional[DictConfig]]:

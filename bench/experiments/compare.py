@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lab import SETS, Cfg, aggregate, keep_allocations, load_or_compute, load_set, quick_subset  # noqa: E402
 from occon_plugin.eval.masks import DEFAULT_SWEEP, iou_curve  # noqa: E402
-from occon_plugin.localize.crf import CrfParams, crf_refine  # noqa: E402
+from occon_plugin.localize.crf import CrfParams  # noqa: E402
+from occon_plugin.localize.refiners import refine  # noqa: E402
 from occon_plugin.localize.runner import to_model_input  # noqa: E402
 from occon_plugin.store import mask_to_u8  # noqa: E402
 
@@ -66,6 +67,11 @@ def _crf_params(post: dict) -> CrfParams:
         if key in post:
             setattr(p, attr, type(getattr(p, attr))(post[key]))
     return p
+
+
+def crf_refine(image: np.ndarray, soft: np.ndarray, params: CrfParams) -> np.ndarray:
+    """The runner's CRF step (refine.method=crf)."""
+    return refine(image, soft, "crf", {"crf": params})
 
 
 def authors_crf(image_u8: np.ndarray, fg: np.ndarray, params: CrfParams) -> np.ndarray:

@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -63,6 +63,7 @@ class Recipe:
     num_workers: int = 2
     localize_size: int = 128          # occon-localize image_size (default 224): 2x the training scale
     eval_fast: bool = False           # L-BFGS grid: full (45 l2 values), as the paper
+    occon: Tuple[str, ...] = ()       # ``occon.*`` overrides of every object-aware arm, e.g. "bg_mixup.views=[0]"
 
     def pretrain_overrides(self, method: str) -> List[str]:
         lr, wd, tau = self.lr[method], self.weight_decay[method], self.base_tau[method]
@@ -150,6 +151,8 @@ def pretrain_step(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str
         argv.append(f"++occon.store={lay.store(seed, set_, method, arm)}")
     if arm == "hardmix":
         argv.append("++occon.bg_mixup.hard=true")
+    if arm != "baseline":
+        argv += [f"++occon.{item}" for item in recipe.occon]
     return Step("pretrain", f"pretrain {set_} {method} {arm} seed{seed}", lay.checkpoint(seed, set_, method, arm),
                 argv=argv)
 

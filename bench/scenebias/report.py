@@ -340,12 +340,3 @@ def describe(lay: Layout, seeds, recipe, methods, sets, arms, timings: dict, res
             "references_text": "reference representations: " + ", ".join(f"`{r}`" for r in FG_PROBE_REFERENCES),
             "cost_text": cost, "findings": findings(results, methods, sets, arms, len(names) or 6),
             "wall_seconds_total": total}
-
-
-def write_markdown(path: Path, results: dict, meta: dict, lay: Layout) -> None:
-    from scenebias.markdown import render
-
-    fig = figure(results, meta, path.parent / "img" / "science.png")
-    text = render(results, meta, targets(results, meta["methods"], meta["sets"]),
-                  fig.relative_to(path.parent).as_posix() if fig else None)
-    atomic_write(path, text)

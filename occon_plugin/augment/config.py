@@ -10,6 +10,13 @@ occon:
   allow_v1_store: false     # true: train on a store from before fingerprints (schema v1), sizes checked only
   oa_crop: {enabled: true}  # (shorthand: oa_crop: true)
   bg_mixup: {enabled: true, p_mix: 0.4, hard: false, hard_threshold: 0.2, views: null}  # views: null = every view
+  refresh:                  # one-stage training: the store is made during the run from the model being trained
+    enabled: false          # true: no occon.store; epochs < warmup_epochs train without OA-Crop / BG-Mixup
+    warmup_epochs: 1        # the first refresh runs at the end of epoch warmup_epochs - 1
+    every_epochs: 1         # then one refresh every every_epochs epochs
+    preset: bg_mixup        # the occon-localize preset of the refresh (bg_mixup: T=1, no refinement)
+    image_size: null        # null: occon-localize's default
+    batch_size: null        # null: occon-localize's default
 ```
 """
 from __future__ import annotations
@@ -45,6 +52,35 @@ class BgMixupSettings:
 
 
 @dataclass
+class RefreshSettings:
+    """``occon.refresh``: the store recomputed during the run (:mod:`occon_plugin.train.refresh`)."""
+
+    enabled: bool = False
+    warmup_epochs: int = 1                 # epochs trained without the object-aware augmentations, >= 1
+    every_epochs: int = 1                  # epochs between two refreshes, >= 1
+    preset: str = "bg_mixup"               # an occon-localize preset (occon_plugin.localize.presets.PRESETS) or auto
+    image_size: Optional[int] = None       # the refresh's ContraCAM input size (None: occon-localize's default)
+    batch_size: Optional[int] = None       # the refresh's localization batch (None: occon-localize's default)
+
+    def problems(self) -> List[tuple]:
+        """``(key, value, what)`` for every field out of range (keys relative to ``occon.refresh``)."""
+        out = []
+        for key in ("warmup_epochs", "every_epochs"):
+            if getattr(self, key) < 1:
+                out.append((key, getattr(self, key), "must be an integer >= 1"))
+        # the preset's name is checked against the localizer's table where the run starts
+        # (occon_plugin.train.refresh.check_preset: importing the localizer here would close an import circle)
+        if not (isinstance(self.preset, str) and self.preset):
+            out.append(("preset", self.preset, "use auto or a preset name of occon-localize"))
+        if self.image_size is not None and self.image_size < 32:
+            out.append(("image_size", self.image_size, "must be >= 32 or null (occon-localize's default)"))
+        if self.batch_size is not None and self.batch_size < 2:
+            out.append(("batch_size", self.batch_size, "must be >= 2 (the other images of a batch are the "
+                                                       "negatives) or null (occon-localize's default)"))
+        return out
+
+
+@dataclass
 class OcconSettings:
     """The ``occon`` section as written in a YAML (schema; unknown keys are errors)."""
 
@@ -54,6 +90,7 @@ class OcconSettings:
     allow_v1_store: bool = False                  # a schema-v1 store (no image fingerprints): refused unless true
     oa_crop: OaCropSettings = field(default_factory=OaCropSettings)
     bg_mixup: BgMixupSettings = field(default_factory=BgMixupSettings)
+    refresh: RefreshSettings = field(default_factory=RefreshSettings)
 
 
 class OcconConfigError(ConfigError):
@@ -70,6 +107,22 @@ class BgMixupConfig:
 
 
 @dataclass(frozen=True)
+class RefreshConfig:
+    """Parsed ``occon.refresh`` (only when enabled; see :class:`RefreshSettings`)."""
+
+    warmup_epochs: int = 1
+    every_epochs: int = 1
+    preset: str = "bg_mixup"
+    image_size: Optional[int] = None
+    batch_size: Optional[int] = None
+
+    def refreshes_after(self, epoch: int) -> bool:
+        """Is a refresh due at the end of ``epoch`` (0-based)? At ``warmup_epochs - 1``, then every ``every_epochs``."""
+        since = epoch - (self.warmup_epochs - 1)
+        return since >= 0 and since % self.every_epochs == 0
+
+
+@dataclass(frozen=True)
 class OcconConfig:
     """What the pipelines use (parsed, checked :class:`OcconSettings`)."""
 
@@ -78,11 +131,35 @@ class OcconConfig:
     allow_v1_store: bool = False       # train on a schema-v1 store (sizes checked only)
     oa_crop: bool = False
     bg_mixup: BgMixupConfig = BgMixupConfig()
+    refresh: Optional[RefreshConfig] = None  # occon.refresh.enabled: the store is made during the run
 
     @property
     def active(self) -> bool:
         """Does any object-aware augmentation run (and so the store get read)?"""
         return self.oa_crop or self.bg_mixup.enabled
+
+    def require_store(self) -> "OcconConfig":
+        """With an augmentation on, ``occon.store`` must name an existing folder (its contents are checked
+        where a pipeline opens it). Returns ``self``. Raises :class:`OcconConfigError` naming the key."""
+        if not self.active or self.refresh is not None:  # a refresh writes its own store versions
+            return self
+        if self.store is None:
+            raise OcconConfigError("occon.store is required when occon.oa_crop or occon.bg_mixup is enabled: "
+                                   "set it to the folder written by occon-localize")
+        if not self.store.is_dir():
+            raise OcconConfigError(f"occon.store={self.store} does not exist (or is not a folder): "
+                                   f"build it with occon-localize or fix the path")
+        return self
+
+    def check_views(self, n_views: int) -> "OcconConfig":
+        """``bg_mixup.views`` are distinct view indexes in ``[0, n_views)`` (the parsed default is every view of
+        the ``n_views`` it was parsed for). Returns ``self``. Raises :class:`OcconConfigError` naming the key."""
+        views = self.bg_mixup.views
+        bad = [v for v in views if not 0 <= v < n_views]
+        if bad or len(set(views)) != len(views):
+            raise OcconConfigError(f"occon.bg_mixup.views={list(views)} must be distinct indexes in [0, {n_views - 1}] "
+                                   f"(the augmentations produce {n_views} views)")
+        return self
 
 
 def _plain(cfg: Any) -> dict:
@@ -101,7 +178,8 @@ def _plain(cfg: Any) -> dict:
     return dict(cfg)
 
 
-_BOOL_KEYS = ("enabled", "allow_v1_store", "oa_crop.enabled", "bg_mixup.enabled", "bg_mixup.hard")
+_BOOL_KEYS = ("enabled", "allow_v1_store", "oa_crop.enabled", "bg_mixup.enabled", "bg_mixup.hard", "refresh.enabled")
+_INT_KEYS = ("refresh.warmup_epochs", "refresh.every_epochs", "refresh.image_size", "refresh.batch_size")
 _UNIT_KEYS = ("bg_mixup.p_mix", "bg_mixup.hard_threshold")
 
 
@@ -118,6 +196,9 @@ def _normalize(raw: dict) -> dict:
     """``oa_crop: true`` shorthand -> ``{enabled: true}``; sections must be mappings; strict booleans
     (a YAML ``yes`` is already True; a string ``'yes'`` from the command line is refused)."""
     raw = dict(raw)
+    refresh = raw.get("refresh")
+    if refresh is not None and not isinstance(refresh, dict):
+        raise OcconConfigError(f"occon.refresh must be a mapping like {{enabled: true, warmup_epochs: 1}}, got {refresh!r}")
     for name in ("oa_crop", "bg_mixup"):
         section = raw.get(name)
         if section is None:
@@ -130,6 +211,10 @@ def _normalize(raw: dict) -> dict:
         value = _lookup(raw, key, False)
         if not isinstance(value, bool):
             raise OcconConfigError(f"occon.{key}={value!r} must be true or false")
+    for key in _INT_KEYS:  # strict: 1.5, true or '2' would be coerced or truncated by the schema
+        value = _lookup(raw, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise OcconConfigError(f"occon.{key}={value!r} must be an integer")
     for key in _UNIT_KEYS:
         value = _lookup(raw, key)
         if value is None:
@@ -156,7 +241,8 @@ def occon_settings(cfg: Any) -> OcconSettings:
         key = str(getattr(err, "full_key", "") or "")
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         if isinstance(err, ConfigKeyError) or "not in" in str(getattr(err, "msg", "")):
-            schema = {"": OcconSettings, "oa_crop": OaCropSettings, "bg_mixup": BgMixupSettings}.get(parent)
+            schema = {"": OcconSettings, "oa_crop": OaCropSettings, "bg_mixup": BgMixupSettings,
+                      "refresh": RefreshSettings}.get(parent)
             allowed = ", ".join(f"occon.{parent + '.' if parent else ''}{k}" for k in schema.__dataclass_fields__) \
                 if schema else "see docs"
             raise OcconConfigError(f"unknown key occon.{key}; allowed: {allowed}") from None
@@ -168,6 +254,10 @@ def occon_settings(cfg: Any) -> OcconSettings:
 
 def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> OcconConfig:
     """Validate ``cfg.occon`` (None/absent = everything off) into the runtime :class:`OcconConfig`.
+
+    The one parser of the section: a pretraining run calls it once (``occon-pretrain``: in
+    :func:`occon_plugin.config.parse_pretrain_cfg`; solo-learn's own script: in the object-aware method's
+    constructor) and hands the frozen result to the data pipeline and the method.
 
     ``n_views``: views per sample (bounds ``bg_mixup.views``, whose default is every view);
     ``check_store``: require ``occon.store`` to be an existing folder when an augmentation is on.
@@ -183,13 +273,25 @@ def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> 
         return OcconConfig()
     bg = settings.bg_mixup
     views = tuple(bg.views) if bg.views is not None else tuple(range(n_views))  # multi-crop: small crops too
-    bad = [v for v in views if not 0 <= v < n_views]
-    if bad or len(set(views)) != len(views):
-        raise OcconConfigError(f"occon.bg_mixup.views={list(views)} must be distinct indexes in [0, {n_views - 1}] "
-                               f"(the augmentations produce {n_views} views)")
     if bg.enabled and not views:  # enabled, yet no view may be mixed: BG-Mixup would silently never run
         raise OcconConfigError("occon.bg_mixup.views=[] mixes no view although occon.bg_mixup.enabled=true: give the "
                                "view indexes to mix, null (every view), or occon.bg_mixup.enabled=false")
+    refresh = None
+    if settings.refresh.enabled:
+        problems = settings.refresh.problems()
+        if problems:
+            key, value, what = problems[0]
+            raise OcconConfigError(f"occon.refresh.{key}={value!r}: {what}")
+        if settings.store:
+            raise OcconConfigError(f"occon.store={settings.store} and occon.refresh.enabled=true: the refresh writes "
+                                   f"its own store versions under <run folder>/refresh; drop occon.store (or set "
+                                   f"occon.refresh.enabled=false to train on that store)")
+        if not (settings.oa_crop.enabled or settings.bg_mixup.enabled):
+            raise OcconConfigError("occon.refresh.enabled=true but neither occon.oa_crop nor occon.bg_mixup is "
+                                   "enabled: the refreshed store would never be used; enable one of them")
+        r = settings.refresh
+        refresh = RefreshConfig(warmup_epochs=r.warmup_epochs, every_epochs=r.every_epochs, preset=r.preset,
+                                image_size=r.image_size, batch_size=r.batch_size)
     out = OcconConfig(
         store=Path(settings.store).expanduser() if settings.store else None,
         missing=settings.missing.name,
@@ -197,12 +299,7 @@ def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> 
         oa_crop=settings.oa_crop.enabled,
         bg_mixup=BgMixupConfig(enabled=bg.enabled, p_mix=float(bg.p_mix), hard=bg.hard,
                                hard_threshold=float(bg.hard_threshold), views=views),
+        refresh=refresh,
     )
-    if out.active and check_store:
-        if out.store is None:
-            raise OcconConfigError("occon.store is required when occon.oa_crop or occon.bg_mixup is enabled: "
-                                   "set it to the folder written by occon-localize")
-        if not out.store.is_dir():
-            raise OcconConfigError(f"occon.store={out.store} does not exist (or is not a folder): "
-                                   f"build it with occon-localize or fix the path")
-    return out
+    out.check_views(n_views)
+    return out.require_store() if check_store else out

@@ -13,9 +13,11 @@ the number of workers, and each epoch differs. A plain int index uses a seed der
 """
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -68,14 +70,23 @@ class OcconPretrainDataset(Dataset):
        every image the store does not vouch for is checked by the shared decode rule.
 
     ``startup`` holds the counts of steps 1-3; ``info[i]`` the header facts of image ``i``.
+    Raises:
+        ConfigError: ``view_transforms`` is empty (the augmentations config made no view).
     """
 
     def __init__(self, source: str | Path, occon_cfg: Any, view_transforms: Sequence[ViewTransform],
                  seed: int = 0, image_root: str | Path | None = None, workers: int | None = None):
         if len(view_transforms) < 1:
-            raise ValueError("view_transforms is empty: the augmentations config must produce at least one view")
+            raise ConfigError("view_transforms is empty: the augmentations config must produce at least one view")
         self.images = list_images(source, image_root)
-        self.cfg: OcconConfig = parse_occon_config(occon_cfg, n_views=len(view_transforms))
+        # the run's parsed section (occon-pretrain, the host's script: parsed once), else a raw one parsed here
+        configured: OcconConfig = (occon_cfg.check_views(len(view_transforms)).require_store()
+                                   if isinstance(occon_cfg, OcconConfig) else
+                                   parse_occon_config(occon_cfg, n_views=len(view_transforms)))
+        self.configured = configured  # as configured; ``cfg``: what runs now (occon.refresh: off until a store)
+        self.cfg: OcconConfig = without_augmentations(configured) if configured.refresh is not None else configured
+        self.store_version: str | None = None  # occon.refresh: the store version in use (its folder name)
+        self.workers = workers
         self.pipeline = TorchvisionObjectAware(self.cfg, view_transforms)
         self.seed = int(seed)
         self.counts: Counter = Counter()  # this process's counts (workers keep their own; use info to sum)
@@ -99,6 +110,36 @@ class OcconPretrainDataset(Dataset):
         self.startup["used"] = len(self.paths)
         for note in self.notes:
             tell(note)
+
+    def use_store(self, store: str | Path) -> None:
+        """``occon.refresh``: from the next sample on, run the configured augmentations on ``store`` (a
+        complete store of these images; validated here under ``occon.missing``, with ``skip`` read as
+        ``full_image``: the sampler's indexes must stay the same images). The previous store stays in use
+        until this returns. A loader's worker processes hold copies: the loader must start new ones for the
+        next epoch (``persistent_workers=False``, :func:`build_pretrain_dataloader`).
+
+        Raises:
+            ConfigError: the dataset was not built with ``occon.refresh`` enabled.
+            StoreError: the store does not match the images (``occon.missing=error``).
+        """
+        if self.configured.refresh is None:
+            raise ConfigError("use_store is for occon.refresh runs: this dataset trains on occon.store")
+        missing = "full_image" if self.configured.missing == "skip" else self.configured.missing
+        cfg = replace(self.configured, store=Path(store), missing=missing)
+        fresh = copy.copy(self)  # validated on a copy: a store that does not match leaves this one as it was
+        fresh.cfg, fresh.entries, fresh.notes, fresh.counts = cfg, [None] * len(self.paths), [], Counter()
+        fresh.startup = dict(self.startup)
+        fresh._attach_store(self.workers)
+        for note in fresh.notes:
+            tell(note)
+        assert fresh.paths == self.paths, "full_image / error policies keep every image"
+        bg = np.array([i for i, e in enumerate(fresh.entries) if e is not None and e.ok and e.bg_rect is not None],
+                      dtype=np.int64)
+        # the switch: everything the next sample reads, set together
+        self.store, self.report, self.entries, self.bg_candidates = fresh.store, fresh.report, fresh.entries, bg
+        self.cfg, self.counts, self.startup = cfg, fresh.counts, fresh.startup
+        self.pipeline = TorchvisionObjectAware(cfg, self.pipeline.view_transforms)
+        self.store_version = Path(store).name
 
     @property
     def num_classes(self) -> int:
@@ -240,6 +281,11 @@ class OcconPretrainDataset(Dataset):
         return index, views, target, info
 
 
+def without_augmentations(cfg: OcconConfig) -> OcconConfig:
+    """``cfg`` with OA-Crop and BG-Mixup off (``occon.refresh``'s warm-up: no store yet)."""
+    return replace(cfg, oa_crop=False, bg_mixup=replace(cfg.bg_mixup, enabled=False))
+
+
 def _distributed_rank_and_world() -> tuple[int, int]:
     import torch.distributed as dist
 
@@ -294,7 +340,11 @@ class SeededRandomSampler(Sampler):
 
 
 def build_view_transforms(augmentations: Any) -> list[ViewTransform]:
-    """solo-learn main's ``augmentations`` list -> one host transform per view (``num_crops`` each)."""
+    """solo-learn main's ``augmentations`` list -> one host transform per view (``num_crops`` each).
+
+    Raises:
+        ConfigError: ``augmentations`` empty or a ``num_crops`` < 1; any error of :func:`occon_plugin.host.build_view_transform`.
+    """
     from omegaconf import OmegaConf
 
     from occon_plugin import host
@@ -313,7 +363,11 @@ def build_view_transforms(augmentations: Any) -> list[ViewTransform]:
 
 
 def loader_settings(cfg: Any) -> tuple[str, int, int]:
-    """(``data.train_path``, ``optimizer.batch_size``, ``seed``), checked; shared by both pipelines."""
+    """(``data.train_path``, ``optimizer.batch_size``, ``seed``), checked; shared by both pipelines.
+
+    Raises:
+        ConfigError: ``data.train_path`` missing, ``optimizer.batch_size`` not a positive integer, ``seed`` not an integer.
+    """
     train_path = select(cfg, "data.train_path")
     if train_path is None:
         raise ConfigError("data.train_path is required: an image folder or a COCO json")
@@ -333,10 +387,14 @@ def _is_int(value: Any) -> bool:
         return False
 
 
-def build_dataset(cfg: Any, view_transforms: Sequence[ViewTransform]) -> "OcconPretrainDataset":
-    """The images of ``data.train_path`` paired with the ``occon`` store (validated here)."""
+def build_dataset(cfg: Any, view_transforms: Sequence[ViewTransform],
+                  occon: OcconConfig | None = None) -> "OcconPretrainDataset":
+    """The images of ``data.train_path`` paired with the ``occon`` store (validated here). ``occon``: the
+    run's parsed section (None: ``cfg.occon`` is parsed). Raises :class:`ConfigError` / ``DataError`` /
+    ``StoreError`` for settings, images or a store the run cannot use."""
     train_path, _, seed = loader_settings(cfg)
-    dataset = OcconPretrainDataset(train_path, select(cfg, "occon"), view_transforms, seed=seed,
+    dataset = OcconPretrainDataset(train_path, occon if occon is not None else select(cfg, "occon"),
+                                   view_transforms, seed=seed,
                                    image_root=select(cfg, "data.image_root"))
     s = dataset.startup
     dropped = s["listed"] != s["used"] or s.get("not_listed") or s.get("store_unusable")
@@ -367,18 +425,24 @@ def collate_host_batch(samples: list) -> list:
     return default_collate([sample[:3] for sample in samples])
 
 
-def build_pretrain_dataloader(cfg: Any, world: int = 1, with_info: bool = True) -> DataLoader:
+def build_pretrain_dataloader(cfg: Any, world: int = 1, with_info: bool = True,
+                              occon: OcconConfig | None = None) -> DataLoader:
     """The training loader from ``cfg.data.train_path`` (+ optional ``cfg.data.image_root`` for a COCO
     json), ``cfg.data.num_workers``, ``cfg.optimizer.batch_size``, ``cfg.augmentations``,
     ``cfg.occon`` and ``cfg.seed``. Store mismatches are reported here, before training; ``world``:
     the number of training processes (DDP), each of which needs a full batch.
 
     ``with_info``: batches carry the object-aware record (``[idx, views, targets, info]``, what the
-    ``*_occon`` methods take); False gives the host's ``[idx, views, targets]`` for a plain method."""
+    ``*_occon`` methods take); False gives the host's ``[idx, views, targets]`` for a plain method.
+    ``occon``: the run's parsed section (None: ``cfg.occon`` is parsed here). Batches: ``idx`` (B,) int64,
+    ``views`` n_views tensors (B, 3, S, S) float32 normalized, ``targets`` (B,) int64, ``info`` dict of
+    (B,) / (B, n_views) bool/int tensors. Raises :class:`ConfigError` (e.g. fewer images than a batch)."""
     train_path, batch_size, seed = loader_settings(cfg)
     num_workers = int(select(cfg, "data.num_workers", 0))
-    dataset = build_dataset(cfg, build_view_transforms(select(cfg, "augmentations")))
+    dataset = build_dataset(cfg, build_view_transforms(select(cfg, "augmentations")), occon=occon)
     check_batch_per_process(len(dataset), int(batch_size), world, train_path, dataset.startup_summary())
     return DataLoader(dataset, batch_size=int(batch_size), sampler=SeededRandomSampler(len(dataset), seed),
                       num_workers=num_workers, drop_last=True, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=num_workers > 0, collate_fn=None if with_info else collate_host_batch)
+                      # occon.refresh switches the dataset's store between epochs: fresh workers copy it each epoch
+                      persistent_workers=num_workers > 0 and dataset.configured.refresh is None,
+                      collate_fn=None if with_info else collate_host_batch)

@@ -71,7 +71,11 @@ def _torch_ready(array: np.ndarray, dtype=None) -> np.ndarray:
 
 def to_tv_tensors(image: np.ndarray, mask: np.ndarray | None, boxes: Sequence[Sequence[float]]) -> ObjectAwareInput:
     """Wrap an ``H x W x 3`` uint8 image, its soft mask (``H x W``, any real dtype in [0, 1]) and
-    normalized boxes; no pixel copy unless an array is read-only or has negative strides."""
+    normalized boxes; no pixel copy unless an array is read-only or has negative strides.
+
+    Raises:
+        ValueError: the mask's size differs from the image's (the image changed after localization).
+    """
     image = _torch_ready(image)
     height, width = image.shape[:2]
     tv_image = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))
@@ -138,7 +142,11 @@ class TorchvisionObjectAware:
 
     def render(self, image: np.ndarray, entry: Any, mask: np.ndarray | None, partner: Partner | None,
                plan: SamplePlan) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        """Execute ``plan``: OA-Crop, per-view BG-Mixup, then the standard view transforms."""
+        """Execute ``plan``: OA-Crop, per-view BG-Mixup, then the standard view transforms.
+
+        Raises:
+            ValueError: the plan mixes a view but no mask was given (a programming error: plans come from the same store).
+        """
         if any(plan.mixed) and mask is None:
             raise ValueError("the plan mixes a view but no mask was given")
         data = to_tv_tensors(image, mask, entry.boxes if (entry is not None and plan.oa_crop) else ())

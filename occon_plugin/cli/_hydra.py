@@ -8,38 +8,24 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, List, NoReturn, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import hydra
 from omegaconf import DictConfig
 
 from occon_plugin.configs import packaged_config_dir, packaged_config_names  # noqa: F401  (used by the CLIs)
-from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, OcconError, exit_code_of, format_error
+from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, OcconError, exit_code_of, print_error
+from occon_plugin.train import process
+# process-level facts shared with the training room (methods and runs must not import the CLI layer)
+from occon_plugin.train.process import Terminated, launch_dir, launched_rank
 
 F = TypeVar("F", bound=Callable)
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 TERMINATED_EXIT_CODE = 128 + signal.SIGTERM  # 143: what shells report for a command stopped by SIGTERM
 
-# > 0 while a plugin entry point (exit_on_bad_input) is running: it reports bad input itself.
-_PLUGIN_ENTRY_DEPTH = 0
-
-
-class Terminated(BaseException):
-    """SIGTERM (what a cluster scheduler sends before it kills a job) reached a plugin command.
-
-    Raised in the main thread by the command's handler, like ``KeyboardInterrupt`` for Ctrl-C; a
-    pretraining run turns it into a resumable checkpoint first (``occon_plugin.runs``). ``note`` says
-    what was saved. A ``BaseException``: Lightning 1.9 swallows ``KeyboardInterrupt`` (and would then
-    go on to save ``final.ckpt``), and ``except Exception`` blocks must not absorb it."""
-
-    def __init__(self, signum: int = signal.SIGTERM, note: Optional[str] = None):
-        super().__init__(signum, note)
-        self.signum, self.note = int(signum), note
-
-
 # While pretraining trains, SIGTERM and SIGINT (Ctrl-C) are taken by a callable (returns True) instead of being
 # raised at once: the run stops at the next step boundary with a resumable checkpoint
-# (occon_plugin.runs.stop_on_signal_callback). A second signal is raised at once.
+# (occon_plugin.train.runs.stop_on_signal_callback). A second signal is raised at once.
 _SIGNAL_TAKER: Optional[Callable[[int], bool]] = None
 
 
@@ -134,15 +120,18 @@ def exit_on_bad_input(fn: Optional[F] = None, *, inputs: Sequence[str] = (), out
       against the job's folder (they differ after ``hydra.job.chdir=true``; :func:`resolve_paths`);
     * an out-of-memory failure -> one line naming ``batch_key`` (``resumes``: the command resumes).
 
-    Use bare (``@exit_on_bad_input``) or with keywords (``@exit_on_bad_input(inputs=(...), ...)``)."""
+    Use bare (``@exit_on_bad_input``) or with keywords (``@exit_on_bad_input(inputs=(...), ...)``).
+
+    Raises:
+        SystemExit: always, when ``fn`` fails on bad input or is interrupted (the status above); other
+            exceptions (bugs) propagate unchanged."""
     if fn is None:
         return functools.partial(exit_on_bad_input, inputs=inputs, outputs=outputs, specs=specs,
                                  batch_key=batch_key, resumes=resumes)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        global _PLUGIN_ENTRY_DEPTH
-        _PLUGIN_ENTRY_DEPTH += 1
+        process.enter_plugin_entry()
         restore = _install_signal_handlers()
         cfg = args[0] if args and isinstance(args[0], DictConfig) else None
         try:
@@ -150,14 +139,14 @@ def exit_on_bad_input(fn: Optional[F] = None, *, inputs: Sequence[str] = (), out
                 resolve_paths(cfg, inputs=inputs, outputs=outputs, specs=specs)
             return fn(*args, **kwargs)
         except OcconError as err:
-            print(format_error(err), file=sys.stderr)
+            print_error(err)
             sys.exit(exit_code_of(err))
         except KeyboardInterrupt:  # Ctrl-C: every output is written atomically and runs resume
             print("[occon] interrupted: nothing is half-written; run the same command again to resume",
                   file=sys.stderr)
             sys.exit(INTERRUPTED_EXIT_CODE)
         except Terminated as term:
-            if _launched_rank() == 0:  # DDP ranks stop together with the same note: rank 0 says it
+            if launched_rank() == 0:  # DDP ranks stop together with the same note: rank 0 says it
                 what = "interrupted" if term.signum == signal.SIGINT else "terminated"
                 print(f"[occon] {what} ({signal.Signals(term.signum).name}): "
                       + (term.note or "nothing is half-written; run the same command again to resume"),
@@ -167,33 +156,14 @@ def exit_on_bad_input(fn: Optional[F] = None, *, inputs: Sequence[str] = (), out
             err = out_of_memory_error(exc, cfg, batch_key, resumes)
             if err is None:
                 raise
-            print(format_error(err), file=sys.stderr)
+            print_error(err)
             sys.exit(exit_code_of(err))
         finally:
-            _PLUGIN_ENTRY_DEPTH -= 1
+            process.leave_plugin_entry()
             for signum, handler in restore:
                 signal.signal(signum, handler)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _launched_rank() -> int:
-    from occon_plugin.runs import launched_rank
-
-    return launched_rank()
-
-
-def launch_dir() -> Path:
-    """The folder the command was started in (Hydra's ``runtime.cwd``): after ``hydra.job.chdir=true``
-    the process runs in the job's output folder instead."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            return Path(HydraConfig.get().runtime.cwd)
-    except Exception:  # noqa: BLE001 - no Hydra app: the current folder
-        pass
-    return Path.cwd()
 
 
 def resolve_paths(cfg: DictConfig, inputs: Sequence[str] = (), outputs: Sequence[str] = (),
@@ -227,48 +197,6 @@ def resolve_paths(cfg: DictConfig, inputs: Sequence[str] = (), outputs: Sequence
     if changed and launch.resolve() != here.resolve():
         print(f"[occon] hydra.job.chdir: relative inputs are read from the launch folder {launch}, outputs go "
               f"under the job folder {here}", file=sys.stderr)
-
-
-def in_foreign_hydra_app() -> bool:
-    """Running inside a Hydra app that is not one of the plugin's entry points (solo-learn's own
-    ``main_pretrain.py``)."""
-    if _PLUGIN_ENTRY_DEPTH > 0 or "hydra" not in sys.modules:
-        return False
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.initialized()
-
-
-def stop_run(err: OcconError) -> NoReturn:
-    """Stop a run for bad input from code the host calls (a method's constructor or Lightning hook).
-
-    Inside the host's own Hydra script (solo-learn main's ``main_pretrain.py``), whose error handler
-    would print a traceback, this prints the one line of the plugin's CLIs and exits with status 2.
-    Everywhere else (the plugin's entry points, library use, tests) it raises ``err``.
-    """
-    if in_foreign_hydra_app():
-        print(format_error(err), file=sys.stderr)
-        sys.exit(exit_code_of(err))
-    raise err
-
-
-def current_plugin_command(script: str = "occon-pretrain") -> str:
-    """``occon-pretrain --config-path <dir> --config-name <name> <overrides>`` for the YAML and
-    overrides of the running Hydra app (the host's script), or a template when there is none."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if "hydra" in sys.modules and HydraConfig.initialized():
-            hc = HydraConfig.get()
-            path = next((src.path for src in hc.runtime.config_sources
-                         if src.provider == "main" and src.schema == "file"), None)
-            name = hc.job.config_name
-            if path and name:
-                overrides = " ".join(str(o) for o in hc.overrides.task)
-                return f"{script} --config-path {path} --config-name {name}" + (f" {overrides}" if overrides else "")
-    except Exception:  # noqa: BLE001 - only a hint in a message
-        pass
-    return f"{script} --config-path <folder of your YAML> --config-name <YAML name>"
 
 
 def absolutize_config_path(argv: Optional[List[str]] = None) -> None:
@@ -311,9 +239,9 @@ def use_packaged_config(kind: str, argv: Optional[List[str]] = None) -> None:
     rel = name[:-5] if name.endswith(".yaml") else name
     target = (root / f"{rel}.yaml") if root is not None else None
     if target is None or not target.is_file():
-        print(format_error(ConfigError(
+        print_error(ConfigError(
             f"--config-name {name} is not a YAML shipped with occon-plugin; give --config-path <folder> for your "
-            f"own, or one of: {', '.join(packaged_config_names(kind)) or '(none installed)'}")), file=sys.stderr)
+            f"own, or one of: {', '.join(packaged_config_names(kind)) or '(none installed)'}"))
         sys.exit(USAGE_EXIT_CODE)
     del argv[i:i + (1 if "=" in argv[i] else 2)]
     argv[1:1] = ["--config-path", str(target.parent), "--config-name", target.stem]
@@ -340,7 +268,7 @@ def exit_on_bad_composition(argv: Optional[List[str]] = None) -> None:
             overrides.append(arg)
     problem = unparsable_override(overrides)  # an unquoted '=' or non-ASCII value: name the key, say to quote it
     if problem:
-        print(format_error(ConfigError(problem)), file=sys.stderr)
+        print_error(ConfigError(problem))
         sys.exit(USAGE_EXIT_CODE)
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -353,7 +281,7 @@ def exit_on_bad_composition(argv: Optional[List[str]] = None) -> None:
         if text.startswith("Could not override '"):
             key = text.split("'")[1]
             text = f"unknown key {key!r} in {name} (misspelled? a new key is added with ++{key}=...)"
-        print(format_error(ConfigError(text)), file=sys.stderr)
+        print_error(ConfigError(text))
         sys.exit(USAGE_EXIT_CODE)
 
 

@@ -58,7 +58,11 @@ def make_probe_dataset(images: list[Path], dst: Path, crops_per_split=(6, 3), se
 
 
 def run(cmd: list[str], log: Path) -> None:
-    """Run one stage, echoing its command; its output goes to ``log`` (tail shown on failure)."""
+    """Run one stage, echoing its command; its output goes to ``log`` (tail shown on failure).
+
+    Raises:
+        SystemExit: a stage failed (names its log).
+    """
     shown = " ".join(shlex.quote(str(c)) for c in cmd)
     print(f"\n$ {shown}", flush=True)
     start = time.time()
@@ -96,6 +100,11 @@ def readme_picture(overlays: Path, target: Path, names=README_PHOTOS, height: in
 
 
 def last_json_line(log: Path, marker: str) -> dict:
+    """The JSON after ``marker`` on the last line of ``log`` that has it (a stage's one-line result).
+
+    Raises:
+        SystemExit: the stage's log has no result line.
+    """
     for line in reversed(log.read_text().splitlines()):
         if marker in line:
             return json.loads(line.split(marker, 1)[1])

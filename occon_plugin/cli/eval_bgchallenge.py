@@ -7,25 +7,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.overrides import exit_on_bad_overrides
-from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, check_linear_eval_settings, finish, setup_torch
+from occon_plugin.cli.eval_common import CONFIG_DIR, BgChallengeSettings, finish, linear_probe_settings, setup_torch
 from occon_plugin.eval.bgchallenge import background_challenge
 from occon_plugin.models import load_feature_model
 
 
 def run(cfg: DictConfig) -> dict:
-    check_linear_eval_settings(cfg)
-    device = setup_torch(cfg)
-    model, info = load_feature_model(str(cfg.model), use_momentum=bool(cfg.use_momentum))
+    """Fit the probe on ``<root>/original/train``, score every variant and shift set, write the results.
+    Raises :class:`~occon_plugin.errors.ConfigError` / ``DataError`` / ``CheckpointError`` for bad input."""
+    s: BgChallengeSettings = linear_probe_settings(BgChallengeSettings, cfg)  # parsed once, typed
+    device = setup_torch(s)
+    model, info = load_feature_model(s.model, use_momentum=s.use_momentum)
     out = background_challenge(
-        model, cfg.root, variants=as_list(cfg.variants),
-        shift_sets=OmegaConf.to_container(cfg.shift_sets) if cfg.shift_sets else None,
-        fast=bool(cfg.fast), l2_values=as_list(cfg.l2_values), val_fraction=float(cfg.val_fraction),
-        seed=int(cfg.seed), resize=int(cfg.resize), crop=int(cfg.crop), batch_size=int(cfg.batch_size),
-        num_workers=int(cfg.num_workers), device=device, progress=bool(cfg.progress))
+        model, s.root, variants=s.variants, shift_sets=dict(s.shift_sets) if s.shift_sets else None,
+        fast=s.fast, l2_values=s.l2_values, val_fraction=s.val_fraction, seed=s.seed, resize=s.resize,
+        crop=s.crop, batch_size=s.batch_size, num_workers=s.num_workers, device=device, progress=s.progress)
     rows = [{"model": info["model"], **r} for r in out["rows"]]
     summary = {"model": info["model"], "bg_gap": out["bg_gap"], "best_l2": out["selection"]["best_l2"],
                **{f"acc/{r['set']}": r["accuracy"] for r in out["rows"]}}

@@ -4,15 +4,17 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import List, Optional
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.overrides import exit_on_bad_overrides
-from occon_plugin.cli.eval_common import CONFIG_DIR, as_list, finish
-from occon_plugin.config import Range, check_ranges
+from occon_plugin.cli.eval_common import CONFIG_DIR, EvalWandbSettings, finish
+from occon_plugin.config import Range, typed_settings
 from occon_plugin.errors import DataError
 from occon_plugin.eval.groundtruth import iter_ground_truth
 from occon_plugin.eval.localization import evaluate_localization
@@ -30,6 +32,35 @@ RANGES = {
     "limit": Range(1, integer=True, nullable=True, hint="null: every image"),
     "overlays": Range(0, integer=True),
 }
+
+
+@dataclass
+class BoxSettings:
+    enabled: bool = True
+    deltas: List[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
+    interval: float = 0.01              # cam_curve_interval
+    eval_size: Optional[int] = 224      # null: at the image size
+
+
+@dataclass
+class EvalLocalizationSettings:
+    """``occon-eval-localization`` (occon_plugin/configs/eval_localization.yaml; ranges: :data:`RANGES`)."""
+
+    predictions: str = MISSING          # an occon-localize store, or a folder of maps
+    gt: str = MISSING                   # COCO instances json or a folder of binary masks
+    image_root: Optional[str] = None
+    include_crowd: bool = True
+    missing: str = "error"              # error | skip
+    mismatch: str = "error"             # error | skip
+    allow_v1_store: bool = False
+    threshold: float = 0.5
+    sweep: Optional[List[float]] = field(default_factory=lambda: [round(0.05 * i, 2) for i in range(1, 20)])
+    boxes: BoxSettings = field(default_factory=BoxSettings)
+    limit: Optional[int] = None
+    overlays: int = 8
+    output_dir: str = "outputs/eval_localization"
+    progress: bool = True
+    wandb: EvalWandbSettings = field(default_factory=EvalWandbSettings)
 
 
 def _loud_counts(res: dict, json_name: str) -> list[str]:
@@ -70,19 +101,29 @@ def _loud_counts(res: dict, json_name: str) -> list[str]:
     return lines
 
 
+def _store_record(preds) -> Optional[dict]:
+    """The store manifest's model, its hash and the settings the masks were made with; None for map folders."""
+    store = getattr(preds, "store", None)
+    if store is None:
+        return None
+    manifest = store.manifest
+    return {key: manifest.get(key) for key in ("model", "model_sha256", "settings")}
+
+
 def run(cfg: DictConfig) -> dict:
-    check_ranges(cfg, RANGES)
-    preds = open_predictions(cfg.predictions, bool(cfg.get("allow_v1_store", False)), cfg.image_root)
+    """Score ``predictions`` against ``gt``; write the results. Raises :class:`~occon_plugin.errors.ConfigError`
+    / ``DataError`` / ``StoreError`` for bad input (one line from the CLI)."""
+    s: EvalLocalizationSettings = typed_settings(EvalLocalizationSettings, cfg, RANGES)  # parsed once, typed
+    preds = open_predictions(s.predictions, s.allow_v1_store, s.image_root)
     if preds.note:  # a schema-v1 store, allowed: said once
         print(f"[occon] {preds.note}")
-    gts = iter_ground_truth(cfg.gt, cfg.image_root, include_crowd=bool(cfg.include_crowd))
-    out_dir = Path(cfg.output_dir)
+    gts = iter_ground_truth(s.gt, s.image_root, include_crowd=s.include_crowd)
+    out_dir = Path(s.output_dir)
     res = evaluate_localization(
-        preds, gts, threshold=float(cfg.threshold), sweep=as_list(cfg.sweep) or [],
-        boxes=bool(cfg.boxes.enabled), deltas=as_list(cfg.boxes.deltas), interval=float(cfg.boxes.interval),
-        eval_size=cfg.boxes.eval_size, limit=cfg.limit, overlay_dir=out_dir / "overlays",
-        overlay_count=int(cfg.overlays), progress=bool(cfg.progress),
-        missing=str(cfg.get("missing", "error")), mismatch=str(cfg.get("mismatch", "error")))
+        preds, gts, threshold=s.threshold, sweep=list(s.sweep or []),
+        boxes=s.boxes.enabled, deltas=list(s.boxes.deltas), interval=s.boxes.interval,
+        eval_size=s.boxes.eval_size, limit=s.limit, overlay_dir=out_dir / "overlays",
+        overlay_count=s.overlays, progress=s.progress, missing=s.missing, mismatch=s.mismatch)
     m = res["mask"]
     box = res.get("boxes")
     n_images = m["n_images"] if m else (box["n_images"] if box else len(res["per_image"]))
@@ -112,7 +153,10 @@ def run(cfg: DictConfig) -> dict:
                "mismatched": res["mismatched"], "gt_problems": res["gt_problems"], "gt_encodings": res["gt_encodings"],
                "store_note": preds.note, "overlays": res["overlays"], "constant_maps": res["constant_maps"],
                "nonfinite_maps": res["nonfinite_maps"],
-               "unverified": list(getattr(preds, "unverified", []))}
+               "unverified": list(getattr(preds, "unverified", [])),
+               # what made the masks (model, preset, refine.method and its parameters...): the store's own record,
+               # so a result still says which localization it scored after the store is rebuilt with other settings
+               "store": _store_record(preds)}
     res["kind"] = preds.kind
 
     def images(wandb):
@@ -123,7 +167,7 @@ def run(cfg: DictConfig) -> dict:
         print(line)
     unverified = details["unverified"]
     if unverified:  # e.g. a wrong image_root: the check that each mask was computed from this photo did not run
-        root = cfg.image_root if cfg.image_root else "the COCO json's default image folder (<json dir>/../images)"
+        root = s.image_root if s.image_root else "the COCO json's default image folder (<json dir>/../images)"
         print(f"[occon] {len(unverified)} of the scored images are not under {root} (e.g. {unverified[0]}): their "
               f"store masks were checked by size only, not that they were computed from these photos; give "
               f"image_root=<the folder localized> to check them (JSON: unverified)")

@@ -44,7 +44,11 @@ def linear_transforms(crop_size: int, normalization: Normalization = IMAGENET):
 
 def load_backbone(cfg: DictConfig) -> tuple[torch.nn.Module, Normalization]:
     """The checkpoint's backbone (normalized images -> pooled features; ResNet incl. CIFAR stem, ViT) and
-    the normalization it was trained with, from the plugin's one model loader (:mod:`occon_plugin.models`)."""
+    the normalization it was trained with, from the plugin's one model loader (:mod:`occon_plugin.models`).
+
+    Raises:
+        ConfigError: ``backbone.name`` disagrees with the checkpoint's; any ``CheckpointError`` of the loader.
+    """
     from occon_plugin.models import load_model
 
     loaded = load_model(str(cfg.pretrained_feature_extractor))
@@ -58,7 +62,11 @@ def load_backbone(cfg: DictConfig) -> tuple[torch.nn.Module, Normalization]:
 def image_folder(cfg: DictConfig, key: str, transform, **kwargs) -> datasets.ImageFolder:
     """torchvision's ImageFolder of ``cfg.<key>``; its complaints become a DataError naming the key.
     Images the shared decode rule cannot read are dropped before training (counted, the first named),
-    as pretraining does, instead of stopping the run when a batch draws one."""
+    as pretraining does, instead of stopping the run when a batch draws one.
+
+    Raises:
+        DataError: not an image folder with one sub-folder per class, or none of its images can be read.
+    """
     path = OmegaConf.select(cfg, key)
     try:
         folder = datasets.ImageFolder(str(path), transform=transform, **kwargs)
@@ -94,8 +102,14 @@ def _classes_with_images(folder: datasets.ImageFolder) -> list[str]:
 
 
 def linear_eval(cfg: DictConfig) -> dict:
+    """Train the host's linear classifier on the frozen backbone of ``pretrained_feature_extractor``; returns the final checkpoint.
+
+    Raises:
+        ConfigError: fewer than 2 readable classes, or ``data.val_path`` classes that differ from ``data.train_path``'s.
+    """
     from occon_plugin import host  # raises a one-line HostMissingError without solo-learn
-    from occon_plugin.tracking import finish_wandb, make_wandb_logger
+    from occon_plugin.tracking import finish_wandb
+    from occon_plugin.train.tracking import make_wandb_logger
 
     cfg = complete_linear_cfg(cfg)
     host.seed_everything(int(cfg.seed))

@@ -15,14 +15,20 @@ from omegaconf.errors import OmegaConfBaseException
 from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.overrides import exit_on_bad_overrides
 from occon_plugin.errors import ConfigError, DataError
-from occon_plugin.localize.runner import LocalizeSettings, check_settings, run_localize
+from occon_plugin.localize.runner import run_localize
+from occon_plugin.localize.settings import LocalizeSettings, check_settings
 from occon_plugin.tracking import log_localize_run, split_wandb_settings
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def settings_from_config(cfg: DictConfig) -> LocalizeSettings:
-    """Type-check ``cfg`` against :class:`LocalizeSettings`; errors name the offending key."""
+    """``cfg`` (the composed ``localize.yaml``) merged into :class:`LocalizeSettings` and range-checked: the one
+    place the command's settings are parsed.
+
+    Raises:
+        ConfigError: a key of the wrong type or out of range (one line naming the key).
+    """
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
     try:
         merged = OmegaConf.merge(OmegaConf.structured(LocalizeSettings), cfg)

@@ -10,11 +10,16 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, format_error
+from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, print_error
 
 _SHOW = 12
 # keys that moved: old name -> new name (named in the error instead of a plain "unknown key")
-RENAMED = {"crf.workers": "post_workers"}
+_CRF_PARAMS = ("iters", "gauss_sxy", "gauss_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat", "clip",
+               "max_pixels")
+RENAMED = {"crf.workers": "post_workers", "crf.resolution": "refine.resolution",
+           **{f"crf.{k}": f"refine.crf.{k}" for k in _CRF_PARAMS}}
+# keys replaced by another key with other values: old name -> (new name, {old value: new value})
+REPLACED = {"crf.enabled": ("refine.method", {True: "crf", False: "none"})}
 _VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c", "--package",
                 "-p", "--info", "-i", "--experimental-rerun"}
 
@@ -111,6 +116,10 @@ def override_problem(config_file: Path, overrides: List[str]) -> Optional[str]:
             continue
         if key in RENAMED and _has_key(cfg, RENAMED[key]):
             return f"{key!r} was renamed {RENAMED[key]!r}; use {RENAMED[key]}={override.value()} (see {config_file.name})"
+        if key in REPLACED and _has_key(cfg, REPLACED[key][0]):
+            new, values = REPLACED[key]
+            value = values.get(override.value(), "|".join(values.values()))
+            return f"{key!r} was replaced by {new!r}; use {new}={value} (see {config_file.name})"
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
         keys = sorted(f"{parent + '.' if parent else ''}{k}" for k in node.keys()) if OmegaConf.is_dict(node) else []
@@ -134,5 +143,5 @@ def exit_on_bad_overrides(config_file: Path, argv: Optional[List[str]] = None) -
             overrides.append(arg)
     problem = override_problem(config_file, overrides)
     if problem:
-        print(format_error(ConfigError(problem)), file=sys.stderr)
+        print_error(ConfigError(problem))
         sys.exit(USAGE_EXIT_CODE)

@@ -14,15 +14,16 @@ layout, read by the host's ``main_knn.py`` / ``main_umap.py``), ``last.ckpt``, `
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from occon_plugin import runs
 from occon_plugin.atomic import atomic_path
 from occon_plugin.cli._hydra import solo_style_main
-from occon_plugin.config import complete_pretrain_cfg
+from occon_plugin.config import PretrainRun, parse_pretrain_cfg
 from occon_plugin.errors import ConfigError
+from occon_plugin.train.process import Terminated
 
 
 # relative paths given on the command line are read from the launch folder (hydra.job.chdir=true moves the process)
@@ -33,30 +34,31 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.checkpoint.dir) / str(cfg.method) / str(cfg.name)
 
 
-def build_train_data(cfg: DictConfig, world: int = 1, with_info: bool = True):
-    """(train_dataloader, datamodule): exactly one is not None. ``world``: the number of training
-    processes (the DALI data module reads it from the trainer). ``with_info``: batches carry the
-    object-aware record (the ``*_occon`` methods); False: the host's three-element batches."""
-    if cfg.data.format == "dali":
+def build_train_data(run: PretrainRun, world: int = 1, with_info: bool = True):
+    """(train_dataloader, datamodule): exactly one is not None; both pipelines get ``run.occon`` (parsed
+    once). ``world``: the number of training processes (the DALI data module reads it from the trainer).
+    ``with_info``: batches carry the object-aware record (the ``*_occon`` methods); False: the host's
+    three-element batches. Raises :class:`ConfigError` / ``DataError`` for data the run cannot use."""
+    if run.cfg.data.format == "dali":
         from occon_plugin.augment.dali import build_dali_datamodule
 
-        return None, build_dali_datamodule(cfg, with_info=with_info)
+        return None, build_dali_datamodule(run.cfg, with_info=with_info, occon=run.occon)
     from occon_plugin.augment.dataset import build_pretrain_dataloader
 
-    return build_pretrain_dataloader(cfg, world=world, with_info=with_info), None
+    return build_pretrain_dataloader(run.cfg, world=world, with_info=with_info, occon=run.occon), None
 
 
-def is_object_aware_method(cfg: DictConfig, methods) -> bool:
+def is_object_aware_method(run: PretrainRun, methods) -> bool:
     """Is ``cfg.method`` one of the plugin's ``*_occon`` methods? A plain host method (``mocov2plus``,
     the paper's baseline) trains on the same pipeline with its own three-element batches; with an
-    object-aware augmentation switched on it is refused (it would silently train without it)."""
-    from occon_plugin.augment.config import parse_occon_config
+    object-aware augmentation switched on it is refused (it would silently train without it).
+    Raises :class:`ConfigError` for that case."""
     from occon_plugin.methods import OcconMethodMixin, table
 
+    cfg = run.cfg
     if issubclass(methods[cfg.method], OcconMethodMixin):
         return True
-    views = int(cfg.data.num_large_crops) + int(cfg.data.num_small_crops)
-    if parse_occon_config(OmegaConf.select(cfg, "occon", default=None), n_views=views).active:
+    if run.occon.active:
         occon_name = next((name for name, parent in table.parents().items() if parent == cfg.method), None)
         use = f"method={occon_name}" if occon_name else "an object-aware method (occon-pretrain lists them)"
         raise ConfigError(f"method={cfg.method} is solo-learn's own method: it cannot run the `occon` "
@@ -65,18 +67,13 @@ def is_object_aware_method(cfg: DictConfig, methods) -> bool:
     return False
 
 
-def check_store(cfg: DictConfig) -> None:
-    """With an object-aware augmentation on, ``occon.store`` must be an existing folder (checked
-    before anything is built; its contents are validated when the pipeline opens it)."""
-    from occon_plugin.augment.config import parse_occon_config
-
-    views = int(cfg.data.num_large_crops) + int(cfg.data.num_small_crops)
-    parse_occon_config(OmegaConf.select(cfg, "occon", default=None), n_views=views, check_store=True)
-
-
 def set_num_classes(cfg: DictConfig) -> None:
     """The host's online classifier is sized by the data: class sub-folders, or one dummy class.
-    Also checks, before anything is built, that a batch fits in the data."""
+    Also checks, before anything is built, that a batch fits in the data.
+
+    Raises:
+        ConfigError: fewer images than ``optimizer.batch_size``.
+    """
     from occon_plugin.images import list_images
 
     images = list_images(cfg.data.train_path, OmegaConf.select(cfg, "data.image_root", default=None))
@@ -106,6 +103,7 @@ def save_final_checkpoint(model, trainer, cfg: DictConfig, path: Path) -> None:
     Lightning's ``load_from_checkpoint`` (``main_knn.py``)."""
     from occon_plugin import host
     from occon_plugin.models.normalization import plugin_pretrain_normalization
+    from occon_plugin.train import runs
 
     checkpoint = {
         "state_dict": model.state_dict(),
@@ -131,15 +129,26 @@ def pretrain(cfg: DictConfig) -> Path:
     change; ``occon_plugin.finite``), out of memory (exit 2 naming ``optimizer.batch_size``), a full
     disk while saving (exit 2 naming the folder; the previous checkpoint intact), SIGTERM / Ctrl-C (exit
     143 / 130 after saving a resumable ``last.ckpt``; a second signal stops at once, without
-    ``final.ckpt``), another run training in the same folder (exit 2)."""
+    ``final.ckpt``), another run training in the same folder (exit 2).
+
+    Raises:
+        KeyboardInterrupt: a second Ctrl-C that Lightning swallowed (no ``final.ckpt``); every bad input raises from
+        :class:`~occon_plugin.errors.OcconError` (the CLI prints one line).
+    """
     from occon_plugin import host, register  # raises a one-line HostMissingError without solo-learn
     from occon_plugin.cli._hydra import stop_signals_taken_by
     from occon_plugin.finite import finite_loss_callback
-    from occon_plugin.tracking import finish_wandb, make_wandb_logger
+    from occon_plugin.tracking import finish_wandb
+    from occon_plugin.train import runs
+    from occon_plugin.train.tracking import make_wandb_logger
 
     register()
-    cfg = complete_pretrain_cfg(cfg, host.METHODS)
-    check_store(cfg)
+    run = parse_pretrain_cfg(cfg, host.METHODS, check_store=True)  # the one parse of the run's settings
+    cfg = run.cfg
+    if run.occon.refresh is not None:
+        from occon_plugin.train.refresh import check_preset
+
+        check_preset(run.occon.refresh)
     set_num_classes(cfg)
     host.seed_everything(int(cfg.seed))
 
@@ -153,14 +162,23 @@ def pretrain(cfg: DictConfig) -> Path:
         out_dir, ckpt_path = plan.out_dir, plan.ckpt_path
         out_dir.mkdir(parents=True, exist_ok=True)
 
-        model = host.build_method(cfg.method, cfg)
-        model._occon_run_cfg = cfg  # pictures of the DALI pipeline's decisions (methods/base.py)
+        # an object-aware method gets the same parsed `occon` as the pipeline; a plain host method none
+        object_aware = is_object_aware_method(run, host.METHODS)
+        model = host.build_method(cfg.method, cfg, **({"occon": run.occon} if object_aware else {}))
 
         # momentum tau + RNGs, which checkpoints do not restore; a non-finite loss stops before backward;
         # SIGTERM: a resumable last.ckpt at the next step boundary, exit 143
         resume_state = runs.resume_state_callback()
         stop = runs.stop_on_signal_callback(out_dir, resume_state)
         callbacks = [resume_state, finite_loss_callback(), stop]
+        refresh = None
+        if object_aware and run.occon.refresh is not None:
+            # before the ModelCheckpoint: an epoch's last.ckpt is written after that epoch's refresh
+            from occon_plugin.train.refresh import refresh_callback
+
+            refresh = refresh_callback(cfg, run.occon.refresh, out_dir,
+                                       lambda module, trainer, path: save_final_checkpoint(module, trainer, cfg, path))
+            callbacks.append(refresh)
         if cfg.checkpoint.enabled:
             callbacks.append(
                 host.ModelCheckpoint(
@@ -192,14 +210,20 @@ def pretrain(cfg: DictConfig) -> Path:
             plugins=[runs.atomic_checkpoint_io()],
             **host.KEEP_SAMPLER,  # the pipelines shard per rank themselves (same samples for any world size)
         )
-        train_loader, datamodule = build_train_data(cfg, world=int(trainer.world_size),
-                                                    with_info=is_object_aware_method(cfg, host.METHODS))
+        train_loader, datamodule = build_train_data(run, world=int(trainer.world_size),
+                                                    with_info=object_aware)
+        if refresh is not None:
+            refresh.dataset = train_loader.dataset  # switched in place to each refreshed store version
         runs.share_plan(cfg, plan)  # the DDP processes Lightning starts use this folder and checkpoint
         with stop_signals_taken_by(stop.take):  # SIGTERM / Ctrl-C: resumable last.ckpt, then 143 / 130
-            if datamodule is not None:
-                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-            else:
-                trainer.fit(model, train_dataloaders=train_loader, ckpt_path=ckpt_path)
+            try:
+                if datamodule is not None:
+                    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+                else:
+                    trainer.fit(model, train_dataloaders=train_loader, ckpt_path=ckpt_path)
+            except host.LightningSigterm:  # Lightning 2.x stopped fit itself (SIGTERM in a hook the callback misses)
+                raise Terminated(signal.SIGTERM, "Lightning ended the run before a resumable checkpoint of this step "
+                                 "could be saved; run the same command again to resume from the last checkpoint")
         if trainer.interrupted:  # Lightning swallows a KeyboardInterrupt (a second Ctrl-C): no final.ckpt, exit 130
             raise KeyboardInterrupt
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from occon_plugin.errors import USAGE_EXIT_CODE, OcconError, format_error
+from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, OcconError, print_error
 from occon_plugin.zoo.registry import fetch, get_entry, load_manifest, verify
 
 
@@ -37,10 +37,9 @@ def _verify(args) -> int:
 
 
 def _convert(args) -> int:
-    from occon_plugin.models.checkpoint import mlp_layers
-    from occon_plugin.zoo.convert import convert
+    from occon_plugin.models.checkpoint import convert_checkpoint, mlp_layers
 
-    d = convert(args.src, args.dst, use_momentum=args.momentum)
+    d = convert_checkpoint(args.src, args.dst, use_momentum=args.momentum)
 
     def head(state):
         if state is None:
@@ -57,8 +56,17 @@ def _convert(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line ``[occon] error: ...`` and exit 2, as in every plugin command."""
+
+    def error(self, message: str):
+        print_error(ConfigError(f"{self.prog}: {message} (see {self.prog} --help)"))
+        sys.exit(USAGE_EXIT_CODE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="occon-zoo", description=__doc__)
+    """The ``occon-zoo`` argument parser (sub-commands list, fetch, verify, convert)."""
+    parser = _Parser(prog="occon-zoo", description=__doc__)
     parser.add_argument("--manifest", default=None, help="zoo manifest (default: $OCCON_ZOO_MANIFEST or zoo/manifest.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the zoo").set_defaults(func=_list)
@@ -80,14 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The console command: returns its exit status (0; 2 for bad input: one line ``[occon] error: ...``;
+    1 for a failure that is not the input's). Usage mistakes exit 2 with one line (SystemExit)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except OcconError as err:
-        print(format_error(err), file=sys.stderr)
+        print_error(err)
         return USAGE_EXIT_CODE
     except (FileNotFoundError, ValueError) as err:  # not bad input (a bug, or the machine): still one line
-        print(format_error(err), file=sys.stderr)
+        print_error(err)
         return 1
 
 

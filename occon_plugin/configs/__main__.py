@@ -10,7 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from occon_plugin.configs import CLI_CONFIG_DIR, KINDS, packaged_config_dir
-from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, format_error
+from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, print_error
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -22,13 +22,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{kind}: {folder if folder is not None else '(not installed)'}")
         return 0
     if len(args) != 1 or args[0] not in folders:
-        print(format_error(ConfigError(f"usage: python -m occon_plugin.configs [{'|'.join(folders)}]; got "
-                                       f"{' '.join(args)!r}")), file=sys.stderr)
+        print_error(ConfigError(f"usage: python -m occon_plugin.configs [{'|'.join(folders)}]; got "
+                                f"{' '.join(args)!r}"))
         return USAGE_EXIT_CODE
     folder = folders[args[0]]
     if folder is None:
-        print(format_error(ConfigError(f"no {args[0]} YAMLs are installed with occon-plugin here (reinstall it)")),
-              file=sys.stderr)
+        print_error(ConfigError(f"no {args[0]} YAMLs are installed with occon-plugin here (reinstall it)"))
         return USAGE_EXIT_CODE
     print(folder)
     return 0

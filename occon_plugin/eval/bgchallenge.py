@@ -27,7 +27,12 @@ VARIANTS = ("original", "only_bg_b", "only_bg_t", "only_fg", "mixed_same", "mixe
 
 
 def check_layout(root, variants: Sequence[str] = VARIANTS) -> tuple[Path, Dict[str, Path]]:
-    """``(train folder, {variant: val folder})``; a clear error for the first thing out of place."""
+    """``(train folder, {variant: val folder})``; a clear error for the first thing out of place.
+
+    Raises:
+        DatasetNotFoundError: ``root`` or its ``original/train`` / variant folders are missing.
+        ConfigError: a variant repeated or unknown.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetNotFoundError(f"Background Challenge root {root} does not exist: "

@@ -32,7 +32,11 @@ CORLOC_IOU = 0.5
 
 
 def normalize_cam(cam) -> np.ndarray:
-    """Min-max normalize a 2-D map to [0, 1]; a constant or NaN-containing map becomes zeros."""
+    """Min-max normalize a 2-D map to [0, 1]; a constant or NaN-containing map becomes zeros.
+
+    Raises:
+        ValueError: the CAM is not 2-D.
+    """
     arr = cam.detach().cpu().numpy() if hasattr(cam, "detach") else np.asarray(cam)
     arr = np.asarray(arr, dtype=np.float64)
     if arr.ndim != 2:
@@ -44,6 +48,11 @@ def normalize_cam(cam) -> np.ndarray:
 
 
 def cam_thresholds(interval: float = 0.01) -> np.ndarray:
+    """The CAM thresholds of the MaxBoxAccV2 curve: ``arange(0, 1, interval)``.
+
+    Raises:
+        ValueError: ``interval`` outside (0, 1).
+    """
     if not 0 < interval < 1:
         raise ValueError(f"cam_curve_interval must be in (0, 1); got {interval}")
     return np.arange(0, 1, interval)
@@ -111,7 +120,10 @@ def best_ious_per_threshold(cam, gt_boxes, thresholds: Sequence[float]) -> tuple
 
 
 class MaxBoxAccV2Accumulator:
-    """Streaming MaxBoxAccV2 / CorLoc: ``add`` one image at a time, then ``result``."""
+    """Streaming MaxBoxAccV2 / CorLoc: ``add`` one image at a time, then ``result``.
+
+    Raises:
+        ValueError: ``deltas`` is empty."""
 
     def __init__(self, deltas: Sequence[float] = (0.3, 0.5, 0.7), interval: float = 0.01):
         self.deltas = tuple(float(d) for d in deltas)
@@ -132,7 +144,11 @@ class MaxBoxAccV2Accumulator:
 
     def result(self) -> dict:
         """``{"max_box_acc_v2", "box_acc": {delta: acc}, "best_threshold": {delta: t}, "corloc",
-        "corloc_threshold", "n_images", "thresholds", "accuracy_curves": {delta: [acc per t]}}``."""
+        "corloc_threshold", "n_images", "thresholds", "accuracy_curves": {delta: [acc per t]}}``.
+
+        Raises:
+            ValueError: nothing was accumulated.
+        """
         if self.count == 0:
             raise ValueError("no CAMs to evaluate")
         curves = {d: c / self.count for d, c in self.correct.items()}
@@ -153,7 +169,11 @@ class MaxBoxAccV2Accumulator:
 def max_box_acc_v2(cams: Iterable, gt_boxes: Iterable, deltas: Sequence[float] = (0.3, 0.5, 0.7),
                    interval: float = 0.01) -> dict:
     """MaxBoxAccV2 over ``deltas`` plus CorLoc for lists of CAMs and GT boxes (see the module docstring);
-    the result is :meth:`MaxBoxAccV2Accumulator.result`."""
+    the result is :meth:`MaxBoxAccV2Accumulator.result`.
+
+    Raises:
+        ValueError: ``cams`` and ``gt_boxes`` differ in length.
+    """
     cams, gt_boxes = list(cams), list(gt_boxes)
     if len(cams) != len(gt_boxes):
         raise ValueError(f"{len(cams)} CAMs but {len(gt_boxes)} ground-truth box lists")

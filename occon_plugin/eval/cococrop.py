@@ -30,7 +30,11 @@ def crop_box(x: float, y: float, w: float, h: float, width: int, height: int, ma
 
 def build_coco_crop(json_path, out_dir, image_root=None, margin: float = 0.2, min_size: int = 32,
                     test_fraction: float = 0.3, min_per_class: int = 2, seed: int = 0) -> dict:
-    """Write ``out_dir/{train,test}/<category>/<image stem>_<ann id>.jpg``; returns counts."""
+    """Write ``out_dir/{train,test}/<category>/<image stem>_<ann id>.jpg``; returns counts.
+
+    Raises:
+        ValueError: no category has enough crops of the minimum size in both splits.
+    """
     from pycocotools.coco import COCO
 
     listing = list_images(json_path, image_root)

@@ -145,7 +145,11 @@ def labelled_listing(folder, classes: Optional[Sequence[str]] = None) -> tuple[I
 def extract_features(model: torch.nn.Module, folder, classes: Optional[Sequence[str]] = None,
                      resize: int = 256, crop: int = 224, batch_size: int = 64, num_workers: int = 0,
                      device: str = "cpu", progress: bool = True) -> Features:
-    """Run ``model`` (images (B,3,H,W) in [0,1] -> (B, D) features) in eval mode over a class-folder tree."""
+    """Run ``model`` (images (B,3,H,W) in [0,1] -> (B, D) features) in eval mode over a class-folder tree.
+
+    Raises:
+        DatasetError: no readable image under ``folder``.
+    """
     from tqdm import tqdm
 
     listing, classes, labels = labelled_listing(folder, classes)

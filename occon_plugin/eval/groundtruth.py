@@ -297,6 +297,10 @@ def iter_mask_folder(image_dir, mask_dir) -> Iterator[GroundTruth]:
     object pixels), each file read by :func:`read_gt_mask` (its ignored pixels and assumed encoding kept).
 
     Every image must have a mask of its own size: the first mismatch is an error naming both folders.
+
+    Raises:
+        GroundTruthNotFound: the mask folder is missing, or images have no mask.
+        GroundTruthError: a mask that cannot be read or whose size differs from its image.
     """
     image_dir, mask_dir = Path(image_dir), Path(mask_dir)
     if not mask_dir.is_dir():
@@ -332,7 +336,12 @@ def iter_mask_folder(image_dir, mask_dir) -> Iterator[GroundTruth]:
 
 
 def iter_ground_truth(gt: str | Path, image_root=None, include_crowd: bool = True) -> Iterator[GroundTruth]:
-    """``gt`` is a COCO ``.json`` (images under ``image_root``) or a mask folder (images under ``image_root``)."""
+    """``gt`` is a COCO ``.json`` (images under ``image_root``) or a mask folder (images under ``image_root``).
+
+    Raises:
+        GroundTruthNotFound: ``gt`` is neither a COCO json nor a folder.
+        GroundTruthError: a mask folder without ``image_root``; any error of the readers.
+    """
     gt = Path(gt)
     if gt.is_file() and gt.suffix.lower() == ".json":
         return iter_coco(gt, image_root, include_crowd)

@@ -45,6 +45,11 @@ class LinearClassifier:
         return self.logits(X).argmax(dim=1).numpy()
 
     def accuracy(self, X, y) -> float:
+        """Top-1 accuracy of the classifier on ``X`` (N x D float) against ``y`` (N int).
+
+        Raises:
+            ValueError: an empty set.
+        """
         y = np.asarray(y)
         if len(y) == 0:
             raise ValueError("accuracy of an empty set")
@@ -95,6 +100,9 @@ def stratified_split(y, val_fraction: float, seed: int = 0, groups=None) -> tupl
 
     With ``groups`` (one id per sample, e.g. the source photo of a crop), whole groups are held out
     instead (about ``val_fraction`` of the samples), so no group is on both sides.
+
+    Raises:
+        ValueError: ``val_fraction`` outside (0, 1), an empty split, or ``groups`` of another length.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")

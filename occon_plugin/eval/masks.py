@@ -27,7 +27,11 @@ def _as_2d(x, what: str) -> np.ndarray:
 
 
 def to_soft(pred) -> np.ndarray:
-    """A 2-D float64 array in [0, 1] from a float [0, 1] / uint8 [0, 255] array or a torch tensor."""
+    """A 2-D float64 array in [0, 1] from a float [0, 1] / uint8 [0, 255] array or a torch tensor.
+
+    Raises:
+        ValueError: the mask holds NaN.
+    """
     arr = _as_2d(pred, "a soft mask")
     if arr.dtype == np.uint8:
         return arr.astype(np.float64) / 255.0
@@ -50,6 +54,9 @@ def iou_curve(pred_soft, gt_bin, thresholds: Sequence[float], ignore=None) -> np
     ``ignore`` (bool (H, W) or None): pixels left out of both the intersection and the union (a ground
     truth's void label): what the prediction says there never counts. Sorting once makes a whole
     threshold sweep cost one ``searchsorted`` per image.
+
+    Raises:
+        ValueError: the prediction's (or ignore mask's) shape differs from the ground truth's.
     """
     pred = to_soft(pred_soft)
     gt = to_binary(gt_bin)
@@ -108,7 +115,11 @@ class MaskMIoUAccumulator:
         return float(curve[0])
 
     def result(self) -> dict:
-        """``{"miou", "threshold", "n_images", "best_threshold", "best_miou", "sweep": [{threshold, miou}]}``."""
+        """``{"miou", "threshold", "n_images", "best_threshold", "best_miou", "sweep": [{threshold, miou}]}``.
+
+        Raises:
+            ValueError: nothing was accumulated.
+        """
         if not self.ious:
             raise ValueError("no masks to evaluate")
         means = np.stack(self.ious).mean(axis=0)
@@ -127,6 +138,9 @@ def best_threshold_sweep(preds: Iterable, gts: Iterable, thresholds: Sequence[fl
 
     The best threshold is chosen on the evaluated set itself (an oracle), so report it apart from
     the mIoU at the fixed threshold.
+
+    Raises:
+        ValueError: an empty sweep.
     """
     preds, gts = _check_pairs(preds, gts)
     if len(thresholds) == 0:

@@ -21,7 +21,11 @@ def jet(values: np.ndarray) -> np.ndarray:
 
 def render_overlay(image: np.ndarray, cam: np.ndarray, pred_boxes: Optional[Sequence] = None,
                    gt_boxes: Optional[Sequence] = None, alpha: float = 0.5, width: int = 2) -> np.ndarray:
-    """``image`` (H, W, 3) uint8 blended with the jet-coloured ``cam`` (H, W in [0, 1]) plus box outlines."""
+    """``image`` (H, W, 3) uint8 blended with the jet-coloured ``cam`` (H, W in [0, 1]) plus box outlines.
+
+    Raises:
+        ValueError: the CAM's shape differs from the image's.
+    """
     image = np.asarray(image, dtype=np.uint8)
     cam = np.asarray(cam, dtype=np.float32)
     if cam.shape != image.shape[:2]:

@@ -29,6 +29,11 @@ class PredictionError(DataError, ValueError):
 
 
 class CamFolder:
+    """Prediction maps as a folder of image-named files (``.npy`` float maps or 8-bit PNGs), read one per image.
+
+    Raises:
+        PredictionsNotFound: the folder is neither a store nor a folder of maps."""
+
     kind = "cam_dir"
     note = None
     last_constant = False  # the map :meth:`load` read last was constant and positive (see there)
@@ -55,6 +60,11 @@ class CamFolder:
         return None  # CAMs of any size are resized to the image by the protocol (wsolevaluation)
 
     def load(self, rel: str, width: int, height: int) -> Optional[np.ndarray]:
+        """The CAM of ``rel`` as stored (float32 2-D, any size: the protocol resizes it); None when missing.
+
+        Raises:
+            PredictionError: a map that cannot be read or is not 2-D.
+        """
         path = self._find(rel)
         if path is None:
             return None
@@ -115,6 +125,11 @@ class StorePredictions:
         return f"damaged store entry: {problem}" if problem else None
 
     def load(self, rel: str, width: int, height: int) -> Optional[np.ndarray]:
+        """The prediction map of ``rel`` at the ground truth's size: float32 H x W in [0, 1].
+
+        Raises:
+            StoreError: the stored mask's size differs from the ground truth's.
+        """
         entry = self.store.entries.get(rel)
         if entry is None or not entry.ok:
             return None

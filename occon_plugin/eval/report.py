@@ -22,7 +22,11 @@ def _json_default(value: Any):
 
 def write_results(out_dir, name: str, rows: List[Dict[str, Any]], details: Optional[Dict[str, Any]] = None
                   ) -> tuple[Path, Path]:
-    """``<out_dir>/<name>.csv`` (one line per row) and ``<name>.json`` (``{"rows": ..., **details}``)."""
+    """``<out_dir>/<name>.csv`` (one line per row) and ``<name>.json`` (``{"rows": ..., **details}``).
+
+    Raises:
+        ValueError: no rows.
+    """
     if not rows:
         raise ValueError("no result rows to write")
     fields: List[str] = []
@@ -91,7 +95,11 @@ def markdown_table(rows: List[Dict[str, Any]], columns: List[tuple[str, str]], d
 def image_grid(tiles: List[List[Any]], column_titles: List[str], tile_height: int = 120, gap: int = 4,
                title_height: int = 18):
     """Rows of RGB uint8 tiles resized to ``tile_height`` (aspect kept; each column as wide as its widest
-    tile) on a white canvas, with a title above each column. Returns an RGB uint8 array."""
+    tile) on a white canvas, with a title above each column. Returns an RGB uint8 array.
+
+    Raises:
+        ValueError: a row without one tile per column title.
+    """
     import numpy as np
     from PIL import Image, ImageDraw
 

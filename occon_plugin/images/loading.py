@@ -102,7 +102,10 @@ def read_image(root: str | Path, rel: str) -> ReadImage:
 
 
 def load_pil_image(path: str | Path) -> Image.Image:
-    """``loader=`` for torchvision's ``ImageFolder``: the shared decode rule as an RGB PIL image."""
+    """``loader=`` for torchvision's ``ImageFolder``: the shared decode rule as an RGB PIL image.
+
+    Raises:
+        BadImageError: the file cannot be read or decoded (names the file and why)."""
     path = Path(path)
     data = _read_bytes(path)
     try:

@@ -16,6 +16,9 @@ def largest_empty_rectangle(mask_bin: np.ndarray) -> tuple[int, int, int, int] |
     row can hold the best rectangle) and runs of identical consecutive columns one column of that
     width: an upsampled mask has 2-3x fewer distinct rows and columns than pixels, and the result is
     the same as the uncompressed programme's.
+
+    Raises:
+        ValueError: ``mask_bin`` is not 2-D.
     """
     free = ~np.asarray(mask_bin, dtype=bool)
     if free.ndim != 2:
@@ -56,6 +59,9 @@ def background_image(image: np.ndarray, rect: tuple[int, int, int, int] | list[i
     """Tile the crop ``image[y1:y2, x1:x2]`` to fill ``size`` = ``(height, width)`` (default: the image's).
 
     Works for ``H x W`` and ``H x W x C`` arrays; ``rect`` is half-open, as stored in ``bg_rect``.
+
+    Raises:
+        ValueError: ``rect`` is empty or reaches outside the image.
     """
     x1, y1, x2, y2 = (int(v) for v in rect)
     if not (0 <= x1 < x2 <= image.shape[1] and 0 <= y1 < y2 <= image.shape[0]):

@@ -15,6 +15,11 @@ def mask_to_boxes(mask: np.ndarray, threshold: float, margin: float = 0.2,
     ``min_area_before_margin``, the contour's own bounding rectangle (the authors' code: a region
     too small before its margin is dropped even when the margin would lift it over the limit).
     Sorted by area, largest first.
+
+    ``mask``: float ``H x W`` (any real dtype; the store's 8-bit mask / 255).
+
+    Raises:
+        ValueError: ``mask`` is not 2-D.
     """
     if mask.ndim != 2:
         raise ValueError(f"mask must be H x W, got shape {mask.shape}")

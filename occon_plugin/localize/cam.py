@@ -4,9 +4,11 @@ Paper Eq. (2)::
 
     alpha_k = ReLU(mean_ij dS/dA_kij),   CAM = Normalize(ReLU(sum_k alpha_k A_k))
 
-A *weight function* maps ``(grad, A)`` (both (B,K,h,w)) to channel weights (B,K); the default is
-:func:`relu_mean_weights` (the ReLU is the paper's negative-signal removal); :func:`mean_weights` is the
-ablation without it. A new CAM variant (Grad-CAM++, ...) is one more such function.
+A *weight function* maps ``(grad, A)`` (both (B,K,h,w)) to channel weights (B,K). They are chosen by name
+from :data:`WEIGHTS` (``cam.weights`` of ``occon-localize`` and of the presets); negative-signal removal
+(``cam.nsr``, the paper's ReLU on alpha) is applied on top by :func:`weights_for`. The paper's is ``mean``
+(:func:`mean_weights`; with the ReLU: :func:`relu_mean_weights`). A new CAM variant (Grad-CAM++, ...) is one
+such function plus one line in :data:`WEIGHTS`.
 
 When the pooled feature is the global average of A (CNNs), dS/dA_kij = dS/dp_k / (h*w) for every
 (i, j) (:func:`activation_gradient_from_pooled`): the gradient w.r.t. the pooled vector (a backward
@@ -14,11 +16,13 @@ through the head only) gives the weights without any backward through the backbo
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from occon_plugin.errors import ConfigError
 
 WeightFn = Callable[[Tensor, Tensor], Tensor]
 """``weights(grad (B,K,h,w), activations (B,K,h,w)) -> (B,K)`` channel weights of the CAM."""
@@ -40,9 +44,47 @@ def mean_weights(grad: Tensor, activations: Tensor) -> Tensor:
     return grad.mean(dim=(2, 3))
 
 
-def weights_for(nsr: bool) -> WeightFn:
-    """The paper's weights with (``nsr=True``) or without negative-signal removal."""
-    return relu_mean_weights if nsr else mean_weights
+def gradcam_plus_plus_weights(grad: Tensor, activations: Tensor, eps: float = 1e-6) -> Tensor:
+    """Grad-CAM++ weights (Chattopadhay et al., WACV 2018, Eq. 19 with the exponential's higher derivatives
+    taken as powers of the first, as pytorch-grad-cam's ``GradCAMPlusPlus``)::
+
+        a_kij = g^2 / (2 g^2 + sum_ab A_kab * g^3 + eps),   w_k = sum_ij a_kij * ReLU(g_kij)
+
+    with ``g = dS/dA`` (B,K,h,w) and ``A`` (B,K,h,w); returns (B,K). ``a`` is 0 where ``g`` is 0."""
+    g2 = grad * grad
+    total = activations.sum(dim=(2, 3), keepdim=True)
+    alpha = g2 / (2 * g2 + total * g2 * grad + eps)
+    alpha = torch.where(grad != 0, alpha, torch.zeros_like(alpha))
+    return (alpha * grad.clamp_min(0)).sum(dim=(2, 3))
+
+
+# name -> weight function (``cam.weights``). A new variant: its function and a line here.
+WEIGHTS: Dict[str, WeightFn] = {
+    "mean": mean_weights,  # Grad-CAM / the paper's Eq. (2) before its ReLU
+    "gradcam++": gradcam_plus_plus_weights,
+}
+
+
+def weights_for(nsr: bool, name: str = "mean") -> WeightFn:
+    """The weight function ``name`` of :data:`WEIGHTS`, with (``nsr=True``: ReLU on its output, the paper's
+    negative-signal removal) or without it. ``weights_for(True)`` is the paper's Eq. (2).
+
+    Raises:
+        ConfigError: ``name`` is not in :data:`WEIGHTS` (the message lists the known names).
+    """
+    if name not in WEIGHTS:
+        raise ConfigError(f"cam.weights={name!r} is unknown: use one of {sorted(WEIGHTS)}")
+    fn = WEIGHTS[name]
+    if not nsr:
+        return fn
+    if fn is mean_weights:
+        return relu_mean_weights
+
+    def relu_weights(grad: Tensor, activations: Tensor) -> Tensor:
+        return fn(grad, activations).clamp_min(0)
+
+    relu_weights.__name__ = f"relu_{getattr(fn, '__name__', name)}"
+    return relu_weights
 
 
 def normalize_per_image(maps: Tensor) -> Tensor:
@@ -65,6 +107,9 @@ def cam_from_weights(activations: Tensor, weights: Tensor, size: tuple[int, int]
 
     activations (B,K,h,w), weights (B,K). The map is upsampled bilinearly *before* min-max so the returned
     mask spans exactly [0,1] at the size it is used (bilinear upsampling never leaves the [min,max] range).
+
+    Raises:
+        ValueError: ``activations`` not 4-D or ``weights`` not ``activations.shape[:2]``.
     """
     if activations.dim() != 4 or weights.shape != activations.shape[:2]:
         raise ValueError(f"need activations (B,K,h,w) and weights (B,K); got {tuple(activations.shape)} "
@@ -81,6 +126,9 @@ def cam_from_activations(A: Tensor, grad_pooled: Tensor, nsr: bool = True,
     """CAM (B,1,H,W) in [0,1] from activations A (B,K,h,w) and dS/dpooled (B,K) under global average pooling.
 
     nsr: negative-signal removal (ReLU on alpha); off only for the ablation.
+
+    Raises:
+        ValueError: ``A`` not 4-D or ``grad_pooled`` not ``A.shape[:2]``.
     """
     if A.dim() != 4 or grad_pooled.shape != A.shape[:2]:
         raise ValueError(f"need A (B,K,h,w) and grad_pooled (B,K); got {tuple(A.shape)} and {tuple(grad_pooled.shape)}")

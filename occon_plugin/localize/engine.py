@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -64,6 +64,8 @@ class ContrastiveScore:
     Positive key of image b: its ORIGINAL image's z (``history[0]``; at t=1 its own z, detached).
     Negatives of b: every version (original and masked, of every iteration so far, the current one
     included) of the OTHER images; b's own masked versions never count (Eq. (3) removes x^l from B^l).
+    Raises:
+        ValueError: ``temperature`` <= 0 (the CLI checks ``cam.temperature`` first: ConfigError).
     """
 
     def __init__(self, temperature: float = 0.2):
@@ -105,6 +107,19 @@ class ClassifierScore:
         return logits.gather(1, self.used[:, None]).squeeze(1)
 
 
+def contrastive(cam: Any) -> ScoreFn:
+    """``cam.score=contrastive``: the paper's Eq. (1)/(3) at ``cam.temperature`` (:class:`ContrastiveScore`)."""
+    return ContrastiveScore(cam.temperature)
+
+
+# name -> score factory (``cam.score``): ``factory(cam settings) -> ScoreFn``, called once per batch (and per
+# flipped pass). A new variant: its factory and a line here. Every score here is computed within a batch
+# (``occon-localize`` needs >= 2 images per batch).
+SCORES: Dict[str, Callable[[Any], ScoreFn]] = {
+    "contrastive": contrastive,
+}
+
+
 # ------------------------------------------------------------------------------------------------
 # One step: score gradient -> CAM
 # ------------------------------------------------------------------------------------------------
@@ -114,6 +129,9 @@ def score_gradient(model: CamModel, acts: Activations, score: ScoreFn, history: 
 
     ``closed_form`` None: use it exactly when ``model.pool_is_mean``; False forces autograd through
     ``model.pooled`` (equal for average-pooled models: tests compare the two).
+
+    Raises:
+        ValueError: ``closed_form=True`` for a model that does not pool by global average.
     """
     if closed_form is None:
         closed_form = model.pool_is_mean
@@ -134,7 +152,13 @@ def score_gradient(model: CamModel, acts: Activations, score: ScoreFn, history: 
 
 def resolve_fill(fill: str | tuple | list, model: CamModel, device: torch.device) -> Tensor:
     """Colour (in [0,1] RGB) that masked pixels fade to: "mean" = the model's normalization mean
-    (so masked pixels are zero after normalization), "black", or an (r, g, b) tuple."""
+    (so masked pixels are zero after normalization), "black", or an (r, g, b) tuple.
+
+    Returns a float tensor (1,3,1,1) on ``device``.
+
+    Raises:
+        ValueError: an unknown fill name, or a tuple that is not 3 values in [0, 1].
+    """
     if isinstance(fill, str):
         if fill == "mean":
             rgb = model.mean
@@ -304,6 +328,12 @@ def contracam(model: CamModel, images: Tensor, iters: int = 10, nsr: bool = True
     and ReLU-mean weights (``nsr=False``: plain mean, the ablation). Needs >= 2 images (the negatives).
 
     iters: T (10 for boxes/segmentation, 1 for BG-Mixup masks).
+
+    Returns :class:`CamResult`: masks (B,1,H,W) float in [0,1] at the input size, forwards per image.
+
+    Raises:
+        ValueError: ``temperature <= 0``, or the inputs :func:`run_cam` refuses (not (B,3,H,W) float in [0,1],
+            fewer than 2 images, ``iters < 1``).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")

@@ -1,15 +1,15 @@
 """From one image's ContraCAM mask to its store entry, in worker processes that overlap the next batch's CAMs.
 
-``occon-localize`` spends, per image and after the backbone: resizing the mask to the image, the dense
-CRF (~50 ms at 224x224 on one core), the boxes, the background rectangle and the PNG encoding — as much
-CPU as a T=1 ContraCAM itself. :func:`finish_mask` does all of it for one image and returns what the
-store needs (PNG bytes, boxes, rectangle); :class:`FinishPool` runs it in ``post_workers`` processes while
-the main process computes the next batch's CAMs, so on a GPU machine the CPU post-processing no longer
-serialises with the GPU, and on a CPU machine the CRF uses every core. Results come back in order and the
-main process writes them (one writer: the index stays a single appending file).
+``occon-localize`` spends, per image and after the backbone: resizing the mask to the image, the refinement
+(``refine.method``: the dense CRF at 224x224 alone is ~45 ms of CPU), the boxes, the background rectangle and
+the PNG encoding. :func:`finish_mask` does all of it for one image and returns what the store needs (PNG bytes,
+boxes, rectangle) and the CPU time of each stage; :class:`FinishPool` runs it in ``post_workers`` processes
+while the main process computes the next batch's CAMs, so on a GPU machine the CPU post-processing no longer
+serialises with the GPU, and on a CPU machine the refinement uses every core. Results come back in order and
+the main process writes them (one writer: the index stays a single appending file).
 
 Semantics are exactly the in-process ones (tested: a store written with ``post_workers=0`` equals one
-written with workers, byte for byte).
+written with workers, byte for byte, for every refinement).
 """
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import os
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import cv2
@@ -29,34 +30,38 @@ import numpy as np
 from occon_plugin.errors import ResourceError
 from occon_plugin.localize.background import largest_empty_rectangle
 from occon_plugin.localize.boxes import mask_to_boxes
-from occon_plugin.localize.crf import CrfParams
 from occon_plugin.localize.refine import final_mask
+from occon_plugin.localize.refiners import RefineRun
 from occon_plugin.store.format import encode_mask_png
 
 MAX_AUTO_WORKERS = 8
 
 
 @dataclass(frozen=True)
-class CrfRun:
-    """What :func:`occon_plugin.localize.refine.final_mask` needs of the CRF settings."""
-
-    enabled: bool
-    resolution: str  # input | image
-
-
-@dataclass(frozen=True)
 class FinishRules:
     """How a CAM becomes a store entry (the localize settings that matter after the backbone)."""
 
-    crf: CrfRun
-    crf_params: CrfParams
+    refine: RefineRun                # refine.method, refine.resolution and the steps' parameters
     threshold: float                 # boxes: regions of the stored mask >= threshold
     bg_threshold: float              # background rectangle: stored mask < bg_threshold
     box_margin: float
     min_box_area: float
     min_box_area_before_margin: bool
-    soft_masks: bool = False         # also return the pre-CRF mask as PNG
+    soft_masks: bool = False         # also return the mask before the refinement as PNG
     overlays: bool = False           # also return an overlay PNG (needs the image)
+
+    @staticmethod
+    def from_settings(s) -> "FinishRules":
+        """The rules of resolved :class:`~occon_plugin.localize.settings.LocalizeSettings` ``s`` (the preset
+        applied: no None left in ``s.refine``'s chosen steps).
+
+        Raises:
+            ConfigError: an unknown ``refine.method``.
+        """
+        return FinishRules(refine=RefineRun.from_settings(s.refine), threshold=s.threshold,
+                           bg_threshold=s.bg_threshold, box_margin=s.box_margin, min_box_area=s.min_box_area,
+                           min_box_area_before_margin=s.min_box_area_before_margin, soft_masks=s.soft_masks,
+                           overlays=s.overlays)
 
 
 @dataclass
@@ -70,6 +75,11 @@ class Finished:
     mask_png: bytes
     soft_png: Optional[bytes] = None
     overlay_png: Optional[bytes] = None
+    seconds: dict = field(default_factory=dict)  # CPU seconds of each stage (STAGES) in the thread that ran it
+
+
+# the stages of finish_mask, timed: resize (the CAM to the image), refine, boxes, background (rectangle), png
+STAGES = ("resize", "refine", "boxes", "background", "png")
 
 
 def overlay_png(image: np.ndarray, mask_u8: np.ndarray, boxes: list) -> bytes:
@@ -82,24 +92,38 @@ def overlay_png(image: np.ndarray, mask_u8: np.ndarray, boxes: list) -> bytes:
     return cv2.imencode(".png", out)[1].tobytes()
 
 
-def finish_mask(cam: np.ndarray, height: int, width: int, crf_rgb: Optional[np.ndarray],
+def finish_mask(cam: np.ndarray, height: int, width: int, guide: Optional[np.ndarray],
                 image: Optional[np.ndarray], rules: FinishRules) -> Finished:
     """One image: ``cam`` (S,S) float32 in [0,1] (ContraCAM at the model input size) -> :class:`Finished`.
 
-    ``crf_rgb``: the uint8 RGB picture the CRF sees (S x S x 3 for ``crf.resolution=input``, the image for
-    ``image``; None without CRF); ``image``: the uint8 RGB image (only for overlays). The stored mask is
-    :func:`~occon_plugin.localize.refine.final_mask`; boxes and the background rectangle come from the
-    stored (8-bit) mask, so anyone can recompute them from the store.
+    ``guide``: the uint8 RGB picture the refinement sees (S x S x 3 for ``refine.resolution=input``, the image
+    for ``image``; None without refinement); ``image``: the uint8 RGB image (only for overlays). The stored
+    mask is :func:`~occon_plugin.localize.refine.final_mask`; boxes and the background rectangle come from the
+    stored (8-bit) mask, so anyone can recompute them from the store. ``Finished.seconds``: the CPU time
+    (``time.thread_time``) of each stage: exact in a worker process, which runs single-threaded.
     """
-    soft_u8, mask_u8 = final_mask(cam, height, width, crf_rgb, rules.crf, rules.crf_params)
+    clock, seconds = time.thread_time(), {}
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.thread_time()
+        seconds[stage] = seconds.get(stage, 0.0) + now - clock
+        clock = now
+
+    soft_u8, mask_u8 = final_mask(cam, height, width, guide, rules.refine, soft=rules.soft_masks, lap=lap)
     mask = mask_u8.astype(np.float32) / np.float32(255.0)
     boxes = mask_to_boxes(mask, rules.threshold, rules.box_margin, rules.min_box_area,
                           rules.min_box_area_before_margin)
+    lap("boxes")
     rect = largest_empty_rectangle(mask >= rules.bg_threshold)
+    lap("background")
+    mask_png = encode_mask_png(mask_u8)
+    soft_png = encode_mask_png(soft_u8) if rules.soft_masks else None
+    lap("png")
     return Finished(width=width, height=height, boxes=boxes, bg_rect=None if rect is None else list(rect),
-                    mask_png=encode_mask_png(mask_u8),
-                    soft_png=encode_mask_png(soft_u8) if rules.soft_masks else None,
-                    overlay_png=overlay_png(image, mask_u8, boxes) if rules.overlays and image is not None else None)
+                    mask_png=mask_png, soft_png=soft_png,
+                    overlay_png=overlay_png(image, mask_u8, boxes) if rules.overlays and image is not None else None,
+                    seconds=seconds)
 
 
 def default_post_workers(device_type: str = "cuda", torch_threads: int = 0) -> int:
@@ -151,7 +175,11 @@ def exit_if_importing_main() -> None:
     """In a worker process that is importing an unguarded main script (which calls ``run_localize`` or
     starts a :class:`FinishPool` at import): end that worker quietly. Without this every worker prints the
     same ~40-line multiprocessing traceback; the main process then reports the cause in one line
-    (:meth:`FinishPool._check_started`)."""
+    (:meth:`FinishPool._check_started`).
+
+    Raises:
+        SystemExit: only in such a worker (exit status 1, nothing printed).
+    """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise SystemExit(1)  # not an Exception: the fork server's child exits without printing anything
 
@@ -233,6 +261,8 @@ class FinishPool:
 
     ``submit(...)`` returns a Future; ``result(future)`` turns a dead worker (killed for memory) into a
     :class:`~occon_plugin.errors.ResourceError` that says what to do. Use as a context manager.
+    Raises:
+        ValueError: ``workers`` < 0 (the CLI checks ``post_workers`` first: ConfigError).
     """
 
     def __init__(self, workers: int, wait: bool = True):
@@ -291,6 +321,11 @@ class FinishPool:
                                 f"import it again), or set post_workers=0") from None  # the cause says nothing more
 
     def submit(self, *args) -> Future:
+        """Run :func:`finish_mask` on ``args`` (in a worker, or here with ``post_workers=0``); returns its future.
+
+        Raises:
+            ResourceError: the worker processes could not start or a worker died (one line: rerun to resume).
+        """
         self._started()
         if self._pool is not None:
             try:
@@ -306,6 +341,12 @@ class FinishPool:
         return future
 
     def result(self, future: Future) -> Finished:
+        """The :class:`Finished` of a future :meth:`submit` returned (in submission order when called so).
+
+        Raises:
+            ResourceError: a worker died or the workers could not start.
+            Exception: whatever :func:`finish_mask` raised for that image (ValueError for a bad guide).
+        """
         self._started()
         if self._starting:
             self._check_started()

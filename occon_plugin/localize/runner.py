@@ -1,4 +1,4 @@
-"""Localize a dataset into a mask store: seeded global batches -> ContraCAM -> (CRF) -> boxes/bg -> store.
+"""Localize a dataset into a mask store: seeded global batches -> ContraCAM -> refinement -> boxes/bg -> store.
 
 Batches are a seeded permutation of all images cut into ``batch_size`` pieces; each image's
 negatives are the rest of its batch, so a batch never depends on how many ranks run: rank ``r``
@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -26,11 +27,14 @@ from tqdm.auto import tqdm
 
 from occon_plugin.errors import ConfigError, DataError, OcconError
 from occon_plugin.images import ImageList, ReadImage, list_images, read_image
-from occon_plugin.localize.crf import CrfParams
-from occon_plugin.localize.finish import (CrfRun, Finished, FinishPool, FinishRules, exit_if_importing_main,
+from occon_plugin.localize.finish import (STAGES, Finished, FinishPool, FinishRules, exit_if_importing_main,
                                           resolve_post_workers)
+from occon_plugin.localize.presets import apply_preset, preset
 from occon_plugin.localize.refine import cam_masks, input_u8
-from occon_plugin.localize.presets import apply_preset
+from occon_plugin.localize.refiners import (DEFAULT_MAX_PIXELS, canonical_method, explicit_params, parse_method,
+                                            unused_params)
+from occon_plugin.localize.settings import (CamSettings, DataSettings, LocalizeSettings,  # noqa: F401 (re-exported)
+                                            check_settings)
 from occon_plugin.models import load_cam_model
 from occon_plugin.store import ImageChangedError, StoreEntry, StoreWriter, find_mask_collisions
 from occon_plugin.store.format import atomic_write_bytes
@@ -38,111 +42,16 @@ from occon_plugin.store.format import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class DataSettings:
-    path: str = "???"               # image folder or COCO json
-    image_root: Optional[str] = None  # COCO only: folder of the json's file_names
-    workers: int = 4                # threads decoding images
-
-
-@dataclass
-class CamSettings:
-    """ContraCAM settings. ``None`` = decided by the preset (``occon_plugin.localize.presets``)."""
-
-    iters: Optional[int] = None             # T
-    nsr: Optional[bool] = None              # negative-signal removal (ReLU on the channel weights)
-    expand: Optional[bool] = None           # expansion trick (stride 1 in the last stage, inference only)
-    dilate: Optional[bool] = None           # with expand: dilation 2 in the later convolutions (DeepLab-style)
-    temperature: Optional[float] = None     # tau of Eq. (1)
-    early_exit_tol: Optional[float] = None  # stop re-encoding an image once its mask moves less (0: fixed T)
-    fill: Optional[str] = None              # colour masked pixels fade to: mean, black
-    flip: Optional[bool] = None             # test-time flip: mean of the masks of the image and its mirror
-
-
-CRF_RESOLUTIONS = ("input", "image")
-
-
-@dataclass
-class CrfSettings(CrfParams):
-    """The CRF's own parameters (:class:`CrfParams`, pydensecrf's defaults) plus how to run it; the keys
-    set to None here are decided by the preset."""
-
-    bilateral_srgb: Optional[float] = None     # colour width of the bilateral kernel (pydensecrf: 13)
-    bilateral_compat: Optional[float] = None   # weight of the bilateral kernel (pydensecrf: 10)
-    enabled: Optional[bool] = None          # None: the preset decides
-    resolution: Optional[str] = None        # input: on the image_size^2 model input (authors); image: image size
-
-
-@dataclass
-class LocalizeSettings:
-    data: DataSettings = field(default_factory=DataSettings)
-    output_dir: str = "???"
-    model: str = "efficientnet-lite0"
-    preset: str = "auto"            # auto (the model's measured preset), paper, bg_mixup, ... (presets.py)
-    cam: CamSettings = field(default_factory=CamSettings)
-    crf: CrfSettings = field(default_factory=CrfSettings)
-    threshold: float = 0.5          # box binarization of the stored mask (CRF marginal: 0.5 = MAP label)
-    bg_threshold: float = 0.2       # background = stored mask < bg_threshold
-    box_margin: float = 0.2
-    min_box_area: float = 0.01
-    min_box_area_before_margin: bool = True  # the area test on the region's own box (the authors'), not with margin
-    batch_size: int = 64
-    image_size: int = 224
-    device: str = "auto"
-    seed: int = 0
-    threads: Optional[int] = None   # torch CPU threads (None: torch's default)
-    sub_batch: Optional[int] = None  # images per backbone forward (None: 8 on CPU, the whole batch on GPU)
-    post_workers: Optional[int] = None  # processes for resize, CRF, boxes, PNG (None: the cores the backbone leaves free)
-    overlays: bool = False
-    soft_masks: bool = False        # also write soft/<image>.png: the mask before the CRF (same size, 8-bit)
-    resume: bool = True
-    progress: bool = True
-
-
-def check_settings(s: LocalizeSettings) -> None:
-    """Range checks that types alone cannot express; each error names its key."""
-    def need(ok: bool, key: str, what: str, value) -> None:
-        if not ok:
-            raise ConfigError(f"{key}={value!r} is invalid: {what}")
-
-    need(isinstance(s.data.path, str) and s.data.path not in ("", "???"), "data.path",
-         "give an image folder or a COCO json", s.data.path)
-    need(isinstance(s.output_dir, str) and s.output_dir not in ("", "???"), "output_dir",
-         "give the store folder to write", s.output_dir)
-    # None = left to the preset (checked again once the preset has filled it in)
-    need(s.cam.iters is None or s.cam.iters >= 1, "cam.iters", "must be >= 1", s.cam.iters)
-    need(s.cam.temperature is None or s.cam.temperature > 0, "cam.temperature", "must be > 0", s.cam.temperature)
-    need(s.cam.fill in (None, "mean", "black"), "cam.fill", "use mean or black", s.cam.fill)
-    need(s.crf.resolution in (None, *CRF_RESOLUTIONS), "crf.resolution", "use input (the image_size^2 model input, "
-         "as the authors) or image (the image's own size)", s.crf.resolution)
-    need(isinstance(s.preset, str) and bool(s.preset), "preset", "use auto or a preset name", s.preset)
-    need(s.cam.early_exit_tol is None or s.cam.early_exit_tol >= 0, "cam.early_exit_tol", "must be >= 0 or null",
-         s.cam.early_exit_tol)
-    need(s.data.workers >= 1, "data.workers", "must be >= 1", s.data.workers)
-    for key, value, what in s.crf.problems():  # one rule with crf_refine (a width of 0 crashes pydensecrf)
-        need(False, f"crf.{key}", what, value)
-    need(s.post_workers is None or s.post_workers >= 0, "post_workers", "must be >= 0 (0: in the main process) "
-         "or null (the cores the backbone leaves free)", s.post_workers)
-    need(0.0 < s.threshold <= 1.0, "threshold", "must be in (0, 1]", s.threshold)
-    need(0.0 < s.bg_threshold <= 1.0, "bg_threshold", "must be in (0, 1]", s.bg_threshold)
-    need(s.box_margin >= 0, "box_margin", "must be >= 0", s.box_margin)
-    need(0.0 <= s.min_box_area < 1.0, "min_box_area", "must be in [0, 1)", s.min_box_area)
-    need(s.batch_size >= 2, "batch_size", "must be >= 2 (the other images of a batch are the negatives)",
-         s.batch_size)
-    need(s.image_size >= 32, "image_size", "must be >= 32", s.image_size)
-    need(s.threads is None or s.threads >= 1, "threads", "must be >= 1 or null", s.threads)
-    need(s.sub_batch is None or s.sub_batch >= 1, "sub_batch", "must be >= 1 or null", s.sub_batch)
-    need(s.device in ("auto", "cpu") or s.device.startswith("cuda"), "device", "use auto, cpu, cuda or cuda:N",
-         s.device)
-
-
 def result_settings(s: LocalizeSettings) -> dict:
     """The settings that change what is written (compared when resuming; recorded in the manifest)."""
-    crf = asdict(s.crf)
-    return {"preset": s.preset, "cam": asdict(s.cam), "crf": crf, "threshold": s.threshold, "bg_threshold": s.bg_threshold,
+    steps = parse_method(s.refine.method) if s.refine.method is not None else ()
+    refine = {"method": s.refine.method, "resolution": s.refine.resolution,
+              **{name: asdict(getattr(s.refine, name)) for name in steps}}  # only the parameters in use
+    return {"preset": s.preset, "cam": s.cam.record(), "refine": refine, "threshold": s.threshold, "bg_threshold": s.bg_threshold,
             "box_margin": s.box_margin, "min_box_area": s.min_box_area,
             "min_box_area_before_margin": s.min_box_area_before_margin, "batch_size": s.batch_size,
-            "image_size": s.image_size, "seed": s.seed}
+            "image_size": s.image_size, "seed": s.seed,
+            **({"use_momentum": True} if s.use_momentum else {})}  # absent when false: older stores still resume
 
 
 def keep_freed_memory() -> bool:
@@ -166,6 +75,11 @@ def keep_freed_memory() -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` -> a torch device.
+
+    Raises:
+        ConfigError: a CUDA device asked for where CUDA is not available.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -227,17 +141,15 @@ class _Localizer:
     def __init__(self, s: LocalizeSettings, images: ImageList, model, device, writer: StoreWriter, pool: FinishPool):
         self.s, self.images, self.model, self.device = s, images, model, device
         self.writer, self.pool = writer, pool
-        self.rules = FinishRules(
-            crf=CrfRun(enabled=bool(s.crf.enabled), resolution=str(s.crf.resolution)),
-            crf_params=CrfParams(**{k: v for k, v in asdict(s.crf).items() if k not in ("enabled", "resolution")}),
-            threshold=s.threshold, bg_threshold=s.bg_threshold, box_margin=s.box_margin,
-            min_box_area=s.min_box_area, min_box_area_before_margin=s.min_box_area_before_margin,
-            soft_masks=s.soft_masks, overlays=s.overlays)
+        self.rules = FinishRules.from_settings(s)
         self.n_ok = self.n_bad = self.n_new = 0
         self.changed: set[str] = set()  # images whose file changed between their read and their write: redone
         self.batch_forwards: list[int] = []  # backbone image-forwards per batch (top-up images included)
         # wall seconds of the main process, summed: waiting for finished images overlaps nothing
         self.stage_seconds = {"read": 0.0, "cam": 0.0, "submit": 0.0, "wait": 0.0, "write": 0.0}
+        # CPU seconds summed over images: decoding (reader threads) and each post-processing stage (workers)
+        self.cpu_seconds = {"decode": 0.0, "model_input": 0.0, **{k: 0.0 for k in STAGES}}
+        self.cpu_lock = threading.Lock()
         self.pending: deque = deque()  # per batch: [(path, future of Finished)]
         self.keep = 1 if pool.workers > 0 else 0  # batches left in flight while the next one is computed
         self.order = np.random.default_rng(s.seed).permutation(len(images))
@@ -245,7 +157,12 @@ class _Localizer:
 
     def _read(self, index: int) -> ReadImage:
         """The file read once: pixels (or why not) and the fingerprint of the bytes decoded."""
-        return read_image(self.images.root, self.images.paths[index])
+        clock = time.thread_time()
+        try:
+            return read_image(self.images.root, self.images.paths[index])
+        finally:
+            with self.cpu_lock:  # reader threads
+                self.cpu_seconds["decode"] += time.thread_time() - clock
 
     def _record_bad(self, read: ReadImage, index: int) -> None:
         path = self.images.paths[index]
@@ -299,18 +216,20 @@ class _Localizer:
             raise DataError(f"ContraCAM needs at least 2 readable images (the negatives); {self.images.root} has "
                             f"{len(loaded)} of {len(self.images)}: the unreadable ones are listed in "
                             f"{self.writer.out_dir / 'index.jsonl'}")
+        cpu = time.thread_time()
         x = torch.stack([to_model_input(img, self.s.image_size) for img in loaded]).to(self.device)
+        self.cpu_seconds["model_input"] += time.thread_time() - cpu
         clock = self._lap("read", clock)
         result = cam_masks(self.model, x, self.s.cam, sub_batch=self.s.sub_batch)
         self.batch_forwards.append(int(result.iterations.sum()))
         cams = result.mask[targets, 0].detach().float().cpu().numpy()
-        crf_rgb: list = [None] * len(targets)
-        if self.rules.crf.enabled:
-            crf_rgb = (input_u8(x[targets]) if self.rules.crf.resolution == "input" else [loaded[k] for k in targets])
+        guides: list = [None] * len(targets)
+        if self.rules.refine.enabled:
+            guides = (input_u8(x[targets]) if self.rules.refine.resolution == "input" else [loaded[k] for k in targets])
         clock = self._lap("cam", clock)
         self.pending.append([
             (self.images.paths[members[k][0]], read_fps[k],
-             self.pool.submit(cams[i], *loaded[k].shape[:2], crf_rgb[i], loaded[k] if self.s.overlays else None,
+             self.pool.submit(cams[i], *loaded[k].shape[:2], guides[i], loaded[k] if self.s.overlays else None,
                               self.rules))
             for i, k in enumerate(targets)])
         self._lap("submit", clock)  # post_workers=0: the whole post-processing happens here
@@ -337,11 +256,13 @@ class _Localizer:
     def _write(self, path: str, fingerprint: str, done: Finished) -> int:
         """Write one finished image (1), or nothing when its file changed since it was read (0: redone
         at the end of the run, :meth:`redo_changed`)."""
+        for stage, secs in done.seconds.items():
+            self.cpu_seconds[stage] += secs
         stem = Path(path).with_suffix(".png")
         try:
             self.writer.check_source(path, fingerprint)
             # soft mask and overlay before the index entry: a run stopped in between (disk full, Ctrl-C) redoes the image
-            if done.soft_png is not None:  # the pre-CRF soft mask too (e.g. for MaxBoxAccV2 on the CAM)
+            if done.soft_png is not None:  # the soft mask before the refinement too (e.g. for MaxBoxAccV2 on the CAM)
                 atomic_write_bytes(self.writer.out_dir / "soft" / stem, done.soft_png)
             if done.overlay_png is not None:
                 atomic_write_bytes(self.writer.out_dir / "overlays" / stem, done.overlay_png)
@@ -376,6 +297,13 @@ def run_localize(s: LocalizeSettings) -> dict:
 
     With ``torch.distributed`` initialised, every rank calls this; ranks take disjoint whole batches
     and rank 0 merges the index into one store.
+
+    Raises:
+        ConfigError: a setting out of range or an unknown name (preset, variant, model).
+        DataError: fewer than 2 images, two images sharing a mask file, none readable, or rank 0's start error.
+        DataError (StoreSettingsMismatchError, StoreBusyError, ...): the store cannot be resumed with these
+            settings or this data, or another run holds it.
+        ResourceError: a post-processing worker died; CheckpointError / MissingDependencyError from the model.
     """
     exit_if_importing_main()  # a worker importing an unguarded script: it ends quietly, the main process says why
     check_settings(s)
@@ -394,10 +322,28 @@ def run_localize(s: LocalizeSettings) -> dict:
     device = resolve_device(s.device)
     if device.type == "cpu":
         keep_freed_memory()
-    model = load_cam_model(s.model, device)
+    model = load_cam_model(s.model, device, use_momentum=s.use_momentum)
     s = copy.deepcopy(s)  # the preset fills the unset keys of a copy; the caller's settings stay as given
+    given = explicit_params(s.refine)
+    method_given = s.refine.method is not None
     apply_preset(s, model.spec)
     check_settings(s)
+    unused = unused_params(given, s.refine.method)
+    if unused and rank == 0:  # e.g. refine.guided.radius=4 with refine.method=crf: said, not silently dropped
+        print(f"[occon] note: {', '.join(unused)} not used: refine.method={s.refine.method} (preset {s.preset}) does "
+              f"not run {' or '.join(sorted({k.split('.')[1] for k in unused}))} (to use them, add the method to refine.method)",
+              file=sys.stderr, flush=True)
+    if method_given and rank == 0:
+        # a preset's working-size bound belongs to its own chain (lite: the CRF at 64x64 before fgs): said when
+        # another chain inherits it, e.g. refine.method=crf under lite runs the CRF at 64x64 with no fgs after it
+        own = canonical_method(preset(s.preset).refine.method)
+        for name in parse_method(s.refine.method) if s.refine.method != own else ():
+            bound = getattr(s.refine, name).max_pixels
+            if f"refine.{name}.max_pixels" not in given and bound is not None and bound < DEFAULT_MAX_PIXELS:
+                print(f"[occon] note: refine.method={s.refine.method} takes refine.{name}.max_pixels={bound} from "
+                      f"preset {s.preset} (chosen for its {own} chain): {name} runs at <= {bound} pixels; "
+                      f"refine.{name}.max_pixels={DEFAULT_MAX_PIXELS} runs it at the model input's size",
+                      file=sys.stderr, flush=True)
     model_hash = model_fingerprint(s.model, model)
     settings = result_settings(s)
     error = None
@@ -474,7 +420,8 @@ def _localize(s: LocalizeSettings, images: ImageList, model, device, writer: Sto
                "written_ok": localizer.n_ok, "written_bad": localizer.n_bad, "seconds": round(seconds, 2),
                "rank": rank, "world_size": world, "preset": s.preset, "post_workers": workers, "settings": result_settings(s),
                "forwards": int(sum(localizer.batch_forwards)), "batch_forwards": localizer.batch_forwards,
-               "stage_seconds": {k: round(v, 2) for k, v in localizer.stage_seconds.items()}, "not_listed": images.skipped,
+               "stage_seconds": {k: round(v, 2) for k, v in localizer.stage_seconds.items()},
+               "cpu_seconds": {k: round(v, 4) for k, v in localizer.cpu_seconds.items()}, "not_listed": images.skipped,
                "changed_during_run": changed, "redone_damaged": dict(sorted(writer.repaired.items()))}
     if manifest is not None:
         summary["manifest"] = manifest

@@ -22,6 +22,9 @@ def contrastive_score(z: Tensor, key: Tensor, negatives: Tensor, temperature: fl
     negatives: (N,D) shared by all queries, or (B,N,D) one set per query;
     negative_mask: optional (B,N) bool, True where negative n counts for query b (for a shared
     bank that holds the query's own entries). Returns (B,) log-probabilities of the positives.
+
+    Raises:
+        ValueError: ``temperature <= 0``, or shapes that do not fit the ones above.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")

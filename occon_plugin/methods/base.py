@@ -13,7 +13,7 @@ augmentation never trains without it*:
 * solo-learn's own ``main_pretrain.py`` (main, ``data.format=image_folder``, labelled or
   ``no_labels``): :meth:`OcconMethodMixin.setup` (Lightning's first hook of ``trainer.fit``) reaches
   the loader given to ``trainer.fit`` and makes its dataset object-aware in place
-  (:mod:`occon_plugin.augment.host_dataset`; the store keyed by the dataset's own paths). It must be
+  (:mod:`occon_plugin.train.host_data`; the store keyed by the dataset's own paths). It must be
   this hook: Lightning 2.x creates the loader's iterator -- forking the worker processes, each with
   its own copy of the dataset -- in ``fit_loop.setup_data``, which the host's
   ``configure_optimizers`` already triggers (``trainer.estimated_stepping_batches`` for its
@@ -38,9 +38,10 @@ import torch
 
 from occon_plugin import host
 from occon_plugin.augment.config import OcconConfig, parse_occon_config
-from occon_plugin.cli._hydra import current_plugin_command, in_foreign_hydra_app, stop_run
 from occon_plugin.config import select
 from occon_plugin.errors import ConfigError, OcconError
+from occon_plugin.train import checks
+from occon_plugin.train.process import current_plugin_command, in_foreign_hydra_app, stop_run
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,12 @@ _ABSENT = object()
 
 
 def split_occon_batch(batch: Sequence[Any]) -> Tuple[list, Optional[Dict[str, torch.Tensor]]]:
-    """``[idx, views, targets(, info)]`` -> (``[idx, views, targets]``, info or None)."""
+    """``[idx, views, targets(, info)]`` -> (``[idx, views, targets]``, info or None).
+
+    Raises:
+        ValueError: a batch that is neither 3 nor 4 elements (with the record last).
+        KeyError: the record lacks :data:`OCCON_INFO_KEYS`.
+    """
     if len(batch) == 3:
         return list(batch), None
     if len(batch) == 4 and isinstance(batch[3], dict):
@@ -87,7 +93,10 @@ class OcconMethodMixin:
     occon_checks_loss = True
 
     def __init__(self, cfg=None, **kwargs):
-        # solo-learn main calls Method(cfg); 1.0.2's own scripts call Method(**kwargs).
+        """solo-learn main's scripts call ``Method(cfg)`` (the ``occon`` section is parsed here, once);
+        ``occon-pretrain`` calls ``Method(cfg, occon=<OcconConfig>)`` with the section it parsed for its
+        pipeline (used as is); solo-learn 1.0.2's own scripts call ``Method(**kwargs)`` (no ``occon``: stops).
+        Bad ``occon`` values stop the run with one line (:func:`~occon_plugin.train.process.stop_run`)."""
         occon_raw = kwargs.pop("occon", _ABSENT)
         if cfg is not None:
             args, kwargs = host.parent_init_args(cfg)
@@ -105,13 +114,20 @@ class OcconMethodMixin:
             n_views = int(kwargs.get("num_large_crops", 2)) + int(kwargs.get("num_small_crops", 0))
             seed = 5
         try:
-            occon = parse_occon_config(occon_raw, n_views=n_views, check_store=False)
+            occon = occon_raw.check_views(n_views) if isinstance(occon_raw, OcconConfig) else \
+                parse_occon_config(occon_raw, n_views=n_views, check_store=False)
         except OcconError as err:
             stop_run(err)
+        if occon.refresh is not None and in_foreign_hydra_app():
+            # solo-learn's own main_pretrain.py: its loop has no refresh step (occon-pretrain's callback)
+            stop_run(ConfigError(
+                "occon.refresh.enabled=true runs only in the plugin's occon-pretrain (solo-learn's own "
+                "main_pretrain.py has no refresh step): run the plugin's script with the same YAML: "
+                f"{current_plugin_command()}, or build the store first with occon-localize and set occon.store"))
         if occon.active and cfg is not None and select(cfg, "data.format") == "dali" and in_foreign_hydra_app():
             # solo-learn's own main_pretrain.py with data.format=dali: its DALI data module builds the
             # batches; stop now (its setup() runs before any hook of ours, and needs a GPU)
-            stop_run(ConfigError(self._occon_foreign_datamodule_message("PretrainDALIDataModule")))
+            stop_run(ConfigError(checks.foreign_datamodule_message("PretrainDALIDataModule")))
         if cfg is not None and in_foreign_hydra_app():
             # the host's script creates its WandbLogger after the method with wandb.offline (default false):
             # without an API key that would fail in wandb's login; the plugin's W&B rule decides instead
@@ -120,8 +136,8 @@ class OcconMethodMixin:
             honour_wandb_environment(cfg)
         with _as_parent_method(cfg, getattr(type(self), "occon_parent", None)):
             super().__init__(*args, **kwargs)
-        self.occon: OcconConfig = occon
-        self._occon_raw = _plain(occon_raw)
+        self.occon: OcconConfig = occon  # parsed once; the pipeline got the same object (occon-pretrain)
+        self._occon_cfg = cfg  # the run's cfg (None under 1.0.2's kwargs): W&B pictures, finite-loss hints
         self._occon_n_views = n_views
         self._occon_seed = seed
         self._occon_pictures_logged = False
@@ -200,83 +216,32 @@ class OcconMethodMixin:
                 f"pipeline did not run them; use the plugin's pipeline: {current_plugin_command()}"))
         return super().training_step(batch, batch_idx)
 
-    # ---------------------------------------------------------------- helpers
+    # ---------------------------------------------------------------- helpers (occon_plugin.train.checks)
     def _occon_check_fit(self) -> None:
         """Before anything runs: the store exists, and the data comes from a pipeline that can run
         the object-aware augmentations."""
-        parse_occon_config(self._occon_raw, n_views=self._occon_n_views, check_store=True)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and not type(datamodule).__module__.startswith("occon_plugin."):
-            raise ConfigError(self._occon_foreign_datamodule_message(type(datamodule).__name__))
-
-    @staticmethod
-    def _occon_foreign_datamodule_message(name: str) -> str:
-        kind = "DALI data module" if "dali" in name.lower() else "data module"
-        return (f"the host's {kind} ({name}) cannot run OA-Crop / BG-Mixup before its augmentations: run the "
-                f"plugin's script, whose data.format=dali pipeline does (same YAML): {current_plugin_command()}")
+        self.occon.require_store()
+        checks.check_datamodule(getattr(self.trainer, "datamodule", None))
+        if self.occon.refresh is not None and not any(getattr(c, "occon_refresh", False)
+                                                      for c in getattr(self.trainer, "callbacks", ())):
+            raise ConfigError("occon.refresh.enabled=true but this trainer has no refresh step (it would train "
+                              f"without OA-Crop / BG-Mixup all along): run {current_plugin_command()}")
 
     def _occon_attach_to_host_data(self, loaders: list) -> None:
-        """Make the host's training dataset(s) object-aware in place (no-op for the plugin's own
-        pipelines and for data modules, which :meth:`_occon_check_fit` vetted)."""
-        from occon_plugin.augment.host_dataset import (HostObjectAware, host_samples, host_view_transforms,
-                                                       is_object_aware, make_object_aware)
-
-        for loader in loaders:
-            dataset = getattr(loader, "dataset", None)
-            if dataset is None:
-                raise ConfigError(f"the training loader ({type(loader).__name__}) is not a torch DataLoader: the "
-                                  f"object-aware augmentations cannot run in it; use {current_plugin_command()}")
-            if is_object_aware(dataset):
-                continue
-            samples = host_samples(dataset)
-            views = host_view_transforms(getattr(dataset, "transform", None))
-            if len(views) != self._occon_n_views:
-                raise ConfigError(f"the host's transform makes {len(views)} views per image but the config "
-                                  f"says {self._occon_n_views} (data.num_large_crops + data.num_small_crops)")
-            make_object_aware(dataset, HostObjectAware(samples, views, self._occon_raw, seed=self._occon_seed))
-            log.info("occon: the host's %s under %s now runs OA-Crop=%s BG-Mixup=%s before its augmentations",
-                     type(dataset).__name__, samples.root, self.occon.oa_crop, self.occon.bg_mixup.enabled)
+        checks.attach_to_host_data(loaders, self.occon, self._occon_n_views, self._occon_seed)
 
     def _occon_check_object_aware(self, loaders: list) -> list:
-        """Right before the first step: every loader Lightning iterates yields object-aware samples
-        (else stop: never train silently without the augmentations). Returns their datasets."""
-        from occon_plugin.augment.host_dataset import is_object_aware
-
-        if getattr(self.trainer, "datamodule", None) is not None:
-            return []  # the plugin's DALI data module (a foreign one stopped in setup)
-        datasets = []
-        for loader in loaders:
-            dataset = getattr(loader, "dataset", None)
-            if dataset is None or not is_object_aware(dataset):
-                self._occon_attach_to_host_data([loader])  # names what is wrong (no image files, ...)
-                raise ConfigError(
-                    f"the training data ({type(dataset).__name__}) was not made object-aware before Lightning "
-                    f"started loading it (is it passed to trainer.fit?); use {current_plugin_command()}")
-            datasets.append(dataset)
-        return datasets
+        return checks.check_object_aware(self.trainer, loaders, self.occon, self._occon_n_views, self._occon_seed)
 
     def _occon_log_pictures(self, datasets: list) -> None:
         """Once per run, on W&B: a few samples' views with OA-Crop boxes and BG-Mixup flags (the flag travels
         in the checkpoints, so a resumed run, which continues its W&B run, does not log them again)."""
         if self._occon_pictures_logged or getattr(self.trainer, "global_rank", 0) != 0:
             return
-        from occon_plugin import tracking
+        from occon_plugin.train import tracking
 
-        logger = tracking.wandb_logger_of(self.trainer)
-        if logger is None:
-            return
-        from occon_plugin.augment.host_dataset import occon_dataset_of
-
-        occon_dataset = next((d for d in map(occon_dataset_of, datasets) if d is not None), None)
-        if occon_dataset is None:  # the plugin's DALI pipeline: the same decisions, drawn with torchvision
-            cfg = getattr(self, "_occon_run_cfg", None)
-            if cfg is None:
-                return
-            from occon_plugin.augment.dataset import build_dataset, build_view_transforms
-
-            occon_dataset = build_dataset(cfg, build_view_transforms(select(cfg, "augmentations")))
-        tracking.log_augmentation_examples(logger, occon_dataset)
-        self._occon_pictures_logged = True
+        if tracking.log_run_pictures(self.trainer, datasets, self._occon_cfg, self.occon):
+            self._occon_pictures_logged = True
 
     def _log_occon_info(self, info: Dict[str, torch.Tensor]) -> None:
         names = {"oa_crop": "oa_crop_frac", "mixed": "bg_mixed_frac"}
@@ -300,9 +265,3 @@ def _as_parent_method(cfg: Any, parent: Optional[str]):
         yield
     finally:
         cfg.method = method
-
-
-def _plain(value: Any) -> Any:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

@@ -33,8 +33,8 @@ from occon_plugin.finite import require_finite_weights
 from occon_plugin.models import cam as cam_split
 from occon_plugin.models.cam import CamModel
 from occon_plugin.models.checkpoint import SUPPORTED_TEXT, as_record, build_mlp, read_checkpoint
-from occon_plugin.models.normalization import EFFICIENTNET_LITE, IMAGENET, Normalization
-from occon_plugin.models.spec import ModelSpec
+from occon_plugin.models.normalization import EFFICIENTNET_LITE, Normalization
+from occon_plugin.models.spec import FAMILIES, ModelFamily, ModelSpec, register_family
 
 DEFAULT_SPEC = "efficientnet-lite0"
 ACCEPTED_SPECS = ('"efficientnet-lite0", a zoo name (occon-zoo list), "torchvision:<name>" (e.g. torchvision:resnet18, '
@@ -116,7 +116,12 @@ def build_resnet(arch: str, arch_kwargs: Dict[str, Any]) -> nn.Module:
     return net
 
 
-def build_vit(arch_kwargs: Dict[str, Any]) -> nn.Module:
+register_family(ModelFamily(
+    "resnet", build=build_resnet, cam=lambda spec, backbone, head: cam_split.resnet_cam_model(spec, backbone, head),
+    preset="resnet", what="torchvision ResNets (solo-learn's, incl. the CIFAR stem)"))
+
+
+def build_vit(arch: str, arch_kwargs: Dict[str, Any]) -> nn.Module:
     """timm VisionTransformer (num_classes=0) with ``dynamic_img_size``: any input size whose sides are
     multiples of the patch size works; position embeddings are interpolated (bicubic, timm's)."""
     _require("timm", "a ViT checkpoint", "pip install timm")
@@ -128,7 +133,12 @@ def build_vit(arch_kwargs: Dict[str, Any]) -> nn.Module:
     return VisionTransformer(num_classes=0, dynamic_img_size=True, init_values=init_values, **kw)
 
 
-def build_swin(arch_kwargs: Dict[str, Any]) -> nn.Module:
+register_family(ModelFamily(
+    "vit", build=build_vit, cam=lambda spec, backbone, head: cam_split.vit_cam_model(spec, backbone, head),
+    preset="no_expansion", what="timm VisionTransformers (solo-learn's vit_*)"))
+
+
+def build_swin(arch: str, arch_kwargs: Dict[str, Any]) -> nn.Module:
     """timm SwinTransformer (num_classes=0); ``dynamic_img_size``: any input size (windows padded)."""
     _require("timm", "a Swin checkpoint", "pip install timm")
     from timm.models.swin_transformer import SwinTransformer
@@ -136,12 +146,24 @@ def build_swin(arch_kwargs: Dict[str, Any]) -> nn.Module:
     return SwinTransformer(num_classes=0, dynamic_img_size=True, **arch_kwargs)
 
 
-def build_convnext(arch_kwargs: Dict[str, Any]) -> nn.Module:
+def _timm_features_cam(spec: ModelSpec, backbone: nn.Module, head: Optional[nn.Module]) -> CamModel:
+    return cam_split.timm_features_cam_model(spec, backbone, head)
+
+
+register_family(ModelFamily("swin", build=build_swin, cam=_timm_features_cam, preset="no_expansion",
+                            what="timm SwinTransformers (solo-learn's swin_*)"))
+
+
+def build_convnext(arch: str, arch_kwargs: Dict[str, Any]) -> nn.Module:
     """timm ConvNeXt (num_classes=0), as solo-learn main's ``convnext_*``."""
     _require("timm", "a ConvNeXt checkpoint", "pip install timm")
     from timm.models.convnext import ConvNeXt
 
     return ConvNeXt(num_classes=0, **arch_kwargs)
+
+
+register_family(ModelFamily("convnext", build=build_convnext, cam=_timm_features_cam, preset="no_expansion",
+                            what="timm ConvNeXts (solo-learn main's convnext_*)"))
 
 
 def _load_state(net: nn.Module, state: Dict[str, Tensor], where: str, what: str) -> None:
@@ -153,22 +175,22 @@ def _load_state(net: nn.Module, state: Dict[str, Tensor], where: str, what: str)
 
 
 def model_from_record(record: Dict[str, Any], source: str = "checkpoint") -> LoadedModel:
-    """:class:`LoadedModel` of an occon record (``occon-ckpt/1`` or ``/2``; see :mod:`.checkpoint`)."""
+    """:class:`LoadedModel` of an occon record (``occon-ckpt/1`` or ``/2``; see :mod:`.checkpoint`).
+
+    Raises:
+        CheckpointError: a malformed record, a family not in :data:`~occon_plugin.models.FAMILIES` that can be
+            read from records, weights that do not fit the architecture or hold NaN/Inf, or a bad projector.
+    """
     record = as_record(record, source)
     # NaN/Inf weights (a diverged training run) would give meaningless features, CAMs and scores
     require_finite_weights({role: record.get(role) or {} for role in ("backbone", "projector", "predictor")}, source)
-    family, arch, kwargs = record["family"], record["arch"], dict(record["arch_kwargs"])
-    if family == "resnet":
-        net = build_resnet(arch, kwargs)
-        make_cam = lambda m: cam_split.resnet_cam_model(m.spec, m.backbone, m.projector)  # noqa: E731
-    elif family == "vit":
-        net = build_vit(kwargs)
-        make_cam = lambda m: cam_split.vit_cam_model(m.spec, m.backbone, m.projector)  # noqa: E731
-    elif family in ("swin", "convnext"):
-        net = build_swin(kwargs) if family == "swin" else build_convnext(kwargs)
-        make_cam = lambda m: cam_split.timm_features_cam_model(m.spec, m.backbone, m.projector)  # noqa: E731
-    else:
-        raise CheckpointError(f"{source}: model family {family!r} is not supported; supported: {SUPPORTED_TEXT}")
+    family, arch, kwargs = FAMILIES.get(record["family"]), record["arch"], dict(record["arch_kwargs"])
+    if family is None or family.build is None or family.cam is None:
+        readable = sorted(name for name, f in FAMILIES.items() if f.build is not None and f.cam is not None)
+        raise CheckpointError(f"{source}: model family {record['family']!r} is not supported; supported: "
+                              f"{SUPPORTED_TEXT} (families {readable})")
+    net = family.build(arch, kwargs)
+    make_cam = lambda m: family.cam(m.spec, m.backbone, m.projector)  # noqa: E731
     _load_state(net, record["backbone"], source, f"{arch} {kwargs}")
     where = Path(source).name
     projector = predictor = None
@@ -182,10 +204,17 @@ def model_from_record(record: Dict[str, Any], source: str = "checkpoint") -> Loa
             predictor = build_mlp(record["predictor"], record.get("projector_activation", "relu"))
         except CheckpointError as err:
             raise CheckpointError(f"{source}: predictor: {err}") from None
-    spec = ModelSpec(name=arch, family=family, normalization=Normalization.from_dict(record["normalization"]),
+    spec = ModelSpec(name=arch, family=family.name, normalization=Normalization.from_dict(record["normalization"]),
                      source=source, arch_kwargs=kwargs, method=record.get("method"),
                      meta={**record.get("meta", {}), "file": where})
     return LoadedModel(spec, net.eval(), projector, predictor, make_cam)
+
+
+register_family(ModelFamily(
+    "efficientnet-lite", cam=lambda spec, backbone, head: cam_split.efficientnet_lite_cam_model(spec, backbone.net, head),
+    preset="lite", normalization=EFFICIENTNET_LITE, what="the embedded ImageNet-supervised default model"))
+register_family(ModelFamily("cnn", preset="no_expansion",
+                            what="other convolutional nets by name (torchvision:<name>, timm:<name>; random init)"))
 
 
 def efficientnet_lite0(source: str = DEFAULT_SPEC) -> LoadedModel:
@@ -198,14 +227,17 @@ def efficientnet_lite0(source: str = DEFAULT_SPEC) -> LoadedModel:
             "efficientnet-lite0", image_size=None,
             weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path())
     net._fc = nn.Identity()
-    spec = ModelSpec(name="efficientnet-lite0", family="efficientnet-lite", normalization=EFFICIENTNET_LITE,
+    family = FAMILIES["efficientnet-lite"]
+    spec = ModelSpec(name="efficientnet-lite0", family=family.name, normalization=family.normalization,
                      source=source, method="supervised (ImageNet-1k)")
     backbone = _PooledConvFeatures(net, net.extract_features)
-    return LoadedModel(spec, backbone.eval(), None, None,
-                       lambda m: cam_split.efficientnet_lite_cam_model(m.spec, net, m.projector))
+    return LoadedModel(spec, backbone.eval(), None, None, lambda m: family.cam(m.spec, m.backbone, m.projector))
 
 
 def torchvision_named(name: str, source: str) -> LoadedModel:
+    """Raises:
+        ConfigError: an unknown torchvision model, or one without spatial activations.
+    """
     import torchvision
 
     try:
@@ -214,12 +246,12 @@ def torchvision_named(name: str, source: str) -> LoadedModel:
         raise ConfigError(f"model={source}: unknown torchvision model {name!r} ({err})") from None
     if hasattr(net, "layer4") and hasattr(net, "fc"):
         net.fc = nn.Identity()
-        spec = ModelSpec(name=name, family="resnet", normalization=IMAGENET, source=source,
+        resnet = FAMILIES["resnet"]
+        spec = ModelSpec(name=name, family=resnet.name, normalization=resnet.normalization, source=source,
                          meta={"weights": "random init"})
-        return LoadedModel(spec, net.eval(), None, None,
-                           lambda m: cam_split.resnet_cam_model(m.spec, m.backbone, m.projector))
+        return LoadedModel(spec, net.eval(), None, None, lambda m: resnet.cam(m.spec, m.backbone, m.projector))
     if isinstance(getattr(net, "features", None), nn.Module):  # VGG, MobileNet, EfficientNet, ConvNeXt, ...
-        spec = ModelSpec(name=f"torchvision:{name}", family="cnn", normalization=IMAGENET, source=source,
+        spec = ModelSpec(name=f"torchvision:{name}", family="cnn", normalization=FAMILIES["cnn"].normalization, source=source,
                          meta={"weights": "random init"})
         backbone = _PooledConvFeatures(net, net.features)
         return LoadedModel(spec, backbone.eval(), None, None,
@@ -229,6 +261,10 @@ def torchvision_named(name: str, source: str) -> LoadedModel:
 
 
 def timm_named(name: str, source: str) -> LoadedModel:
+    """Raises:
+        ConfigError: an unknown timm model, or one whose features are not a spatial map.
+        MissingDependencyError: timm is not installed.
+    """
     timm = _require("timm", f"model={source}", "pip install timm")
     try:
         try:  # ViTs: any input size (position embeddings interpolated)
@@ -241,16 +277,19 @@ def timm_named(name: str, source: str) -> LoadedModel:
     from timm.models.vision_transformer import VisionTransformer
 
     if isinstance(net, VisionTransformer):
-        spec = ModelSpec(name=name, family="vit", normalization=IMAGENET, source=source, meta={"weights": "random init"})
-        return LoadedModel(spec, net, None, None, lambda m: cam_split.vit_cam_model(m.spec, m.backbone, m.projector))
+        vit = FAMILIES["vit"]
+        spec = ModelSpec(name=name, family=vit.name, normalization=vit.normalization, source=source,
+                         meta={"weights": "random init"})
+        return LoadedModel(spec, net, None, None, lambda m: vit.cam(m.spec, m.backbone, m.projector))
     with torch.no_grad():
         probe = net.forward_features(torch.zeros(1, 3, 64, 64))
     if probe.dim() != 4:
         raise ConfigError(f"model={source}: timm {name} returns features of shape {tuple(probe.shape)}, not a "
                           "spatial map; ContraCAM takes convolutional backbones and ViTs")
     expansion = cam_split.resnet_expansion_modules(net) if hasattr(net, "layer4") else None
-    spec = ModelSpec(name=f"timm:{name}", family="resnet" if hasattr(net, "layer4") else "cnn",
-                     normalization=IMAGENET, source=source, meta={"weights": "random init"})
+    family = FAMILIES["resnet" if hasattr(net, "layer4") else "cnn"]
+    spec = ModelSpec(name=f"timm:{name}", family=family.name, normalization=family.normalization, source=source,
+                     meta={"weights": "random init"})
     return LoadedModel(spec, net, None, None,
                        lambda m: cam_split.timm_features_cam_model(m.spec, net, m.projector, expansion))
 

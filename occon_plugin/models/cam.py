@@ -116,7 +116,11 @@ class CamModel(nn.Module):
 
     # -- the split -------------------------------------------------------------------------------
     def normalize(self, x: Tensor) -> Tensor:
-        """(B,3,H,W) in [0,1] -> the normalized input the weights expect."""
+        """(B,3,H,W) in [0,1] -> the normalized input the weights expect.
+
+        Raises:
+            ValueError: ``x`` is not (B,3,H,W).
+        """
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name}: expected images of shape (B,3,H,W), got {tuple(x.shape)}")
         return (x - self._mean) / self._std
@@ -188,6 +192,9 @@ def resnet_expansion_modules(resnet: nn.Module) -> list:
 
     3x3 convs there have padding 1 and the shortcut is 1x1 (or an avg-pool in ResNet-D), so stride 1
     keeps both branches at the same size.
+
+    Raises:
+        ValueError: ``layer4[0]`` has no stride-2 layer.
     """
     modules = [m for m in resnet.layer4[0].modules() if _has_stride_two(m)]
     if not modules:

@@ -93,7 +93,11 @@ def _stand_in(qualified_name: str) -> type:
 
 
 def torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)``, with inert stand-ins for unknown pickled globals."""
+    """``torch.load(weights_only=True)``, with inert stand-ins for unknown pickled globals.
+
+    Raises:
+        CheckpointError: the file is missing, a folder, or not readable as a torch checkpoint (one line).
+    """
     try:
         unknown = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:  # legacy (non-zip) format: torch's own weights_only checks still apply
@@ -222,7 +226,11 @@ def _looks_like_backbone(state: Dict[str, Any]) -> bool:
 
 
 def detect_layout(state: Dict[str, Any], where: str) -> Tuple[str, Dict[str, str]]:
-    """(layout name, role -> prefix) of a flat state_dict: the layout whose prefixes cover most keys."""
+    """(layout name, role -> prefix) of a flat state_dict: the layout whose prefixes cover most keys.
+
+    Raises:
+        CheckpointError: no known layout matches (the message lists the supported ones).
+    """
     def covered(prefixes: Dict[str, str]) -> int:
         if not any(k.startswith(prefixes["backbone"]) for k in state):
             return 0
@@ -242,6 +250,11 @@ def detect_layout(state: Dict[str, Any], where: str) -> Tuple[str, Dict[str, str
 
 
 def infer_resnet(backbone: Dict[str, torch.Tensor], where: str) -> Tuple[str, Dict[str, Any]]:
+    """``(arch, arch_kwargs)`` of a torchvision ResNet backbone state_dict (depth from its blocks, CIFAR stem).
+
+    Raises:
+        CheckpointError: the state_dict is not a ResNet this module can rebuild.
+    """
     blocks = tuple(len({int(m.group(1)) for k in backbone if (m := re.match(rf"layer{i}\.(\d+)\.", k))})
                    for i in range(1, 5))
     bottleneck = "layer1.0.conv3.weight" in backbone
@@ -258,6 +271,11 @@ def infer_resnet(backbone: Dict[str, torch.Tensor], where: str) -> Tuple[str, Di
 
 def infer_vit(backbone: Dict[str, torch.Tensor], where: str, name_hint: Optional[str],
               method: Optional[str] = None, layout: Optional[str] = None) -> Tuple[str, Dict[str, Any]]:
+    """``(arch, arch_kwargs)`` of a timm VisionTransformer backbone state_dict (sizes from its shapes).
+
+    Raises:
+        CheckpointError: the state_dict is not a ViT this module can rebuild.
+    """
     proj = backbone["patch_embed.proj.weight"]  # (D, 3, p, p)
     embed_dim, patch = int(proj.shape[0]), int(proj.shape[-1])
     depth = len({int(m.group(1)) for k in backbone if (m := re.match(r"blocks\.(\d+)\.", k))})
@@ -346,7 +364,11 @@ def infer_convnext(backbone: Dict[str, torch.Tensor], where: str) -> Tuple[str, 
 
 def infer_architecture(backbone: Dict[str, torch.Tensor], where: str,
                        hints: Optional[Dict[str, Any]] = None) -> Tuple[str, str, Dict[str, Any]]:
-    """(family, arch, arch_kwargs) of a backbone state_dict (from its key structure and shapes)."""
+    """(family, arch, arch_kwargs) of a backbone state_dict (from its key structure and shapes).
+
+    Raises:
+        CheckpointError: the backbone's keys and shapes match no supported architecture.
+    """
     hints = hints or {}
     if "conv1.weight" in backbone and any(k.startswith("layer4.") for k in backbone):
         arch, kwargs = infer_resnet(backbone, where)
@@ -575,3 +597,16 @@ def save_record(d: Dict[str, Any], path) -> Path:
     path = Path(path)
     validate_record(d, "save_occon_checkpoint")
     return atomic_torch_save(d, path)
+
+
+def convert_checkpoint(src, dst, use_momentum: bool = False) -> Dict[str, Any]:
+    """``occon-zoo convert``: read ``src`` (any layout :func:`read_checkpoint` reads) and write it to ``dst`` as
+    an occon record (``occon-ckpt/2``, atomically); returns the record.
+
+    Raises:
+        CheckpointError: ``src`` missing or not a supported checkpoint, ``dst`` a folder, or the record
+            malformed; ``use_momentum`` with a one-encoder checkpoint.
+    """
+    record = read_checkpoint(src, use_momentum=use_momentum)
+    save_record(record, Path(dst))
+    return record

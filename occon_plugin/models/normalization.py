@@ -20,7 +20,10 @@ from typing import Optional, Sequence, Tuple
 
 @dataclass(frozen=True)
 class Normalization:
-    """Per-channel ``mean`` and ``std`` in [0, 1] RGB units, and where they come from."""
+    """Per-channel ``mean`` and ``std`` in [0, 1] RGB units, and where they come from.
+
+    Raises:
+        ValueError: not 3 means and 3 positive stds."""
 
     mean: Tuple[float, float, float]
     std: Tuple[float, float, float]

@@ -120,6 +120,12 @@ PNG_LEVEL = 4
 
 
 def encode_mask_png(mask_u8: np.ndarray) -> bytes:
+    """A stored mask as PNG bytes: ``mask_u8`` (H, W) uint8 in [0, 255] -> an 8-bit grayscale PNG (zlib level
+    ``PNG_LEVEL``).
+
+    Raises:
+        ValueError: ``mask_u8`` is not a 2-D uint8 array (a caller's bug, not bad input).
+        RuntimeError: OpenCV could not encode it."""
     if mask_u8.dtype != np.uint8 or mask_u8.ndim != 2:
         raise ValueError(f"mask must be a 2-D uint8 array, got {mask_u8.dtype} {mask_u8.shape}")
     # zlib level 4: 2-3x faster than 6 for ~5-20 % more bytes (bench/localize.py --png)
@@ -138,6 +144,10 @@ def png_size(data: bytes) -> tuple[int, int, int, int] | None:
 
 
 def decode_mask_png(path: Path) -> np.ndarray:
+    """A stored mask file -> (H, W) uint8 array in [0, 255].
+
+    Raises:
+        ValueError: the file is not an 8-bit grayscale PNG (callers turn it into the store's one-line error)."""
     data = np.fromfile(path, dtype=np.uint8)  # not cv2.imread: it mishandles non-ASCII paths
     mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if mask is None or mask.ndim != 2 or mask.dtype != np.uint8:
@@ -214,7 +224,8 @@ def read_index_lines(path: Path) -> tuple[list[dict], int]:
 def parse_index(path: Path) -> tuple[list["StoreEntry"], list[str]]:
     """Every line of an index file as entries, plus one message per line that is not a valid
     entry (``"index.jsonl line 7: ..."``); a torn last line (no newline, e.g. a killed writer)
-    is reported too."""
+    is reported too. Raises nothing for bad lines (they are the returned problems); OSError if the file
+    exists but cannot be read."""
     if not path.exists():
         return [], []
     entries, problems = [], []

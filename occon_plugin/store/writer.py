@@ -72,6 +72,10 @@ class StoreWriter:
     is refused with :class:`StoreBusyError`. The kernel releases the lock when the holding process dies
     (``kill -9``, out of memory), so a killed run never leaves a stale lock. Other ranks of the same run
     do not take it.
+
+    Raises (constructor): StoreBusyError (another run writes it), StoreFolderError / StoreSourceMismatchError
+    (the folder is not a store of these images and settings), OutputError (it cannot be written); each one line
+    naming the folder and what to do.
     """
 
     def __init__(self, out_dir: str | Path, settings: dict, model_hash: str, *, resume: bool = True,

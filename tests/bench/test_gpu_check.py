@@ -23,7 +23,15 @@ def test_the_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "cpu-dry-run"
     statuses = {name: step["status"] for name, step in summary["steps"].items()}
-    assert statuses == {"tests": "ok", "contracam": "ok", "localize": "ok", "dali": "ok", "train_step": "ok"}
+    assert statuses == {"tests": "ok", "contracam": "ok", "localize": "ok", "refine": "ok", "dali": "ok",
+                        "train_step": "ok"}
+    refine = summary["steps"]["refine"]
+    assert refine["arms"]["default preset"]["refine_method"] == "crf+fgs"
+    assert refine["arms"]["refine.method=none"]["refine_method"] == "none"
+    assert refine["arms"]["default preset"]["cpu_ms_per_image"]["refine"] > 0
+    arm = refine["arms"]["default preset"]
+    assert arm["gpu_cam_ms_per_image"] > 0 and arm["cpu_ms_per_image_total"] > arm["cpu_ms_per_image"]["refine"]
+    assert arm["model_images_per_second"]["8_cores"] <= arm["model_images_per_second"]["32_cores"]
     tests = summary["steps"]["tests"]
     assert tests["tests"] - tests["skipped"] >= 7 and tests["failures"] == 0  # the GPU tests ran, on the CPU
     assert "GPU check (cpu-dry-run" in proc.stdout and "step" in proc.stdout  # the summary table

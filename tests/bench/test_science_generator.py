@@ -235,3 +235,17 @@ def test_science_refuses_an_out_folder_of_a_run_with_other_settings(tmp_path, ba
     assert science.main(args + ["--epochs", "3"]) == 2
     assert "recipe.epochs" in capsys.readouterr().err
     assert science.main(args + ["--data", "nope=1"]) == 2
+
+
+def test_science_occon_settings_reach_every_object_aware_arm_and_not_the_baseline(tmp_path, capsys):
+    """``--occon bg_mixup.views=[0]``: every arm but the baseline trains with it; it is part of the recipe, so a
+    folder of a run without it is refused; a key written with the ``occon.`` prefix is one clear error."""
+    science = _science()
+    recipe = science.protocol.Recipe(occon=("bg_mixup.views=[0]",))
+    lay = science.protocol.Layout(tmp_path)
+    for arm in ("oracle", "contracam", "random", "hardmix"):
+        assert "++occon.bg_mixup.views=[0]" in science.protocol.pretrain_step(lay, recipe, 0, "bg", "mocov2", arm).argv
+    assert not any("views" in a for a in science.protocol.pretrain_step(lay, recipe, 0, "bg", "mocov2",
+                                                                         "baseline").argv)
+    assert science.main(["--plan", "--out", str(tmp_path / "x"), "--occon", "occon.bg_mixup.views=[0]"]) == 2
+    assert "give KEY=VALUE below occon" in capsys.readouterr().err

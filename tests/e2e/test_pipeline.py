@@ -37,7 +37,7 @@ def photos_and_store(tmp_path_factory):
     store = root / "store"
     # a fast preset (T=2, no CRF) keeps the test short; the demo runs the paper's preset
     run([SCRIPTS / "localize" / "main_localize.py", f"data.path={photos}", f"output_dir={store}",
-         "cam.iters=2", "crf.enabled=false", "batch_size=8", "image_size=160", "progress=false"], cwd=root)
+         "cam.iters=2", "refine.method=none", "batch_size=8", "image_size=160", "progress=false"], cwd=root)
     return root, photos, store
 
 
@@ -120,7 +120,7 @@ def test_zoo_converts_a_pretrained_checkpoint_and_localizes_with_it(photos_and_s
     run([REPO / "occon_plugin" / "cli" / "zoo.py", "convert", src, converted], cwd=tmp_path)
     store = tmp_path / "store"
     run([SCRIPTS / "localize" / "main_localize.py", f"data.path={photos}", f"output_dir={store}",
-         f"model={converted}", "cam.iters=1", "crf.enabled=false", "batch_size=8", "image_size=96",
+         f"model={converted}", "cam.iters=1", "refine.method=none", "batch_size=8", "image_size=96",
          "progress=false"], cwd=tmp_path)
     entries = [json.loads(l) for l in (store / "index.jsonl").read_text().splitlines()]
     assert len(entries) == len(PHOTOS) and all(e["status"] == "ok" for e in entries)

@@ -132,3 +132,21 @@ def test_cli_on_coco128_oracle_and_centre_prior(coco128, tmp_path):
     assert table["summary"]["mask_miou@0.5"] == 1.0 and (out / "eval_localization.csv").is_file()
     assert len(list((out / "overlays").glob("*.png"))) == 2
     assert list((out / "wandb").glob("offline-run-*"))
+
+
+def test_the_result_records_what_made_the_store_masks(tmp_path):
+    # eval_localization.json named only the store folder: rebuilt with another refine.method, a result could no
+    # longer say which localization it scored. It now copies the store's model and settings.
+    write_mask_tree(tmp_path)
+    gts = list(iter_ground_truth(tmp_path / "masks", tmp_path / "images"))
+    settings = {"preset": "lite", "refine": {"method": "crf+fgs", "resolution": "input"}}
+    with StoreWriter(tmp_path / "store", settings=settings, model_hash="abc") as w:
+        for g in gts:
+            w.write(StoreEntry(g.path, g.width, g.height), g.mask.astype(np.uint8) * 255)
+        w.close()
+    out = tmp_path / "out"
+    run_localization(compose_cfg("eval_localization", [
+        f"predictions={tmp_path / 'store'}", f"gt={tmp_path / 'masks'}", f"image_root={tmp_path / 'images'}",
+        f"output_dir={out}", "progress=false", "overlays=0", "wandb.enabled=false"]))
+    record = json.loads((out / "eval_localization.json").read_text())["store"]
+    assert record["settings"] == settings and record["model_sha256"] == "abc"

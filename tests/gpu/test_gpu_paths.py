@@ -83,7 +83,7 @@ def photos_and_store(device, tmp_path_factory):
     export_skimage_photos(folder, names=PHOTOS, max_side=256)
     store = root / "store"
     _run([SCRIPTS / "localize" / "main_localize.py", f"data.path={folder}", f"output_dir={store}",
-          "cam.iters=2", "crf.enabled=false", "batch_size=6", "image_size=128", f"device={device}",
+          "cam.iters=2", "refine.method=none", "batch_size=6", "image_size=128", f"device={device}",
           "progress=false"], cwd=root)
     return root, folder, store
 

@@ -95,12 +95,25 @@ def test_occon_pairing_follows_the_paper():
         ("++occon.bg_mixup.p_mix=1.5", "occon.bg_mixup.p_mix"),
         ("++data.train_path=/nonexistent/images", "data.train_path"),
         ("++optimizer.batch_size=7", "method_kwargs.queue_size"),
+        # these reached the host's configure_optimizers: a ValueError / TypeError traceback once training began
+        ("optimizer.name=adamx", "optimizer.name=adamx"),
+        ("scheduler.name=cosin", "scheduler.name=cosin"),
+        ("optimizer.name=adamw", "optimizer.kwargs.momentum"),  # sgd's momentum left in optimizer.kwargs
     ],
 )
 def test_bad_values_fail_fast_naming_the_key(override, key, tmp_path):
     cfg = compose_yaml(Path("coco/mocov2_occon.yaml"), [f"++data.train_path={tmp_path}", override])
     OmegaConf.set_struct(cfg, False)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        complete_pretrain_cfg(cfg, host.METHODS)
+
+
+def test_every_optimizer_with_its_own_kwargs_passes(tmp_path):
+    for name, kwargs in (("sgd", {"momentum": 0.9}), ("lars", {"momentum": 0.9, "eta": 0.02, "clip_lr": True}),
+                         ("adam", {"betas": [0.9, 0.99]}), ("adamw", {})):
+        cfg = compose_yaml(Path("coco/mocov2_occon.yaml"), [f"++data.train_path={tmp_path}", f"optimizer.name={name}"])
+        OmegaConf.set_struct(cfg, False)
+        cfg.optimizer.kwargs = kwargs
         complete_pretrain_cfg(cfg, host.METHODS)
 
 

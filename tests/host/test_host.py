@@ -48,3 +48,31 @@ def test_legacy_kwargs_translation(make_cfg):
     assert kw["proj_output_dim"] == 256
     assert kw["extra_optimizer_args"] == {"momentum": 0.9}
     assert kw["lr"] == 0.03 * 4 / 256  # linear scaling rule, batch 4
+
+
+def test_lightnings_own_sigterm_flag_is_taken_over_once():
+    """Lightning 2.x ends fit with SIGTERMException (exit 0) at the end of the step once its signal connector
+    set ``received_sigterm``; the plugin's stop callback clears that flag (and saves a resumable checkpoint
+    itself). A trainer without the connector (Lightning 1.9) has nothing to take."""
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(_signal_connector=SimpleNamespace(received_sigterm=True))
+    assert host.take_lightning_sigterm(trainer) is True
+    assert trainer._signal_connector.received_sigterm is False
+    assert host.take_lightning_sigterm(trainer) is False
+    assert host.take_lightning_sigterm(SimpleNamespace()) is False
+    assert issubclass(host.LightningSigterm, SystemExit)
+
+
+def test_a_saved_run_config_compares_with_the_method_defaults_filled_in(make_cfg):
+    """config.yaml is written after the method completed its cfg; the resume check fills the same defaults into
+    the new cfg first (solo-learn main fills optimizer/scheduler keys in place; 1.0.2 fills nothing)."""
+    from occon_plugin.config import complete_pretrain_cfg
+    from occon_plugin.train.runs import setting_differences
+
+    cfg = complete_pretrain_cfg(make_cfg("mocov2_occon"), host.METHODS)
+    filled = host.with_method_defaults(cfg)
+    built = cfg.copy()
+    host.build_method(str(cfg.method), built)  # what the run does before it writes config.yaml
+    assert setting_differences(built, filled) == []
+    assert filled is not cfg

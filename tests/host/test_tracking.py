@@ -1,7 +1,8 @@
 """W&B: on by config, offline automatically when no API key is configured, files under the run dir."""
 from omegaconf import OmegaConf
 
-from occon_plugin.tracking import make_wandb_logger, wandb_offline
+from occon_plugin.tracking import wandb_offline
+from occon_plugin.train.tracking import make_wandb_logger
 
 
 def _no_wandb_environment(monkeypatch):
@@ -72,7 +73,7 @@ def test_augmentation_examples_draw_the_oa_crop_and_flag_the_mixed_views(tmp_pat
     import numpy as np
 
     from occon_plugin.augment.dataset import OcconPretrainDataset, build_view_transforms
-    from occon_plugin.tracking import CROP_COLOR, augmentation_examples
+    from occon_plugin.train.tracking import CROP_COLOR, augmentation_examples
 
     images, store = _store_and_images(tmp_path)
     aug = [{"crop_size": 24, "num_crops": 2, "rrc": {"enabled": True, "crop_min_scale": 0.5, "crop_max_scale": 1.0}}]

@@ -21,7 +21,7 @@ from occon_plugin.localize.runner import run_localize
 from occon_plugin.store import Store
 
 N_IMAGES = 64
-SETTINGS = ["image_size=128", "cam.iters=3", "crf.enabled=false", "batch_size=64", "progress=false"]
+SETTINGS = ["image_size=128", "cam.iters=3", "refine.method=none", "batch_size=64", "progress=false"]
 
 
 def _centre_gaussian(height: int, width: int, sigma: float = 0.25) -> np.ndarray:

@@ -17,14 +17,16 @@ import pytest
 from occon_plugin.localize.background import largest_empty_rectangle
 from occon_plugin.localize.boxes import mask_to_boxes
 from occon_plugin.localize.crf import CrfParams
-from occon_plugin.localize.finish import CrfRun, FinishPool, FinishRules, default_post_workers, finish_mask
+from occon_plugin.localize.finish import STAGES, FinishPool, FinishRules, default_post_workers, finish_mask
 from occon_plugin.localize.refine import final_mask
+from occon_plugin.localize.refiners import REFINERS, RefineRun, parse_method
 
 
-
-def _rules(crf: bool = True, resolution: str = "input", **kw) -> FinishRules:
-    return FinishRules(CrfRun(crf, resolution), CrfParams(bilateral_srgb=8.0, bilateral_compat=7.0), threshold=0.5,
-                       bg_threshold=0.2, box_margin=0.2, min_box_area=0.01, min_box_area_before_margin=True, **kw)
+def _rules(method: str = "crf", resolution: str = "input", **kw) -> FinishRules:
+    params = {"crf": CrfParams(bilateral_srgb=8.0, bilateral_compat=7.0)}
+    steps = tuple((n, params.get(n) or REFINERS[n].params()) for n in parse_method(method))
+    return FinishRules(RefineRun(method, resolution, steps), threshold=0.5, bg_threshold=0.2, box_margin=0.2,
+                       min_box_area=0.01, min_box_area_before_margin=True, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def test_finish_mask_is_final_mask_plus_boxes_rectangle_and_png(job):
     cam, image, rgb = job
     rules = _rules(soft_masks=True, overlays=True)
     done = finish_mask(cam, 90, 120, rgb, image, rules)
-    soft, final = final_mask(cam, 90, 120, rgb, rules.crf, rules.crf_params)
+    soft, final = final_mask(cam, 90, 120, rgb, rules.refine)
     stored = cv2.imdecode(np.frombuffer(done.mask_png, np.uint8), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(stored, final)
     np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(done.soft_png, np.uint8), cv2.IMREAD_UNCHANGED), soft)
@@ -52,14 +54,15 @@ def test_finish_mask_is_final_mask_plus_boxes_rectangle_and_png(job):
     assert done.boxes == mask_to_boxes(final / np.float32(255), 0.5, 0.2, 0.01, True) and done.boxes
     assert done.bg_rect == list(largest_empty_rectangle(final / np.float32(255) >= 0.2))
     assert cv2.imdecode(np.frombuffer(done.overlay_png, np.uint8), cv2.IMREAD_COLOR).shape == (90, 120, 3)
-    plain = finish_mask(cam, 90, 120, None, None, _rules(crf=False))
+    assert set(done.seconds) == set(STAGES) and all(v >= 0 for v in done.seconds.values())
+    plain = finish_mask(cam, 90, 120, None, None, _rules("none"))
     assert plain.soft_png is None and plain.overlay_png is None
 
 
 def test_workers_return_what_the_main_process_computes(job):
     cam, image, rgb = job
-    rules = [_rules(), _rules(crf=False), _rules(resolution="image")]
-    pictures = [rgb, None, image]
+    rules = [_rules(), _rules("none"), _rules(resolution="image"), _rules("crf+fgs"), _rules("guided", "image")]
+    pictures = [rgb, None, image, rgb, image]
     with FinishPool(2) as pool:
         futures = [pool.submit(cam, 90, 120, pic, None, r) for r, pic in zip(rules, pictures)]
         remote = [pool.result(f) for f in futures]
@@ -67,7 +70,7 @@ def test_workers_return_what_the_main_process_computes(job):
     local = [finish_mask(cam, 90, 120, pic, None, r) for r, pic in zip(rules, pictures)]
     assert [d.mask_png for d in remote] == [d.mask_png for d in local]
     assert [(d.boxes, d.bg_rect) for d in remote] == [(d.boxes, d.bg_rect) for d in local]
-    assert remote[0].mask_png != remote[1].mask_png  # the CRF changed something
+    assert len({d.mask_png for d in remote}) == len(remote)  # each refinement changed something
 
 
 def test_a_worker_error_reaches_the_caller(job):
@@ -75,7 +78,7 @@ def test_a_worker_error_reaches_the_caller(job):
     for workers in (0, 1):
         with FinishPool(workers) as pool:
             future = pool.submit(cam, 90, 120, rgb, None, _rules(resolution="full"))
-            with pytest.raises(ValueError, match="crf.resolution"):
+            with pytest.raises(ValueError, match="refine.resolution"):
                 pool.result(future)
 
 

@@ -43,13 +43,18 @@ def _run(bench, data_root, folder, *extra):
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_bench_repeats_exactly_and_writes_the_docs(bench, data_root, tmp_path):
-    args = ["--sets", "horses-dev", "coco128", "--rows", "default", "bg_mixup", "gaussian", "whole_image"]
+    args = ["--sets", "horses-dev", "coco128", "--rows", "default", "before19", "gaussian", "whole_image"]
     first = _run(bench, data_root, tmp_path / "a", *args)
     second = _run(bench, data_root, tmp_path / "b", *args)
-    strip = lambda res: [{k: v for k, v in r.items()} for r in res["results"]]  # noqa: E731
+    timings = ("refine_ms", "post_ms")  # CPU time measured in the run: not a result that repeats exactly
+    strip = lambda res: [{k: v for k, v in r.items() if k not in timings} for r in res["results"]]  # noqa: E731
     assert strip(first) == strip(second)  # bit-identical numbers on a rerun
     rows = {(r["set"], r["row"]): r for r in first["results"]}
     assert len(rows) == 8
+    for s in ("horses-dev", "coco128"):  # the ContraCAM rows carry their refinement and its measured cost
+        assert rows[(s, "default")]["method"] == "crf+fgs" and rows[(s, "before19")]["method"] == "crf"
+        assert 0 < rows[(s, "default")]["refine_ms"] < rows[(s, "default")]["post_ms"]
+        assert "refine_ms" not in rows[(s, "gaussian")]
     for r in rows.values():
         assert r["n_images"] == 4 and r["n_missing"] == 0
         for key in ("miou", "soft_miou", "max_box_acc_v2", "corloc"):
@@ -63,6 +68,8 @@ def test_bench_repeats_exactly_and_writes_the_docs(bench, data_root, tmp_path):
     assert d["mean"] == pytest.approx(np.mean(per)) and d["se"] == pytest.approx(np.std(per, ddof=1) / 2)
     md = (tmp_path / "a" / "results.md").read_text()
     assert "| default (preset=auto) |" in md and "![overlays](img/fig.png)" in md
+    assert "| default before issue 19 | `crf` |" in md  # the cost table
+    assert "default post-processing" in md and "before issue 19 (target ≥" in md  # issue 19's targets
     assert f"{rows[('horses-dev', 'default')]['miou']:.3f}" in md
     assert "--limit 4" in md and "/tmp/" not in md and str(data_root) not in md  # no machine paths
     saved = json.loads((tmp_path / "a" / "out" / "localize_quality.json").read_text())

@@ -155,7 +155,7 @@ def test_default_preset_lands_on_the_object_of_bundled_photos(lite0):
 
     from occon_plugin.localize.presets import PRESETS, model_preset_name
     from occon_plugin.localize.refine import cam_masks
-    from occon_plugin.localize.runner import CamSettings, to_model_input
+    from occon_plugin.localize.runner import to_model_input
 
     boxes = {"coffee": (0.10, 0.05, 0.85, 0.85),     # cup and saucer
              "chelsea": (0.10, 0.0, 0.95, 1.0),      # the cat
@@ -166,7 +166,7 @@ def test_default_preset_lands_on_the_object_of_bundled_photos(lite0):
         img = np.asarray(getattr(skimage.data, n)())
         images.append(np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3])
     x = torch.stack([to_model_input(np.ascontiguousarray(im), 224) for im in images])
-    cam = CamSettings(**PRESETS[model_preset_name(lite0.spec)]["cam"])
+    cam = PRESETS[model_preset_name(lite0.spec)].cam
     masks = cam_masks(lite0, x, cam).mask[:, 0]
     for k, (name, (x0, y0, x1, y1)) in enumerate(boxes.items()):
         inside = torch.zeros(224, 224, dtype=torch.bool)

@@ -1,4 +1,4 @@
-"""From model masks to stored masks (occon_plugin.localize.refine): resize, CRF at either resolution, flip TTA,
+"""From model masks to stored masks (occon_plugin.localize.refine): resize, refinement at either resolution, flip TTA,
 dilated expansion, and the box-area rule — each against a hand-written or direct computation."""
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from occon_plugin.localize.boxes import mask_to_boxes
-from occon_plugin.localize.crf import CrfParams, crf_refine
+from occon_plugin.localize.crf import CrfParams
 from occon_plugin.localize.engine import contracam, dilated_convs, expansion
 from occon_plugin.localize.refine import cam_masks, image_masks, input_u8
-from occon_plugin.localize.runner import CamSettings, CrfSettings, to_model_input
+from occon_plugin.localize.refiners import REFINERS, RefineRun, parse_method, refine
+from occon_plugin.localize.runner import CamSettings, to_model_input
 from occon_plugin.store import mask_to_u8
 
 
@@ -34,35 +35,37 @@ def _resize_u8(m, h, w):
     return mask_to_u8(up[0, 0].clamp(0, 1).numpy())
 
 
-def test_without_crf_the_final_mask_is_the_resized_soft_mask(scene):
+def test_without_refinement_the_final_mask_is_the_resized_soft_mask(scene):
     images, x, masks = scene
-    soft, final = image_masks(masks, images, x, CrfSettings(enabled=False, resolution="input"), CrfParams())
+    soft, final = image_masks(masks, images, x, RefineRun("none", "input"))
     for k, im in enumerate(images):
         assert soft[k].shape == im.shape[:2] and soft[k].dtype == np.uint8
         np.testing.assert_array_equal(soft[k], _resize_u8(masks[k, 0], *im.shape[:2]))
         assert final[k] is soft[k]
 
 
-def test_crf_on_the_model_input_and_at_image_size(scene):
+@pytest.mark.parametrize("method", ["crf", "crf+fgs", "guided"])
+def test_refinement_on_the_model_input_and_at_image_size(scene, method):
     images, x, masks = scene
-    params = CrfParams(bilateral_srgb=8.0, bilateral_compat=7.0)
-    soft, small = image_masks(masks, images, x, CrfSettings(enabled=True, resolution="input"), params)
-    _, large = image_masks(masks, images, x, CrfSettings(enabled=True, resolution="image"), params)
+    params = {"crf": CrfParams(bilateral_srgb=8.0, bilateral_compat=7.0, max_pixels=1600)}
+    steps = tuple((name, params.get(name) or REFINERS[name].params()) for name in parse_method(method))
+    soft, small = image_masks(masks, images, x, RefineRun(method, "input", steps))
+    _, large = image_masks(masks, images, x, RefineRun(method, "image", steps))
     inputs = input_u8(x)
     for k, im in enumerate(images):
         assert inputs[k].shape == (64, 64, 3)
-        direct = crf_refine(inputs[k], mask_to_u8(masks[k, 0].numpy()) / np.float32(255), params)
+        direct = refine(inputs[k], mask_to_u8(masks[k, 0].numpy()) / np.float32(255), method, params)
         np.testing.assert_array_equal(small[k], _resize_u8(direct, *im.shape[:2]))
-        np.testing.assert_array_equal(large[k], mask_to_u8(crf_refine(im, soft[k] / np.float32(255), params)))
+        np.testing.assert_array_equal(large[k], mask_to_u8(refine(im, soft[k] / np.float32(255), method, params)))
         assert (small[k] != soft[k]).any() and (small[k] != large[k]).any()
     with pytest.raises(ValueError, match="resolution"):
-        image_masks(masks, images, x, CrfSettings(enabled=True, resolution="full"), params)
+        image_masks(masks, images, x, RefineRun(method, "full", steps))
 
 
 def test_flip_tta_is_the_mean_of_the_image_and_its_mirror(photos, lite0):
     x = photos(64, names=("astronaut", "chelsea", "coffee"))
     cam = CamSettings(iters=2, nsr=True, expand=False, dilate=False, temperature=0.2, early_exit_tol=0.0,
-                      fill="mean", flip=True)
+                      fill="mean", flip=True, weights="mean", score="contrastive")
     got = cam_masks(lite0, x, cam)
     plain = contracam(lite0, x, iters=2, expand=False).mask
     mirrored = contracam(lite0, x.flip(-1), iters=2, expand=False).mask.flip(-1)

@@ -28,7 +28,7 @@ def photos_and_store(tmp_path_factory):
     photos = root / "photos"
     export_skimage_photos(photos, names=("astronaut", "chelsea", "coffee", "rocket"), max_side=128)
     run([SCRIPTS / "localize" / "main_localize.py", f"data.path={photos}", f"output_dir={root / 'store'}",
-         "model=torchvision:resnet18", "cam.iters=1", "crf.enabled=false", "batch_size=4", "image_size=64",
+         "model=torchvision:resnet18", "cam.iters=1", "refine.method=none", "batch_size=4", "image_size=64",
          "progress=false"], cwd=root)
     return root, photos, root / "store"
 
@@ -85,6 +85,6 @@ def test_pretrain_script_checkpoint_localizes(photos_and_store, case):
 
     out = root / f"store-{case}"
     run([SCRIPTS / "localize" / "main_localize.py", f"data.path={photos}", f"output_dir={out}", f"model={ckpt}",
-         "cam.iters=2", "crf.enabled=false", "batch_size=4", "image_size=64", "progress=false"], cwd=root)
+         "cam.iters=2", "refine.method=none", "batch_size=4", "image_size=64", "progress=false"], cwd=root)
     entries = [json.loads(l) for l in (out / "index.jsonl").read_text().splitlines()]
     assert len(entries) == 4 and all(e["status"] == "ok" for e in entries)

@@ -71,7 +71,7 @@ def data(tmp_path_factory):
 def test_localize_without_the_host(data, tmp_path, ckpt):
     proc, attempts = run_blocked("occon_plugin.cli.localize", [
         f"data.path={data / 'train'}", f"output_dir={tmp_path / 'store'}", f"model={data / ckpt}", "cam.iters=2",
-        "crf.enabled=false", "batch_size=4", "image_size=32", "progress=false"], HOST, tmp_path)
+        "refine.method=none", "batch_size=4", "image_size=32", "progress=false"], HOST, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert attempts == "", f"solo-learn / Lightning imports were attempted: {attempts}"
     entries = [json.loads(l) for l in (tmp_path / "store" / "index.jsonl").read_text().splitlines()]

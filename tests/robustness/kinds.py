@@ -74,7 +74,7 @@ KINDS = [
          "`*.damaged` and the newest readable checkpoint is used, saying so"),
     Kind("run.resume-exact", "11", "`kill -9` during pretraining, then resume", "pretraining",
          "torchvision path: bit-identical to an uninterrupted run (LR scheduler double step, momentum tau and "
-         "RNGs restored by `occon_plugin.runs`); DALI: each epoch's pipeline seeded from (seed, epoch) and the "
+         "RNGs restored by `occon_plugin.train.runs`); DALI: each epoch's pipeline seeded from (seed, epoch) and the "
          "sampler resumes at the right epoch"),
     Kind("run.kill-localize", "11", "`kill -9` during localization, then rerun", "localize",
          "resumes; the temporary files the kill left are removed; the final store equals an uninterrupted run's"),
@@ -113,10 +113,11 @@ KINDS = [
     Kind("quiet.all-bad", "13", "a folder of only unreadable images", "localize, pretraining",
          "exit 2 with the first reasons (no store full of nothing, no exit 0)"),
     Kind("quiet.umask", "13", "files written under a umask", "every writer", "permissions `0666 & ~umask` (not 0600)"),
-    Kind("quiet.huge-photo", "13", "very large photo with the CRF on", "localize",
-         "with `crf.resolution=image` the CRF runs at a bounded working size (`crf.max_pixels`, 4 MP; spatial "
-         "widths scaled), the mask is stored at full size; 12 MP photo: peak memory 3.16 -> 1.71 GiB "
-         "(`bench/robustness.py crf`); the presets' `crf.resolution=input` refines at the model input size"),
+    Kind("quiet.huge-photo", "13", "very large photo with a refinement on", "localize",
+         "with `refine.resolution=image` every refinement step runs at a bounded working size "
+         "(`refine.<method>.max_pixels`, 4 MP; spatial widths scaled), the mask is stored at full size; 12 MP photo, "
+         "CRF: peak memory 3.16 -> 1.71 GiB (`bench/robustness.py crf`); the presets' `refine.resolution=input` "
+         "refines at the model input size"),
     # issue 18 (round 2), part A: localization, stores, evaluation
     Kind("store.changed-while-localized", "18.1", "a photo replaced, truncated or still being written while it is "
          "localized (between its read and its entry's write)", "localize; every fingerprint check",
@@ -184,12 +185,12 @@ KINDS = [
          "refused naming the file name"),
     Kind("found.damaged-manifest", "found", "store `manifest.json` that is not JSON", "pretraining, eval, localize",
          "one line naming the file and how to rebuild"),
-    Kind("config.ranges", "found", "a numeric setting out of range or NaN: `crf.gauss_sxy=0`, `crf.clip=0.7`, "
-         "`threshold=2`, `boxes.deltas=[5]`, `l2_values=[-1]`, `val_fraction=0`, `crop` > `resize`, `batch_size=0`, "
+    Kind("config.ranges", "found", "a numeric setting out of range or NaN: `refine.crf.gauss_sxy=0`, "
+         "`refine.crf.clip=0.7`, `threshold=2`, `boxes.deltas=[5]`, `l2_values=[-1]`, `val_fraction=0`, `crop` > `resize`, `batch_size=0`, "
          "`num_workers=-1`, `seed=-3`, `optimizer.lr=-1`, `max_epochs=0`", "every command",
          "refused before a model or image is loaded: one line naming the key, its value and the values it takes "
-         "(exit 2); one rule (`occon_plugin.config.check_ranges`; the CRF's in `CrfParams.problems`, which "
-         "`crf_refine` applies too: a width of 0 no longer crashes pydensecrf)"),
+         "(exit 2); one rule (`occon_plugin.config.check_ranges`; each refinement's in its `problems()`, which "
+         "`refiners.refine` applies too: a width of 0 no longer crashes pydensecrf)"),
     Kind("ckpt.one-encoder", "found", "`use_momentum=true` with a checkpoint that holds one encoder: an "
          "`occon-zoo convert` output (without `--momentum`), a plain state_dict, `random:` / `torchvision:` / "
          "`timm:` / `efficientnet-lite0`", "every command reading a model (`load_model` -> `read_checkpoint`)",
@@ -281,7 +282,7 @@ def render(covered: dict[str, list[str]] | None = None) -> str:
         "`[occon] error: ...` naming the key or file and exit with status 2. Long runs skip and count bad",
         "images. Everything is written atomically (`occon_plugin.atomic`). The decode rule is in",
         "`occon_plugin/images/decode.py`, the listing rules in `occon_plugin/images/listing.py`, the store",
-        "checks in `occon_plugin/store/validate.py`, the run policy in `occon_plugin/runs.py`.",
+        "checks in `occon_plugin/store/validate.py`, the run policy in `occon_plugin/train/runs.py`.",
         "",
         "| kind | issue | input / fault | where | behaviour | asserted by |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -311,7 +312,7 @@ by `inspect_image(decode=True)`. `dataset.startup` holds the counts; one log lin
 Cost: `bench/robustness.py checks` (see docs/benchmarks.md); images with a fingerprint-verified store
 entry only cost two small reads and a header parse.
 
-**Runs.** `occon_plugin/runs.py` decides the run folder before anything is written and makes every
+**Runs.** `occon_plugin/train/runs.py` decides the run folder before anything is written and makes every
 checkpoint atomic (a Lightning `CheckpointIO`). What a resumed run would otherwise get wrong, found by
 comparing a killed-and-resumed run with an uninterrupted one tensor by tensor: Lightning (1.9 and 2.x)
 steps epoch-interval LR schedulers a second time when restarting from an epoch-end checkpoint (the
@@ -333,7 +334,7 @@ whose loss and gradients are not finite, stopped before the optimizer step; `occ
 is the one finiteness check, also used before any checkpoint is written and when any checkpoint is
 loaded); 130 Ctrl-C;
 143 SIGTERM (pretraining first saves a resumable `last.ckpt` at the next step boundary, for Ctrl-C too:
-`occon_plugin.runs.stop_on_signal_callback`; a second signal stops at once).
+`occon_plugin.train.runs.stop_on_signal_callback`; a second signal stops at once).
 A pretraining run holds `fcntl.flock` on `<run folder>/.occon-run.lock` while it runs. Relative
 paths on the command line are made absolute at the start (`occon_plugin.cli._hydra.resolve_paths`:
 inputs against the launch folder, outputs against the job's folder); W&B's mode follows

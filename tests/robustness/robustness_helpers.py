@@ -17,7 +17,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 
 # Localization settings small enough for CI (real model, real pipeline).
-FAST_LOCALIZE = ["batch_size=8", "image_size=64", "cam.iters=1", "cam.expand=false", "crf.enabled=false",
+FAST_LOCALIZE = ["batch_size=8", "image_size=64", "cam.iters=1", "cam.expand=false", "refine.method=none",
                  "threads=1", "progress=false"]
 
 

@@ -13,7 +13,8 @@ from occon_plugin.eval.boxes import best_ious_per_threshold, boxes_at_threshold,
 from occon_plugin.eval.masks import iou_curve, mask_iou
 from occon_plugin.localize.background import background_image, largest_empty_rectangle
 from occon_plugin.localize.boxes import mask_to_boxes
-from occon_plugin.localize.crf import CrfParams, crf_refine
+from occon_plugin.localize.crf import CrfParams
+from occon_plugin.localize.refiners import refine
 from occon_plugin.store.format import encode_mask_png, mask_to_u8
 
 from robustness_helpers import photo
@@ -45,8 +46,10 @@ def as_arrays(value):
 
 
 CASES = {
-    "crf_refine image": (IMAGE, lambda x: crf_refine(x, MASK, CrfParams(iters=2))),
-    "crf_refine mask": (MASK, lambda x: crf_refine(IMAGE, x, CrfParams(iters=2))),
+    "refine crf image": (IMAGE, lambda x: refine(x, MASK, "crf", {"crf": CrfParams(iters=2)})),
+    "refine crf mask": (MASK, lambda x: refine(IMAGE, x, "crf", {"crf": CrfParams(iters=2)})),
+    "refine guided+fgs image": (IMAGE, lambda x: refine(x, MASK, "guided+fgs", {})),
+    "refine guided+fgs mask": (MASK, lambda x: refine(IMAGE, x, "guided+fgs", {})),
     "mask_to_boxes": (MASK, lambda x: mask_to_boxes(x, 0.5)),
     "largest_empty_rectangle": (MASK, lambda x: largest_empty_rectangle(x >= 0.2)),
     "background_image": (IMAGE, lambda x: background_image(x, (2, 3, 9, 8))),

@@ -13,7 +13,7 @@ import torchvision
 
 from occon_plugin.errors import CheckpointError, ConfigError
 from occon_plugin.models import load_model
-from occon_plugin.zoo.convert import convert
+from occon_plugin.models.checkpoint import convert_checkpoint as convert
 
 from robustness_helpers import assert_one_line_error, run_cli
 

@@ -140,7 +140,7 @@ def test_the_other_ranks_take_rank_0s_run_folder_even_when_it_moved_to_name_2(tm
     the folder (auto_resume=false) and move on to <name>-3."""
     from omegaconf import OmegaConf
 
-    from occon_plugin.runs import lock_and_plan, share_plan, unshare_plan
+    from occon_plugin.train.runs import lock_and_plan, share_plan, unshare_plan
 
     for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
         monkeypatch.delenv(key, raising=False)

@@ -70,7 +70,7 @@ def test_pretraining_with_relative_paths_after_chdir_resumes_with_absolute_ones(
 
 @pytest.mark.kind("paths.relative-resume")
 def test_a_run_saved_with_relative_paths_is_the_same_run_given_absolute_ones(tmp_path, monkeypatch):
-    from occon_plugin.runs import plan_run
+    from occon_plugin.train.runs import plan_run
 
     (tmp_path / "photos").mkdir()
     (tmp_path / "store").mkdir()

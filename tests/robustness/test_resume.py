@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from occon_plugin.errors import ConfigError
-from occon_plugin.runs import checkpoint_readable, plan_run
+from occon_plugin.train.runs import checkpoint_readable, plan_run
 
 from robustness_helpers import pretrain_args, run_cli
 
@@ -79,7 +79,7 @@ def test_a_torn_last_checkpoint_falls_back_to_the_newest_readable_one(tmp_path):
 
 WRITER = """
 import sys, torch
-from occon_plugin.runs import atomic_checkpoint_io
+from occon_plugin.train.runs import atomic_checkpoint_io
 io = atomic_checkpoint_io()
 k = 0
 print("ready", flush=True)

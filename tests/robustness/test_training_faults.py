@@ -76,7 +76,7 @@ def test_a_diverging_run_stops_at_the_first_nonfinite_loss(fmt, photos, tmp_path
 @pytest.mark.kind("train.diverged")
 def test_no_checkpoint_with_nonfinite_weights_is_written(tmp_path):
     from occon_plugin.errors import TrainingDivergedError
-    from occon_plugin.runs import atomic_checkpoint_io
+    from occon_plugin.train.runs import atomic_checkpoint_io
 
     io = atomic_checkpoint_io()  # what Lightning's ModelCheckpoint and trainer.save_checkpoint write through
     last = tmp_path / "last.ckpt"
@@ -226,35 +226,62 @@ def _sigterm_after_first_batch(args, cwd, signum=signal.SIGTERM) -> tuple[int, s
     return proc.returncode, (seen + (rest or b"")).decode(errors="replace"), err.decode(errors="replace")
 
 
+# ``python -m occon_plugin.cli.pretrain ...`` that sends itself SIGTERM (as ``kill <pid>`` does) from inside the
+# optimizer step number STOP_AFTER: the signal lands at an exact step whatever the machine's load (a signal sent
+# from outside on seeing the progress bar raced the next batch's start on a busy machine)
+SELF_SIGTERM = """
+import os, runpy, signal, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+after, steps = int(os.environ["STOP_AFTER"]), [0]
+def hook(optimizer, args, kwargs):
+    steps[0] += 1
+    if steps[0] == after:
+        os.kill(os.getpid(), signal.SIGTERM)
+register_optimizer_step_post_hook(hook)
+sys.argv = ["occon-pretrain", *sys.argv[1:]]
+runpy.run_module("occon_plugin.cli.pretrain", run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.mark.kind("run.sigterm")
 def test_sigterm_saves_a_resumable_checkpoint_and_the_rerun_ends_as_if_uninterrupted(photos, tmp_path):
+    """Stopped inside an epoch (after step 1 of 3) and before its LAST batch (after step 2 of 3: Lightning's
+    restored ``is_last_batch`` used to end the resumed epoch before that batch, the run trained a batch less in
+    epoch 0 and went on into epoch 3), the resumed run ends with the uninterrupted run's weights, bit for bit."""
     data, store = photos
     six = tmp_path / "six"
     six.mkdir()
     for name in PHOTOS[:6]:
         shutil.copy(data / name, six / name)
-    # 3 steps of 2 per epoch, 5 steps: the signal lands inside an epoch
+    # 3 steps of 2 per epoch, 5 steps
     args = pretrain_args(six, tmp_path / "t", "++auto_resume.enabled=true", "++optimizer.lr=0.3", store=store, steps=5,
                          batch=2)
     full = run_cli("occon_plugin.cli.pretrain", *args, "++name=full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr[-3000:]
-    folder = run_folder(tmp_path / "t", "stopped")
-    code, out, err = _sigterm_after_first_batch([*args, "++name=stopped"], tmp_path)
-    assert code == 143, f"exit {code}\n{err[-3000:]}"
-    assert "[occon] SIGTERM received: saving a resumable checkpoint at the end of this step" in out
-    assert "Traceback" not in err, err[-3000:]
-    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("[occon] terminated")]
-    assert len(lines) == 1, err[-3000:]
-    assert f"saved a resumable checkpoint at step " in lines[0] and str(folder / "last.ckpt") in lines[0]
-    step = int(lines[0].split("at step ")[1].split()[0])
-    assert step % 3 != 0, f"stopped at step {step}, an epoch boundary: the mid-epoch resume was not exercised"
-    assert not (folder / "final.ckpt").exists()
-    resumed = run_cli("occon_plugin.cli.pretrain", *args, "++name=stopped", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"[occon] resuming from {folder / 'last.ckpt'}" in resumed.stdout
-    a, b = _final_state(run_folder(tmp_path / "t", "full")), _final_state(folder)
-    differ = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not differ, f"{len(differ)} of {len(a)} tensors differ after a stop at step {step}: {differ[:5]}"
+    expected = _final_state(run_folder(tmp_path / "t", "full"))
+    for after in (1, 2):
+        name = f"stopped{after}"
+        folder = run_folder(tmp_path / "t", name)
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "STOP_AFTER": str(after)}
+        stopped = subprocess.run([sys.executable, "-c", SELF_SIGTERM, *args, f"++name={name}"], cwd=tmp_path,
+                                 env=env, capture_output=True, text=True, timeout=600)
+        out, err = stopped.stdout, stopped.stderr
+        assert stopped.returncode == 143, f"exit {stopped.returncode}\n{err[-3000:]}"
+        assert "[occon] SIGTERM received: saving a resumable checkpoint at the end of this step" in out
+        assert "Traceback" not in err, err[-3000:]
+        lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("[occon] terminated")]
+        assert len(lines) == 1, err[-3000:]
+        assert f"saved a resumable checkpoint at step {after} (epoch 0)" in lines[0], lines[0]
+        assert str(folder / "last.ckpt") in lines[0]
+        assert not (folder / "final.ckpt").exists()
+        resumed = run_cli("occon_plugin.cli.pretrain", *args, f"++name={name}", cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"[occon] resuming from {folder / 'last.ckpt'}" in resumed.stdout
+        got = torch.load(folder / "final.ckpt", map_location="cpu", weights_only=False)
+        assert got["epoch"] == torch.load(run_folder(tmp_path / "t", "full") / "final.ckpt", map_location="cpu",
+                                          weights_only=False)["epoch"], "the resumed run ended in another epoch"
+        differ = [k for k in expected if not torch.equal(expected[k], got["state_dict"][k])]
+        assert not differ, f"{len(differ)} of {len(expected)} tensors differ after a stop at step {after}: {differ[:5]}"
 
 
 @pytest.mark.kind("run.sigterm")
@@ -313,7 +340,7 @@ def test_a_second_run_of_the_same_name_is_refused_and_a_killed_run_leaves_no_sta
         first.send_signal(signal.SIGKILL)
         first.wait()
     # killed outright: the lock went with the process; the next run of the name starts (in <name>-2)
-    from occon_plugin.runs import lock_and_plan
+    from occon_plugin.train.runs import lock_and_plan
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create({"method": "mocov2_occon", "name": "mocov2_occon-custom",

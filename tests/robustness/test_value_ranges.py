@@ -1,7 +1,7 @@
 """Numeric settings out of range (found by trying the commands as a new user): every command checks
 them before it loads a model or an image, with one line naming the key and the values it takes
-(exit 2). Before, ``crf.gauss_sxy=0`` crashed occon-localize with a segmentation fault,
-``crf.clip=0.7`` / ``threshold=2`` / ``boxes.deltas=[5]`` / ``l2_values=[-1]`` / ``crop > resize``
+(exit 2). Before, ``refine.crf.gauss_sxy=0`` crashed occon-localize with a segmentation fault,
+``refine.crf.clip=0.7`` / ``threshold=2`` / ``boxes.deltas=[5]`` / ``l2_values=[-1]`` / ``crop > resize``
 gave numbers without meaning (exit 0), and ``optimizer.lr=-1``, ``data.num_workers=-1``,
 ``val_fraction=0``, ``batch_size=0`` ended in tracebacks; ``max_epochs=0`` wrote an untrained
 ``final.ckpt``. The commands run in this process (``main()`` with a patched ``sys.argv``, what a
@@ -23,9 +23,10 @@ EVAL = ["model=random:resnet18", "wandb.enabled=false", "progress=false"]
 
 # (command module, the arguments every case needs, the case's override, what the one line names)
 CASES = [
-    ("localize", ["output_dir={out}", "data.path={data}"], "crf.gauss_sxy=0", "crf.gauss_sxy=0.0"),
-    ("localize", ["output_dir={out}", "data.path={data}"], "crf.clip=0.7", "crf.clip=0.7"),
-    ("localize", ["output_dir={out}", "data.path={data}"], "crf.bilateral_sxy=-5", "crf.bilateral_sxy=-5.0"),
+    ("localize", ["output_dir={out}", "data.path={data}"], "refine.crf.gauss_sxy=0", "refine.crf.gauss_sxy=0.0"),
+    ("localize", ["output_dir={out}", "data.path={data}"], "refine.crf.clip=0.7", "refine.crf.clip=0.7"),
+    ("localize", ["output_dir={out}", "data.path={data}"], "refine.crf.bilateral_sxy=-5",
+     "refine.crf.bilateral_sxy=-5.0"),
     ("eval_linear", [*EVAL, "train_dir={data}", "test_dir={data}", "output_dir={out}"], "l2_values=[1,-1]",
      "l2_values[1]=-1"),
     ("eval_linear", [*EVAL, "train_dir={data}", "test_dir={data}", "output_dir={out}"], "l2_values=[]",
@@ -36,6 +37,12 @@ CASES = [
      "num_workers=-1"),
     ("eval_linear", [*EVAL, "train_dir={data}", "test_dir={data}", "output_dir={out}"], "crop=300",
      "crop=300 is larger than resize=256"),
+    # these two were a torch RuntimeError / re.error traceback
+    ("eval_linear", [*EVAL, "train_dir={data}", "test_dir={data}", "output_dir={out}"], "device=mps",
+     "device='mps' is invalid"),
+    ("eval_linear", [*EVAL, "train_dir={data}", "test_dir={data}", "output_dir={out}"], "val_group_regex='('",
+     "val_group_regex='(' is not a regular expression"),
+    ("eval_bgchallenge", [*EVAL, "root={data}", "output_dir={out}"], "device=cuda:x", "device='cuda:x' is invalid"),
     ("eval_bgchallenge", [*EVAL, "root={data}", "output_dir={out}"], "batch_size=0", "batch_size=0"),
     ("eval_bgchallenge", [*EVAL, "root={data}", "output_dir={out}"], "seed=-3", "seed=-3"),
     ("eval_localization", ["predictions={data}", "gt={data}", "wandb.enabled=false", "output_dir={out}"],
@@ -105,7 +112,11 @@ def test_the_range_rule_by_hand():
 @pytest.mark.kind("config.ranges")
 def test_crf_refine_refuses_parameters_that_crash_pydensecrf():
     """A width of 0 made pydensecrf crash the process (segmentation fault); the library call refuses it."""
-    from occon_plugin.localize.crf import CrfParams, crf_refine
+    from occon_plugin.localize.crf import CrfParams
+    from occon_plugin.localize.refiners import refine
+
+    def crf_refine(image, mask, params):
+        return refine(image, mask, "crf", {"crf": params})
 
     image = np.zeros((8, 8, 3), np.uint8)
     mask = np.full((8, 8), 0.5, np.float32)

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from occon_plugin.errors import ResourceError
-from occon_plugin.localize.crf import CrfParams
-from occon_plugin.localize.finish import CrfRun, FinishPool, FinishRules
+from occon_plugin.localize.finish import FinishPool, FinishRules
+from occon_plugin.localize.refiners import RefineRun
 
 
 def _rules() -> FinishRules:
-    return FinishRules(CrfRun(True, "input"), CrfParams(), threshold=0.5, bg_threshold=0.2, box_margin=0.2,
+    return FinishRules(RefineRun("crf", "input"), threshold=0.5, bg_threshold=0.2, box_margin=0.2,
                        min_box_area=0.01, min_box_area_before_margin=True)
 
 

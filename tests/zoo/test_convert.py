@@ -7,7 +7,10 @@ import torchvision
 
 from occon_plugin.models import model_from_record
 from occon_plugin.models.checkpoint import mlp_layers
-from occon_plugin.zoo.convert import FORMAT, CheckpointError, load_checkpoint, save_occon_checkpoint
+from occon_plugin.errors import CheckpointError
+from occon_plugin.models.checkpoint import FORMAT
+from occon_plugin.models.checkpoint import read_checkpoint as load_checkpoint
+from occon_plugin.models.checkpoint import save_record as save_occon_checkpoint
 
 
 def build_backbone(d):

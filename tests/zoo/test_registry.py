@@ -105,6 +105,10 @@ def test_manifest_errors(tmp_path):
         load_manifest(write_manifest(tmp_path, entry("c", sha="abc")))
     with pytest.raises(ZooError, match="no zoo entry named 'zzz'"):
         get_entry("zzz", write_manifest(tmp_path, entry("a")))
+    binary = tmp_path / "photo.jpg"  # --manifest given a binary file: was the bare "'utf-8' codec can't decode ..."
+    binary.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)))
+    with pytest.raises(ZooError, match=r"zoo manifest .*photo\.jpg is not a YAML text file"):
+        load_manifest(binary)
 
 
 def test_repository_manifest_wheel_entry_checksums_for_real():

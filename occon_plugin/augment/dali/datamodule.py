@@ -17,6 +17,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from occon_plugin.augment.dataset import (OcconPretrainDataset, build_dataset, check_batch_per_process,
                                           loader_settings)
+from occon_plugin.augment.config import OcconConfig
 from occon_plugin.config import select
 from occon_plugin.host import LightningDataModule
 from occon_plugin.errors import ConfigError, DataError
@@ -40,7 +41,11 @@ def records_from_dataset(dataset: OcconPretrainDataset, need_sizes: bool = True)
     no ``w = h = 0`` record reaches DALI) and read every kept image's header: sizes come from
     the store entry or the header, and files DALI's decoder would decode differently from the
     shared rule (16-bit, float, unusual modes) are marked ``decode_here``. ``need_sizes`` is kept
-    for callers of the old signature (sizes are always known now)."""
+    for callers of the old signature (sizes are always known now).
+
+    Raises:
+        BadImageError: an image whose header cannot be read (the dataset's checks normally dropped it).
+    """
     root = Path(dataset.images.root)
     records = []
     for i, (path, entry, info) in enumerate(zip(dataset.paths, dataset.entries, dataset.info)):
@@ -70,7 +75,10 @@ class ObjectAwareDALILoader:
     resumed from a checkpoint (DALI's random state cannot be saved). ``start_epoch`` (an int, or a
     callable read at every ``iter()``, e.g. the trainer's current epoch) says which epoch an
     ``iter()`` draws; without a callable, epochs count up from ``start_epoch``. The data checks
-    happen when the source is built (before this object exists), the pipeline at ``iter()``."""
+    happen when the source is built (before this object exists), the pipeline at ``iter()``.
+
+    Raises:
+        ValueError: the per-view settings do not match the number of views (a caller's bug)."""
 
     def __init__(self, source: ObjectAwareSource, views: list[ViewOps], *, device: str = "cpu",
                  num_threads: int = 2, seed: int = 0, py_workers: int = 0, start_epoch=0, with_info: bool = True):
@@ -176,13 +184,15 @@ def _unreadable_now(files: list[str]) -> dict[str, str]:
     return bad
 
 
-def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> tuple[ObjectAwareSource, list[ViewOps]]:
+def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1,
+                      occon: OcconConfig | None = None) -> tuple[ObjectAwareSource, list[ViewOps]]:
     """The object-aware source (images, store entries, decisions) and the per-view standard ops
     from ``cfg.data.train_path`` (+ ``cfg.data.image_root``), ``cfg.optimizer.batch_size``,
-    ``cfg.augmentations``, ``cfg.occon`` and ``cfg.seed``; the store is validated here."""
+    ``cfg.augmentations``, ``cfg.occon`` (or ``occon``: the run's parsed section) and ``cfg.seed``; the store
+    is validated here. Raises :class:`ConfigError` / ``DataError`` for what the run cannot use."""
     train_path, batch_size, seed = loader_settings(cfg)
     views = views_from_cfg(select(cfg, "augmentations"))
-    dataset = build_dataset(cfg, [_identity] * len(views))
+    dataset = build_dataset(cfg, [_identity] * len(views), occon=occon)
     records = records_from_dataset(dataset)
     check_batch_per_process(len(records), int(batch_size), num_shards, train_path, dataset.startup_summary())
     source = ObjectAwareSource(records, int(batch_size), len(views), dataset.cfg, seed, shard_id, num_shards)
@@ -190,6 +200,11 @@ def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1) -> tuple
 
 
 def dali_device(cfg: Any) -> str:
+    """``dali.device`` (gpu or cpu), checked against the machine.
+
+    Raises:
+        ConfigError: ``dali.device`` is not gpu/cpu, or gpu without a visible CUDA device.
+    """
     device = str(select(cfg, "dali.device", "gpu"))
     if device not in ("gpu", "cpu"):
         raise ConfigError(f"dali.device={device!r} must be 'gpu' or 'cpu'")
@@ -199,16 +214,20 @@ def dali_device(cfg: Any) -> str:
 
 
 def build_dali_loader(cfg: Any, shard_id: int = 0, num_shards: int = 1, start_epoch=0,
-                      with_info: bool = True) -> ObjectAwareDALILoader:
+                      with_info: bool = True, occon: OcconConfig | None = None) -> ObjectAwareDALILoader:
     """The DALI training loader: :func:`build_dali_source` + ``cfg.dali.device`` ("gpu" or "cpu"),
     ``cfg.data.num_workers`` (DALI threads) and ``cfg.dali.py_workers`` (processes running the
     external source; default 0 = in the training process). ``with_info=False``: batches in the host's
-    three-element format (a plain host method)."""
+    three-element format (a plain host method).
+
+    Raises:
+        ConfigError: ``dali.py_workers`` is not an integer >= 0, or any error of :func:`build_dali_source`.
+    """
     device = dali_device(cfg)
     py_workers = select(cfg, "dali.py_workers", 0)
     if not isinstance(py_workers, int) or isinstance(py_workers, bool) or py_workers < 0:
         raise ConfigError(f"dali.py_workers={py_workers!r} must be an integer >= 0")
-    source, views = build_dali_source(cfg, shard_id, num_shards)
+    source, views = build_dali_source(cfg, shard_id, num_shards, occon=occon)
     return ObjectAwareDALILoader(source, views, device=device, seed=int(select(cfg, "seed", 0)),
                                  num_threads=max(1, int(select(cfg, "data.num_workers", 2))),
                                  py_workers=py_workers, start_epoch=start_epoch, with_info=with_info)
@@ -218,9 +237,10 @@ class ObjectAwareDALIDataModule(LightningDataModule):
     """Lightning data module around :func:`build_dali_loader` (built in ``setup`` so the GPU
     pipeline lands on the device Lightning assigned to this process)."""
 
-    def __init__(self, cfg: Any, with_info: bool = True):
+    def __init__(self, cfg: Any, with_info: bool = True, occon: OcconConfig | None = None):
         super().__init__()
         self.cfg = cfg
+        self.occon = occon  # the run's parsed section (None: parsed from cfg.occon in setup)
         self.with_info = with_info
         self.loader: ObjectAwareDALILoader | None = None
 
@@ -232,12 +252,15 @@ class ObjectAwareDALIDataModule(LightningDataModule):
             # the loader reads it when its pipeline is built, at the first epoch's iter()
             self.loader = build_dali_loader(self.cfg, shard_id=rank, num_shards=world,
                                             start_epoch=lambda: trainer.current_epoch if trainer is not None else 0,
-                                            with_info=self.with_info)
+                                            with_info=self.with_info, occon=self.occon)
 
     def train_dataloader(self):
         self.setup()
         return self.loader
 
 
-def build_dali_datamodule(cfg: Any, with_info: bool = True) -> ObjectAwareDALIDataModule:
-    return ObjectAwareDALIDataModule(cfg, with_info=with_info)
+def build_dali_datamodule(cfg: Any, with_info: bool = True,
+                          occon: OcconConfig | None = None) -> ObjectAwareDALIDataModule:
+    """The plugin's DALI pipeline as a Lightning data module (built in its ``setup``); ``occon``: the run's
+    parsed section (None: ``cfg.occon`` is parsed there)."""
+    return ObjectAwareDALIDataModule(cfg, with_info=with_info, occon=occon)

@@ -79,7 +79,11 @@ def standard_view_fn(views: list[ViewOps]):
 
 
 def pipeline_device_id(device: str) -> int | None:
-    """``device="gpu"``: the current CUDA device; ``"cpu"``: None (DALI without CUDA)."""
+    """``device="gpu"``: the current CUDA device; ``"cpu"``: None (DALI without CUDA).
+
+    Raises:
+        ValueError: ``device`` is not gpu/cpu (checked earlier as ``dali.device``; a programming error here).
+    """
     if device not in ("cpu", "gpu"):
         raise ValueError(f"dali.device={device!r} must be 'gpu' or 'cpu'")
     if device == "cpu":

@@ -23,7 +23,11 @@ def _tiles(length: int, step: int) -> tuple[np.ndarray, np.ndarray]:
 def background_regions(own: int, patch_rect, canvas_hw: tuple[int, int]):
     """(ids, in_anchors, shapes, out_anchors, output_size) of both passes for batch sample ``own``,
     whose background patch (decoded from ``patch_rect`` = half-open (x1, y1, x2, y2)) sits at
-    index ``own`` of the patch batch and whose strip sits at ``own`` of the strip batch."""
+    index ``own`` of the patch batch and whose strip sits at ``own`` of the strip batch.
+
+    Raises:
+        ValueError: an empty background rectangle (the store contract forbids it).
+    """
     x1, y1, x2, y2 = (int(v) for v in patch_rect)
     if x2 <= x1 or y2 <= y1:
         raise ValueError(f"empty background rectangle {list(patch_rect)}")

@@ -114,7 +114,11 @@ class SingleSampleDALI:
 def semantic_suite_sample_views(occon: dict, standard: str, n_views: int, *, rrc_size: int,
                                 host_aug: dict | None = None):
     """The DALI pipeline under the shared semantic suite's contract (``tests/augment/test_semantics.py``):
-    ``standard`` = "identity" | "rrc_nearest" | "host" (``host_aug``: one ``augmentations`` entry)."""
+    ``standard`` = "identity" | "rrc_nearest" | "host" (``host_aug``: one ``augmentations`` entry).
+
+    Raises:
+        ValueError: ``standard`` is not identity, rrc_nearest or host (test helper).
+    """
     settings = parse_occon_config(occon, n_views=n_views, check_store=False)
     if standard == "identity":
         runner = SingleSampleDALI(settings, n_views, identity_view, random_views=False)

@@ -88,7 +88,11 @@ def _bytes_of(file: Path | np.ndarray) -> np.ndarray:
 
 
 def encode_rgb_png(image: np.ndarray) -> np.ndarray:
-    """An ``H x W x 3`` uint8 RGB array as lossless PNG bytes (fast compression) for DALI's decoder."""
+    """An ``H x W x 3`` uint8 RGB array as lossless PNG bytes (fast compression) for DALI's decoder.
+
+    Raises:
+        ValueError: the array is not an encodable H x W x 3 uint8 image.
+    """
     ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise ValueError(f"cannot PNG-encode an image of shape {image.shape}")
@@ -182,6 +186,8 @@ class ObjectAwareSource:
     raised. With ``num_shards > 1`` shard ``k`` takes every ``num_shards``-th sample of the order, as
     the torchvision sampler does under DDP (equal shares: ``len(records) // num_shards`` each, the
     remainder of the epoch's order is dropped).
+    Raises:
+        ValueError: the per-view settings do not match the number of views (a caller's bug).
     """
 
     def __init__(self, records: list[SampleRecord], batch_size: int, n_views: int, settings: OcconConfig,

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 
 from nvidia.dali import fn, types
 
+from occon_plugin.augment.views import DALI_BLUR_WINDOW, view_default
+from occon_plugin.errors import ConfigError
 from occon_plugin.models.normalization import IMAGENET_MEAN, IMAGENET_STD  # the one ImageNet constant
-DEFAULT_BLUR_WINDOW = 23  # the host's DALI builder uses a 23x23 window
+
+DEFAULT_BLUR_WINDOW = DALI_BLUR_WINDOW  # the host's DALI builder uses a 23x23 window
 SOLARIZE_THRESHOLD = 128
 
 
@@ -28,22 +31,22 @@ class ViewOps:
     """One entry of the host's ``augmentations`` list, read into plain numbers."""
 
     crop_size: int
-    rrc_enabled: bool = True
-    crop_min_scale: float = 0.08
-    crop_max_scale: float = 1.0
-    jitter_prob: float = 0.0
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-    hue: float = 0.0
-    grayscale_prob: float = 0.0
-    blur_prob: float = 0.0
-    sigma_min: float = 0.1
-    sigma_max: float = 2.0
+    rrc_enabled: bool = view_default("rrc", "enabled")
+    crop_min_scale: float = view_default("rrc", "crop_min_scale")
+    crop_max_scale: float = view_default("rrc", "crop_max_scale")
+    jitter_prob: float = view_default("color_jitter", "prob")
+    brightness: float = view_default("color_jitter", "brightness")
+    contrast: float = view_default("color_jitter", "contrast")
+    saturation: float = view_default("color_jitter", "saturation")
+    hue: float = view_default("color_jitter", "hue")
+    grayscale_prob: float = view_default("grayscale", "prob")
+    blur_prob: float = view_default("gaussian_blur", "prob")
+    sigma_min: float = view_default("gaussian_blur", "sigma_min")
+    sigma_max: float = view_default("gaussian_blur", "sigma_max")
     blur_window: int = DEFAULT_BLUR_WINDOW
-    solarization_prob: float = 0.0
-    flip_prob: float = 0.0
-    num_crops: int = 1
+    solarization_prob: float = view_default("solarization", "prob")
+    flip_prob: float = view_default("horizontal_flip", "prob")
+    num_crops: int = view_default("num_crops")
 
     @classmethod
     def from_cfg(cls, entry: Mapping) -> "ViewOps":
@@ -51,43 +54,46 @@ class ViewOps:
         jitter = _get(entry, "color_jitter", {})
         blur = _get(entry, "gaussian_blur", {})
         window = int(_get(blur, "kernel_size", DEFAULT_BLUR_WINDOW))
+        d = cls.__dataclass_fields__  # the defaults: occon_plugin.augment.views.VIEW_DEFAULTS
         return cls(
             crop_size=int(_get(entry, "crop_size")),
-            rrc_enabled=bool(_get(rrc, "enabled", True)),
-            crop_min_scale=float(_get(rrc, "crop_min_scale", 0.08)),
-            crop_max_scale=float(_get(rrc, "crop_max_scale", 1.0)),
-            jitter_prob=float(_get(jitter, "prob", 0.0)),
-            brightness=float(_get(jitter, "brightness", 0.0)),
-            contrast=float(_get(jitter, "contrast", 0.0)),
-            saturation=float(_get(jitter, "saturation", 0.0)),
-            hue=float(_get(jitter, "hue", 0.0)),
-            grayscale_prob=float(_get(_get(entry, "grayscale", {}), "prob", 0.0)),
-            blur_prob=float(_get(blur, "prob", 0.0)),
-            sigma_min=float(_get(blur, "sigma_min", 0.1)),
-            sigma_max=float(_get(blur, "sigma_max", 2.0)),
+            rrc_enabled=bool(_get(rrc, "enabled", d["rrc_enabled"].default)),
+            crop_min_scale=float(_get(rrc, "crop_min_scale", d["crop_min_scale"].default)),
+            crop_max_scale=float(_get(rrc, "crop_max_scale", d["crop_max_scale"].default)),
+            jitter_prob=float(_get(jitter, "prob", d["jitter_prob"].default)),
+            brightness=float(_get(jitter, "brightness", d["brightness"].default)),
+            contrast=float(_get(jitter, "contrast", d["contrast"].default)),
+            saturation=float(_get(jitter, "saturation", d["saturation"].default)),
+            hue=float(_get(jitter, "hue", d["hue"].default)),
+            grayscale_prob=float(_get(_get(entry, "grayscale", {}), "prob", d["grayscale_prob"].default)),
+            blur_prob=float(_get(blur, "prob", d["blur_prob"].default)),
+            sigma_min=float(_get(blur, "sigma_min", d["sigma_min"].default)),
+            sigma_max=float(_get(blur, "sigma_max", d["sigma_max"].default)),
             blur_window=window + (1 - window % 2),  # DALI needs an odd window
-            solarization_prob=float(_get(_get(entry, "solarization", {}), "prob", 0.0)),
-            flip_prob=float(_get(_get(entry, "horizontal_flip", {}), "prob", 0.0)),
-            num_crops=int(_get(entry, "num_crops", 1)),
+            solarization_prob=float(_get(_get(entry, "solarization", {}), "prob", d["solarization_prob"].default)),
+            flip_prob=float(_get(_get(entry, "horizontal_flip", {}), "prob", d["flip_prob"].default)),
+            num_crops=int(_get(entry, "num_crops", d["num_crops"].default)),
         )
 
 
 def views_from_cfg(augmentations) -> list[ViewOps]:
-    """One ``ViewOps`` per produced view (an entry with ``num_crops: 2`` gives two views)."""
+    """One ``ViewOps`` per produced view (an entry with ``num_crops: 2`` gives two views).
+    Raises :class:`~occon_plugin.errors.ConfigError` naming ``augmentations[i].<key>`` for a value DALI
+    cannot run (no ``crop_size``, ``equalization``, a hue outside [0, 0.5], ``num_crops`` < 1)."""
     if augmentations is None or len(augmentations) == 0:
-        raise ValueError("augmentations is empty: give a list of pipelines, e.g. one with num_crops: 2")
+        raise ConfigError("augmentations is empty: give a list of pipelines, e.g. one with num_crops: 2")
     views = []
     for i, entry in enumerate(augmentations):
         if _get(entry, "crop_size") is None:
-            raise ValueError(f"augmentations[{i}].crop_size is required (the side of the square views)")
+            raise ConfigError(f"augmentations[{i}].crop_size is required (the side of the square views)")
         if float(_get(_get(entry, "equalization", {}), "prob", 0.0)) > 0:
-            raise ValueError(f"augmentations[{i}].equalization.prob > 0: equalization has no DALI op "
+            raise ConfigError(f"augmentations[{i}].equalization.prob > 0: equalization has no DALI op "
                              f"(solo-learn's DALI loader rejects it too); set it to 0 or use the torchvision loader")
         ops = ViewOps.from_cfg(entry)
         if not 0.0 <= ops.hue <= 0.5:
-            raise ValueError(f"augmentations[{i}].color_jitter.hue={ops.hue} must be in [0, 0.5] (torchvision's range)")
+            raise ConfigError(f"augmentations[{i}].color_jitter.hue={ops.hue} must be in [0, 0.5] (torchvision's range)")
         if ops.num_crops < 1:
-            raise ValueError(f"augmentations[{i}].num_crops={ops.num_crops} must be >= 1")
+            raise ConfigError(f"augmentations[{i}].num_crops={ops.num_crops} must be >= 1")
         views.extend([ops] * ops.num_crops)
     return views
 

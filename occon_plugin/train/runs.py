@@ -46,6 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from occon_plugin.atomic import OUTPUT_ERRNOS, atomic_path, atomic_torch_save, output_error
 from occon_plugin.errors import ConfigError, OutputError, TrainingDivergedError, examples
+from occon_plugin.train.process import Terminated, launch_dir, launched_rank  # noqa: F401  (launched_rank: the run folders' API)
 
 # Settings that define a run: a resumed run must match them (compared after defaults and lr scaling).
 RUN_KEYS = ("method", "backbone", "method_kwargs", "optimizer", "scheduler", "max_epochs", "data.dataset",
@@ -98,7 +99,6 @@ PATH_KEYS = ("data.train_path", "data.image_root", "occon.store")
 def _same_path(value: Any) -> Any:
     if not isinstance(value, str) or not value or "://" in value or value == "???":
         return value
-    from occon_plugin.cli._hydra import launch_dir
 
     path = Path(value).expanduser()
     return os.path.realpath(path if path.is_absolute() else launch_dir() / path)
@@ -202,7 +202,11 @@ def _plan_run(cfg: DictConfig) -> RunPlan:
     except Exception as exc:  # a damaged yaml
         raise ConfigError(f"{config_file} cannot be read ({type(exc).__name__}: {exc}): the run cannot be checked "
                           f"before resuming. Pass ++name=<new name> for a new run") from exc
-    diffs = setting_differences(old, cfg)
+    from occon_plugin import host
+
+    # config.yaml was written after the method completed its cfg (solo-learn main fills optimizer/scheduler defaults
+    # in place); this cfg is compared with the same defaults filled in
+    diffs = setting_differences(old, host.with_method_defaults(cfg))
     if diffs:
         raise ConfigError(
             f"auto_resume: {folder} holds a run with other settings ({examples(diffs, show=_SHOW, sep='; ')}); resuming "
@@ -249,7 +253,11 @@ def save_checkpoint_file(checkpoint: dict, path) -> None:
 
 def atomic_checkpoint_io():
     """A Lightning ``CheckpointIO`` whose ``save_checkpoint`` is :func:`save_checkpoint_file` (atomic,
-    finite weights only, one line when the disk is full; pass as ``Trainer(plugins=[...])``)."""
+    finite weights only, one line when the disk is full; pass as ``Trainer(plugins=[...])``).
+
+    Raises:
+        TypeError: Lightning passes ``storage_options`` (not supported by the atomic writer).
+    """
     from occon_plugin import host
 
     class AtomicCheckpointIO(host.pl.plugins.io.TorchCheckpointIO):
@@ -334,6 +342,13 @@ def resume_state_callback():
                 # saved mid-epoch (SIGTERM): Lightning runs only the epoch's remaining batches, the loaders
                 # must draw exactly those (not the epoch's first ones again)
                 skip_trained_batches(trainer, int(state["batches_done_in_epoch"]))
+                # a stop before the epoch's LAST batch saved Lightning's "is_last_batch" (set when that batch
+                # was fetched) as True; restored, it ends the resumed epoch before its one remaining batch
+                # (Lightning 1.9 and 2.x: the epoch loop is done once is_last_batch), so that batch was never
+                # trained and the run went on one epoch further. The resumed epoch has batches left: not last.
+                progress = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "batch_progress", None)
+                if progress is not None and hasattr(progress, "is_last_batch"):
+                    progress.is_last_batch = False
             updater = getattr(pl_module, "momentum_updater", None)
             if updater is not None and "cur_tau" in state:
                 updater.cur_tau = state["cur_tau"]
@@ -428,18 +443,6 @@ LOCK_FILE = ".occon-run.lock"
 _PLAN_ENV = "OCCON_RUN_PLAN"  # rank 0's decision, inherited by the DDP processes Lightning starts
 
 
-def launched_rank() -> int:
-    """This process's global rank as its launcher set it (torchrun ``RANK``; Lightning's own DDP
-    launcher ``NODE_RANK`` / ``LOCAL_RANK``; SLURM ``SLURM_PROCID``), 0 for a plain process. Read from
-    the environment: the process group does not exist yet when the run folder is decided."""
-
-    for key in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(key, "").isdigit() and (key == "RANK" or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
-            return int(os.environ[key])
-    local, node = os.environ.get("LOCAL_RANK", "0"), os.environ.get("NODE_RANK", "0")
-    return int(local) + int(node) if local.isdigit() and node.isdigit() else 0
-
-
 class RunLock:
     """An exclusive ``fcntl.flock`` on ``<run folder>/.occon-run.lock`` for as long as a run trains
     there: a second run of the same folder is refused with one line. The kernel drops the lock when
@@ -479,7 +482,11 @@ def lock_and_plan(cfg: DictConfig) -> tuple[RunPlan, list]:
     """:func:`plan_run` under the run lock: rank 0 locks the named run folder *before* deciding (two
     runs started with one name at once: the second is refused, whatever it would have decided) and,
     when the plan moves to ``<name>-k``, that folder too. DDP ranks > 0 lock nothing and take the
-    plan rank 0 shared (:func:`inherited_plan`). Returns the plan and the locks to release."""
+    plan rank 0 shared (:func:`inherited_plan`). Returns the plan and the locks to release.
+
+    Raises:
+        ConfigError: what :func:`plan_run` refuses, or the run folder is locked by another run (the locks
+            taken so far are released first)."""
     inherited = inherited_plan(cfg)
     if inherited is not None:
         return inherited, []
@@ -540,16 +547,16 @@ def stop_on_signal_callback(out_dir: Path, resume_state=None):
     ``occon_plugin.cli._hydra.stop_signals_taken_by``; Ctrl-C too), stops training at the next step boundary: every
     hook of the finished step has run (the momentum encoder's update included), nothing of the next
     one has; it saves ``<out_dir>/last.ckpt`` there (atomically, as Lightning's SLURM handling saves
-    its ``hpc_ckpt``) and raises :class:`~occon_plugin.cli._hydra.Terminated` naming it (the CLI exits
+    its ``hpc_ckpt``) and raises :class:`~occon_plugin.train.process.Terminated` naming it (the CLI exits
     143). Under DDP the ranks decide together (one boolean all-reduce per step), so a signal sent to
     one process only (``kill <pid>``) stops them all at the same step. The rerun resumes from it (the
     run policy above: newest readable checkpoint)."""
     from occon_plugin import host
-    from occon_plugin.cli._hydra import Terminated
 
     class StopOnSignal(host.Callback):
         def __init__(self):
             self.signum: Optional[int] = None
+            self.host_flagged = False  # Lightning 2.x's own SIGTERM flag, taken over (host.take_lightning_sigterm)
 
         def take(self, signum: int) -> bool:
             if self.signum is not None:  # a second signal: stop at once (nothing half-written; no final.ckpt)
@@ -560,10 +567,19 @@ def stop_on_signal_callback(out_dir: Path, resume_state=None):
             return True
 
         def _requested(self, trainer) -> bool:
-            flagged = self.signum is not None or bool(getattr(trainer, "received_sigterm", False))
+            self.host_flagged |= host.take_lightning_sigterm(trainer)
+            flagged = self.signum is not None or self.host_flagged
             if int(getattr(trainer, "world_size", 1) or 1) > 1:
                 return not trainer.strategy.reduce_boolean_decision(not flagged)  # stop if any rank was signalled
             return flagged
+
+        # Lightning 2.x would end fit with SIGTERMException (exit 0, no checkpoint) at the end of the step or epoch
+        # in which SIGTERM arrived: its flag is taken over before its loops look at it (after these hooks)
+        def on_train_batch_end(self, trainer, *args, **kwargs):
+            self.host_flagged |= host.take_lightning_sigterm(trainer)
+
+        def on_train_epoch_end(self, trainer, *args, **kwargs):
+            self.host_flagged |= host.take_lightning_sigterm(trainer)
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx, *args):
             if not self._requested(trainer):

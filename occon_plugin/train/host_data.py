@@ -82,7 +82,11 @@ def host_samples(dataset: Any) -> HostSamples:
 
 def host_view_transforms(transform: Any) -> list[Callable]:
     """The host's per-view transforms (PIL image -> tensor), one per view, from its
-    ``FullTransformPipeline`` / ``NCropAugmentation`` (both host generations)."""
+    ``FullTransformPipeline`` / ``NCropAugmentation`` (both host generations).
+
+    Raises:
+        HostPipelineError: the transform is not solo-learn's ``FullTransformPipeline`` of ``NCropAugmentation``.
+    """
     parts = getattr(transform, "transforms", None)
     if parts is None and hasattr(transform, "num_crops"):
         parts = [transform]
@@ -103,16 +107,18 @@ def host_view_transforms(transform: Any) -> list[Callable]:
 class HostObjectAware:
     """Host sample ``i`` -> ``(index, views, target, info)`` with OA-Crop / BG-Mixup.
 
-    ``occon_cfg``: the raw ``occon`` section; ``seed``: the run seed (decisions of a sample come
+    ``occon_cfg``: the run's parsed :class:`~occon_plugin.augment.config.OcconConfig` (a raw ``occon``
+    section is parsed); ``seed``: the run seed (decisions of a sample come
     from a seed drawn from the torch RNG of the process that loads it). The store is opened and
-    validated against the plugin's listing of ``samples.root`` here, before training.
+    validated against the plugin's listing of ``samples.root`` here, before training. Raises
+    :class:`ConfigError` for an inactive config and :class:`HostPipelineError` when no sample is usable.
     """
 
     def __init__(self, samples: HostSamples, view_transforms: Sequence[Callable], occon_cfg: Any, seed: int = 0):
         self.samples = samples
         self.occon = OcconPretrainDataset(samples.root, occon_cfg, list(view_transforms), seed=seed)
         if not self.occon.cfg.active:
-            raise ValueError("HostObjectAware needs an active occon config (oa_crop or bg_mixup enabled)")
+            raise ConfigError("HostObjectAware needs an active occon config (occon.oa_crop or occon.bg_mixup enabled)")
         plugin_index = {path: i for i, path in enumerate(self.occon.paths)}
         self.to_plugin = np.array([plugin_index.get(p, -1) for p in samples.paths], dtype=np.int64)
         self.host_index = {path: i for i, path in enumerate(samples.paths)}

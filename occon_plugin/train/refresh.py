@@ -1,0 +1,220 @@
+"""``occon.refresh``: one-stage object-aware training (the store made from the model being trained).
+
+Epochs ``< warmup_epochs`` train without OA-Crop / BG-Mixup (no store yet: the batches say so, their
+``occon/*_frac`` are 0). At the end of epoch ``warmup_epochs - 1``, then every ``every_epochs`` epochs
+(not after the last one), :class:`RefreshCallback`:
+
+1. saves the current weights as ``<run>/refresh/model-e<epoch>.ckpt`` (the layout of ``final.ckpt``);
+2. calls the localizer itself, :func:`occon_plugin.localize.runner.run_localize`, with ``model=<that
+   checkpoint>`` and ``occon.refresh.preset`` into a new store version ``<run>/refresh/store-e<epoch>``:
+   the very store ``occon-localize model=<that checkpoint> preset=<preset> use_momentum=<m>`` writes, where
+   ``m`` is true for a method with a momentum encoder (MoCo, BYOL, ...: the slowly moving key encoder, whose
+   CAMs are the steadier ones; the paper's ContraCAM of a MoCo checkpoint) and false otherwise (SimCLR, ...);
+3. records it in ``<run>/refresh/refresh.json`` (atomic) and only then switches the dataset to it
+   (:meth:`~occon_plugin.augment.dataset.OcconPretrainDataset.use_store`) for the next epoch; the
+   loader's workers are not persistent under ``occon.refresh``, so the next epoch's workers copy the
+   switched dataset.
+
+``refresh.json``::
+
+    {"refreshes": {"<epoch>": {"store": "store-e<epoch>", "model": "model-e<epoch>.ckpt", "images": ...,
+                               "seconds": ..., "images_per_s": ..., "epoch_seconds": ..., "epoch_fraction": ...}},
+     "epochs": {"<epoch>": "store-e<k>" | null}}       # the store version each epoch trained on
+
+Resume: a resumed run trains epoch ``e`` on the newest recorded refresh of an epoch ``< e`` (the one the
+uninterrupted run used). A run killed during a refresh resumes from the checkpoint before it, trains
+that epoch again and redoes the refresh: the weights are the same (``model-e<epoch>.ckpt`` is kept when they
+are), so the localizer resumes the partly written store; other weights start that store over.
+
+This slice runs in one process with the torchvision pipeline; DALI, DDP and solo-learn's own
+``main_pretrain.py`` are refused with one line (``occon_plugin.config.check_refresh_supported``,
+the methods' constructor).
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from occon_plugin.atomic import atomic_write_json
+from occon_plugin.augment.config import RefreshConfig
+
+REFRESH_DIR = "refresh"
+RECORD_FILE = "refresh.json"
+
+
+def refresh_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / REFRESH_DIR
+
+
+def read_record(out_dir: Path) -> dict:
+    """``refresh.json`` of the run folder (empty record when there is none yet)."""
+    path = refresh_dir(out_dir) / RECORD_FILE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    record.setdefault("refreshes", {})
+    record.setdefault("epochs", {})
+    return record
+
+
+def store_for_epoch(record: dict, epoch: int) -> Optional[str]:
+    """The store version epoch ``epoch`` trains on: the newest recorded refresh of an earlier epoch, or None."""
+    done = [int(e) for e in record.get("refreshes", {}) if int(e) < int(epoch)]
+    return record["refreshes"][str(max(done))]["store"] if done else None
+
+
+def check_preset(refresh: RefreshConfig) -> None:
+    """``occon.refresh.preset`` names a preset of the localizer (or ``auto``).
+
+    Raises:
+        ConfigError: one line naming the key and the presets there are.
+    """
+    from occon_plugin.errors import ConfigError
+    from occon_plugin.localize.presets import PRESETS
+
+    if refresh.preset != "auto" and refresh.preset not in PRESETS:
+        raise ConfigError(f"occon.refresh.preset={refresh.preset!r}: use auto or one of {', '.join(sorted(PRESETS))}")
+
+
+def _same_weights(path: Path, state_dict: dict) -> bool:
+    import torch
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception:  # torn or unreadable: written again
+        return False
+    return saved.keys() == state_dict.keys() and all(
+        torch.equal(saved[k].cpu(), v.detach().cpu()) for k, v in state_dict.items())
+
+
+class _KeepRngs:
+    """The refresh draws nothing from the training's random streams (a resumed run that re-attaches a
+    store without refreshing continues exactly as the run that refreshed)."""
+
+    def __enter__(self):
+        import torch
+
+        self.state = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
+                      torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+    def __exit__(self, *exc):
+        import torch
+
+        cpu, nps, py, cuda = self.state
+        torch.set_rng_state(cpu)
+        np.random.set_state(nps)
+        random.setstate(py)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        return False
+
+
+def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_checkpoint: Callable[[Any, Any, Path], None]):
+    """The Lightning callback of a ``occon.refresh`` run (``occon-pretrain``); give it before the
+    ``ModelCheckpoint`` (the epoch's ``last.ckpt`` is then written after its refresh) and set its ``dataset``
+    (the training :class:`~occon_plugin.augment.dataset.OcconPretrainDataset`, switched in place) before
+    ``trainer.fit``. ``save_checkpoint(model, trainer, path)``: writes the weights as ``final.ckpt`` is written
+    (what ``occon-localize`` reads).
+
+    Raises (from the callback's hooks): RuntimeError when ``dataset`` was never set (a caller's bug); the
+    localizer's errors (:func:`~occon_plugin.localize.runner.run_localize`: DataError, ConfigError, ...) as they
+    are, one line through the CLI."""
+    from occon_plugin import host
+
+    class RefreshCallback(host.Callback):
+        occon_refresh = True  # the object-aware methods check that a refresh step is there
+
+        def __init__(self):
+            self.out_dir = Path(out_dir)
+            self.dataset: Any = None
+            self.epoch_started: Optional[float] = None
+
+        def _write(self, record: dict) -> None:
+            atomic_write_json(refresh_dir(self.out_dir) / RECORD_FILE, record)
+
+        def setup(self, trainer, pl_module, stage=None):
+            if self.dataset is None or not hasattr(self.dataset, "use_store"):
+                raise RuntimeError("the refresh callback has no training dataset to switch (set .dataset)")
+
+        def on_train_start(self, trainer, pl_module):
+            version = store_for_epoch(read_record(self.out_dir), trainer.current_epoch)
+            if version is not None and self.dataset.store_version != version:  # a resumed run
+                self.dataset.use_store(refresh_dir(self.out_dir) / version)
+                print(f"[occon] refresh: epoch {trainer.current_epoch} continues on the store version "
+                      f"{refresh_dir(self.out_dir) / version}", flush=True)
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.epoch_started = time.perf_counter()
+            record = read_record(self.out_dir)
+            record["epochs"][str(trainer.current_epoch)] = self.dataset.store_version
+            self._write(record)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            epoch = int(trainer.current_epoch)
+            epoch_seconds = time.perf_counter() - (self.epoch_started or time.perf_counter())
+            last = trainer.max_epochs is not None and trainer.max_epochs >= 0 and epoch + 1 >= trainer.max_epochs
+            steps_done = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+            if not refresh.refreshes_after(epoch) or last or steps_done or trainer.should_stop:
+                return
+            stats = self.refresh(trainer, pl_module, epoch, epoch_seconds)
+            pl_module.log_dict({"occon/refresh_images_per_s": float(stats["images_per_s"]),
+                                "occon/refresh_epoch_fraction": float(stats["epoch_fraction"]),
+                                "occon/refresh_seconds": float(stats["seconds"])})
+
+        def refresh(self, trainer, pl_module, epoch: int, epoch_seconds: float) -> dict:
+            from occon_plugin.localize.runner import run_localize
+            from occon_plugin.localize.settings import DataSettings, LocalizeSettings
+
+            folder = refresh_dir(self.out_dir)
+            model_path, store = folder / f"model-e{epoch}.ckpt", folder / f"store-e{epoch}"
+            if not (model_path.is_file() and _same_weights(model_path, pl_module.state_dict())):
+                save_checkpoint(pl_module, trainer, model_path)
+                if store.exists():  # made from other weights (a resumed run that diverged): start it over
+                    shutil.rmtree(store)
+            settings = LocalizeSettings(
+                data=DataSettings(path=str(cfg.data.train_path), image_root=_opt(cfg, "data.image_root")),
+                output_dir=str(store), model=str(model_path), preset=refresh.preset,
+                use_momentum=has_momentum_encoder(pl_module),
+                device=str(pl_module.device), progress=False, resume=True)
+            if refresh.image_size is not None:
+                settings.image_size = refresh.image_size
+            if refresh.batch_size is not None:
+                settings.batch_size = refresh.batch_size
+            start = time.perf_counter()
+            with _KeepRngs():
+                summary = run_localize(settings)  # the complete store is written (and closed) before the switch
+            seconds = time.perf_counter() - start
+            images = int(summary["listed"])
+            stats = {"store": store.name, "model": model_path.name, "preset": summary["preset"], "images": images,
+                     "written_ok": int(summary["written_ok"]), "written_bad": int(summary["written_bad"]),
+                     "already_done": int(summary["already_done"]), "seconds": round(seconds, 3),
+                     "images_per_s": round(images / max(seconds, 1e-9), 2), "epoch_seconds": round(epoch_seconds, 3),
+                     "epoch_fraction": round(seconds / max(epoch_seconds, 1e-9), 3),
+                     "localize_stage_seconds": summary.get("stage_seconds", {})}  # where the localizer's time went
+            record = read_record(self.out_dir)
+            record["refreshes"][str(epoch)] = stats
+            self._write(record)
+            self.dataset.use_store(store)  # the next epoch's workers copy the switched dataset
+            print(f"[occon] refresh after epoch {epoch}: {images} images localized in {seconds:.1f} s "
+                  f"({stats['images_per_s']} images/s, {stats['epoch_fraction']:.2f} x the epoch's "
+                  f"{epoch_seconds:.1f} s of training), preset {summary['preset']} -> {store}", flush=True)
+            return stats
+
+    return RefreshCallback()
+
+
+def has_momentum_encoder(module: Any) -> bool:
+    """Whether a solo-learn method holds a momentum (key) encoder: its state dict has ``momentum_backbone.*``
+    (solo-learn main) or ``momentum_encoder.*`` (1.0.2) weights."""
+    return any(k.startswith(("momentum_backbone.", "momentum_encoder.")) for k in module.state_dict())
+
+
+def _opt(cfg: Any, key: str) -> Optional[str]:
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key, default=None)
+    return None if value is None else str(value)

@@ -1,0 +1,362 @@
+"""``occon.refresh`` (issue 21, first slice): one-stage object-aware training, on CPU with tiny data.
+
+(a) the refresh's store is the one ``occon-localize`` writes with the same checkpoint and preset (bytes);
+(b) a run from a folder with no store: warm-up epochs without the object-aware record, later ones with it,
+    and its final checkpoint localizes with ``occon-localize``; the switch reaches the next epoch's samples
+    (pixels and record) with 0 and 2 loader workers;
+(c) what this slice does not do is refused with one line and exit 2 (DALI, DDP, the host's own script);
+(d) a run stopped after a refresh resumes on the recorded store version and ends with the weights of the
+    uninterrupted run; a run killed during a refresh resumes the refresh.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+N_IMAGES, BATCH = 8, 4
+
+pytestmark = pytest.mark.slow
+
+
+def _photos(root: Path) -> Path:
+    """Eight real photos (scikit-image), shrunk to <= 48 px."""
+    skdata = pytest.importorskip("skimage.data")
+    root.mkdir(parents=True)
+    names = ["astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field", "immunohistochemistry", "colorwheel"]
+    for i, name in enumerate(names[:N_IMAGES]):
+        image = Image.fromarray(np.ascontiguousarray(getattr(skdata, name)()[..., :3]))
+        image.thumbnail((48, 48))
+        image.save(root / f"{i}_{name}.jpg", quality=90)
+    return root
+
+
+def _args(data: Path, out: Path, *extra, workers: int = 0) -> list[str]:
+    """``occon-pretrain`` with a repository YAML shrunk for CPU, ``occon.refresh`` on, no store."""
+    return ["--config-path", str(REPO / "scripts" / "pretrain" / "custom"), "--config-name", "mocov2_occon.yaml",
+            f"++data.train_path={data}", f"++data.num_workers={workers}", f"++optimizer.batch_size={BATCH}",
+            "++max_epochs=2", "++augmentations.0.crop_size=32", "++accelerator=cpu", f"++checkpoint.dir={out}",
+            "++wandb.enabled=false", "++backbone.name=resnet18", "++method_kwargs.queue_size=16",
+            "++method_kwargs.proj_hidden_dim=32", "++occon.store=null", "++occon.bg_mixup.p_mix=1.0",
+            "++occon.refresh.enabled=true", "++occon.refresh.warmup_epochs=1", "++occon.refresh.image_size=64",
+            "++occon.refresh.batch_size=8", "++auto_resume.enabled=true", *extra]
+
+
+# every run of this file computes with one torch thread: the in-process run would otherwise take whatever thread
+# count earlier tests of the session left (localize tests set threads=1), the subprocesses torch's default, and
+# float sums over another thread split differ in their last bits (weights "differ" for no fault of the resume)
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _cli(module: str, *args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline", **THREADS}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=timeout)
+
+
+def _main_here(module, args, monkeypatch) -> int:
+    """A CLI's ``main`` in this process (as the user runs it); returns the exit status."""
+    monkeypatch.setattr(sys, "argv", ["occon", *map(str, args)])
+    try:
+        module.main()
+    except SystemExit as done:
+        return int(done.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """The uninterrupted run (in this process): 2 epochs of 2 steps, a refresh after epoch 0. Records what
+    every training batch's object-aware record said, per epoch."""
+    from occon_plugin.cli import pretrain
+    from occon_plugin.methods.base import OcconMethodMixin
+
+    root = tmp_path_factory.mktemp("refresh")
+    data = _photos(root / "data")
+    seen: dict[int, list] = {}
+    original = OcconMethodMixin._log_occon_info
+
+    def spy(self, info):
+        seen.setdefault(int(self.trainer.current_epoch), []).append(
+            (float(info["oa_crop"].float().mean()), float(info["mixed"].float().mean())))
+        return original(self, info)
+
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(OcconMethodMixin, "_log_occon_info", spy)
+        torch.set_num_threads(1)  # as the subprocesses (THREADS)
+        start = time.perf_counter()
+        try:
+            code = _main_here(pretrain, _args(data, root / "t", "++name=full"), mp)
+        finally:
+            torch.set_num_threads(threads)
+        seconds = time.perf_counter() - start
+    assert code == 0
+    return root, data, root / "t" / "mocov2_occon" / "full", seen, seconds
+
+
+def test_a_run_without_a_store_warms_up_then_trains_object_aware_and_localizes(full_run, tmp_path, monkeypatch):
+    from occon_plugin.cli import localize
+
+    root, data, folder, seen, seconds = full_run
+    print(f"tiny refresh run: {seconds:.1f} s")
+    # epoch 0 (warm-up): every batch without OA-Crop / BG-Mixup; epoch 1: with both (p_mix = 1)
+    assert sorted(seen) == [0, 1] and len(seen[0]) == len(seen[1]) == N_IMAGES // BATCH
+    assert all(oa == 0.0 and mixed == 0.0 for oa, mixed in seen[0]), seen
+    assert all(oa > 0.5 for oa, _ in seen[1]) and all(mixed > 0.5 for _, mixed in seen[1]), seen
+    record = json.loads((folder / "refresh" / "refresh.json").read_text())
+    assert record["epochs"] == {"0": None, "1": "store-e0"}
+    assert list(record["refreshes"]) == ["0"]  # none after the last epoch
+    stats = record["refreshes"]["0"]
+    assert stats["images"] == N_IMAGES and stats["written_ok"] == N_IMAGES and stats["images_per_s"] > 0
+    assert 0 < stats["epoch_fraction"] and stats["preset"] == "bg_mixup"
+    assert (folder / "refresh" / "store-e0" / "manifest.json").is_file() and (folder / "final.ckpt").is_file()
+    # the final checkpoint localizes with occon-localize (the command's own main)
+    code = _main_here(localize, [f"data.path={data}", f"model={folder / 'final.ckpt'}", f"output_dir={tmp_path / 's'}",
+                                 "preset=bg_mixup", "image_size=64", "batch_size=8", "progress=false",
+                                 "use_momentum=true"], monkeypatch)
+    assert code == 0
+    lines = (tmp_path / "s" / "index.jsonl").read_text().splitlines()
+    assert len(lines) == N_IMAGES and all(json.loads(l).get("status", "ok") == "ok" for l in lines)
+
+
+def test_the_refreshed_store_is_the_one_occon_localize_writes(full_run, tmp_path):
+    from occon_plugin.localize.runner import run_localize
+    from occon_plugin.localize.settings import DataSettings, LocalizeSettings
+
+    root, data, folder, _, _ = full_run
+    refreshed = folder / "refresh" / "store-e0"
+    out = tmp_path / "store"
+    run_localize(LocalizeSettings(data=DataSettings(path=str(data)), output_dir=str(out),
+                                  model=str(folder / "refresh" / "model-e0.ckpt"), use_momentum=True,
+                                  preset="bg_mixup", image_size=64,
+                                  batch_size=8, device="cpu", progress=False))
+    assert (out / "index.jsonl").read_bytes() == (refreshed / "index.jsonl").read_bytes()
+    masks = sorted(p.relative_to(out) for p in (out / "masks").rglob("*.png"))
+    assert len(masks) == N_IMAGES
+    assert masks == sorted(p.relative_to(refreshed) for p in (refreshed / "masks").rglob("*.png"))
+    assert all((out / m).read_bytes() == (refreshed / m).read_bytes() for m in masks)
+    a, b = (json.loads((d / "manifest.json").read_text()) for d in (out, refreshed))
+    assert a["settings"] == b["settings"] and a["model_sha256"] == b["model_sha256"]
+    assert b["settings"]["use_momentum"] is True  # MoCo: ContraCAM of the momentum (key) encoder
+
+
+def _state(folder: Path) -> dict:
+    return torch.load(folder / "final.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _kill_when(args, folder: Path, ready, cwd) -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **THREADS}
+    proc = subprocess.Popen([sys.executable, "-m", "occon_plugin.cli.pretrain", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    while proc.poll() is None and not ready():
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (folder / "final.ckpt").exists()
+
+
+def test_a_resumed_run_trains_on_the_recorded_store_version(full_run, tmp_path):
+    root, data, full, _, _ = full_run
+    args = _args(data, root / "t", "++name=stopped")
+    folder = root / "t" / "mocov2_occon" / "stopped"
+    # killed after epoch 0 (its refresh done, its last.ckpt written): epoch 1 must train on store-e0 again
+    _kill_when(args, folder, lambda: (folder / "last.ckpt").exists(), tmp_path)
+    record = json.loads((folder / "refresh" / "refresh.json").read_text())
+    assert list(record["refreshes"]) == ["0"]
+    resumed = _cli("occon_plugin.cli.pretrain", *args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {folder / 'last.ckpt'}" in resumed.stdout
+    assert f"epoch 1 continues on the store version {folder / 'refresh' / 'store-e0'}" in resumed.stdout
+    assert "refresh after epoch" not in resumed.stdout  # nothing localized again
+    assert json.loads((folder / "refresh" / "refresh.json").read_text())["epochs"] == {"0": None, "1": "store-e0"}
+    a, b = _state(full), _state(folder)
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)} of {len(a)} tensors differ from the uninterrupted run: {differ[:5]}"
+
+
+def test_a_run_killed_during_a_refresh_resumes_it(full_run, tmp_path):
+    root, data, full, _, _ = full_run
+    args = _args(data, root / "t", "++name=killed")
+    folder = root / "t" / "mocov2_occon" / "killed"
+    store = folder / "refresh" / "store-e0"
+    _kill_when(args, folder, lambda: (store / "index.jsonl").is_file() and (store / "index.jsonl").stat().st_size > 0,
+               tmp_path)
+    assert not (folder / "refresh" / "refresh.json").is_file() or \
+        not json.loads((folder / "refresh" / "refresh.json").read_text())["refreshes"]
+    resumed = _cli("occon_plugin.cli.pretrain", *args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    stats = json.loads((folder / "refresh" / "refresh.json").read_text())["refreshes"]["0"]
+    assert stats["already_done"] > 0, stats  # the localizer resumed the store the killed run began
+    assert (folder / "refresh" / "store-e0" / "index.jsonl").read_bytes() == \
+        (full / "refresh" / "store-e0" / "index.jsonl").read_bytes()
+    a, b = _state(full), _state(folder)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------ the switch reaches the workers' samples
+def _square_images(root: Path) -> tuple[Path, list[str]]:
+    """Black images with a white square; a store whose box and background rectangle are the square."""
+    from occon_plugin.store import StoreEntry, StoreWriter, mask_to_u8
+
+    size, (left, top, right, bottom) = 48, (16, 16, 32, 32)
+    names = [f"img{i}.png" for i in range(N_IMAGES)]
+    root.mkdir(parents=True)
+    for i, name in enumerate(names):
+        image = np.zeros((size, size, 3), np.uint8)
+        image[top:bottom, left:right] = 255 - 4 * i
+        Image.fromarray(image).save(root / name)
+    store = root.parent / "store"
+    writer = StoreWriter(store, settings={"test": "refresh"}, model_hash="none", resume=False)
+    for name in names:
+        writer.write(StoreEntry(name, size, size, boxes=[[left / size, top / size, right / size, bottom / size]],
+                                bg_rect=[left, top, right, bottom]), mask_to_u8(np.zeros((size, size), np.float32)))
+    writer.close(listed=len(names))
+    return store, names
+
+
+def _augmentations():
+    augmentations = OmegaConf.load(REPO / "scripts" / "pretrain" / "custom" / "augmentations" / "symmetric.yaml")
+    augmentations[0].crop_size = 32
+    return augmentations
+
+
+def _run(data: Path, workers: int, **occon):
+    from occon_plugin import host
+    from occon_plugin.config import parse_pretrain_cfg
+
+    cfg = OmegaConf.load(REPO / "scripts" / "pretrain" / "custom" / "mocov2_occon.yaml")
+    cfg.pop("defaults", None)
+    cfg.augmentations = _augmentations()
+    cfg.data.train_path, cfg.data.num_workers, cfg.optimizer.batch_size = str(data), workers, BATCH
+    cfg.method_kwargs.queue_size, cfg.wandb = 16, {"enabled": False}
+    cfg.occon.bg_mixup.p_mix = 1.0
+    for key, value in occon.items():
+        OmegaConf.update(cfg, f"occon.{key}", value, force_add=True)
+    return parse_pretrain_cfg(cfg, host.METHODS, check_store=True)
+
+
+def _loader(data: Path, workers: int, **occon):
+    from occon_plugin.augment.dataset import build_pretrain_dataloader
+
+    run = _run(data, workers, **occon)
+    return build_pretrain_dataloader(run.cfg, occon=run.occon)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_next_epoch_draws_from_the_switched_store(tmp_path, workers):
+    store, _ = _square_images(tmp_path / "data")
+    loader = _loader(tmp_path / "data", workers, store=None, **{"refresh.enabled": True})
+    assert not loader.persistent_workers  # workers holding the old dataset would never see the switch
+    epoch0 = list(loader)
+    assert not any(info["oa_crop"].any() or info["mixed"].any() for *_, info in epoch0)
+    loader.dataset.use_store(store)
+    epoch1 = list(loader)
+    # the same samples, decisions and pixels as a run that trains on that store from the start (epoch 1)
+    reference = _loader(tmp_path / "data", workers, store=str(store))
+    reference.sampler.set_epoch(1)
+    expected = list(reference)
+    assert len(epoch1) == len(expected) == N_IMAGES // BATCH
+    for (ia, va, _, info_a), (ib, vb, _, info_b) in zip(epoch1, expected):
+        assert info_a["oa_crop"].all() and info_a["mixed"].all()
+        assert torch.equal(ia, ib) and all(torch.equal(x, y) for x, y in zip(va, vb))
+        assert all(torch.equal(info_a[k], info_b[k]) for k in info_a)
+
+
+# ------------------------------------------------------------------ not in this slice: one line, exit 2
+def _one_line(text: str, code: int, *needles: str) -> str:
+    lines = [l for l in text.splitlines() if l.startswith("[occon] error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in text, text[-3000:]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["++data.format=dali", "++dali.device=cpu"], ["occon.refresh.enabled=true", "data.format=dali", "image_folder"]),
+    (["++devices=2"], ["occon.refresh.enabled=true", "several training processes", "devices=1"]),
+    (["++occon.store=/somewhere"], ["occon.store=/somewhere", "drop occon.store"]),
+    (["++occon.refresh.every_epochs=0"], ["occon.refresh.every_epochs=0", ">= 1"]),
+    (["++occon.refresh.preset=nope"], ["occon.refresh.preset='nope'", "bg_mixup"]),
+])
+def test_what_this_slice_does_not_do_is_one_line_exit_2(tmp_path, monkeypatch, capsys, extra, needles):
+    from occon_plugin.cli import pretrain
+
+    data = _photos(tmp_path / "data")
+    code = _main_here(pretrain, _args(data, tmp_path / "t", *extra), monkeypatch)
+    _one_line(capsys.readouterr().err, code, *needles)
+    assert not (tmp_path / "t").exists() or not any((tmp_path / "t").rglob("*.ckpt"))  # nothing trained
+
+
+HOST_SCRIPT = '''
+"""Stands in for solo-learn main's Hydra main_pretrain.py (the 1.0.2 installed here has none): it builds the
+method from the YAML and fits it on the host's own loader."""
+import sys
+import hydra
+
+
+@hydra.main(version_base="1.2", config_path=sys.argv.pop(1), config_name="host")
+def main(cfg):
+    from occon_plugin import host
+    from occon_plugin.config import complete_pretrain_cfg
+    cfg = complete_pretrain_cfg(cfg, host.METHODS)
+    model = host.METHODS[cfg.method](cfg)
+    trainer = host.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False)
+    trainer.fit(model, host.build_host_pretrain_loader(cfg))
+
+
+main()
+'''
+
+
+def test_the_hosts_own_script_refuses_a_refresh_in_one_line(tmp_path):
+    cfg = OmegaConf.load(REPO / "scripts" / "pretrain" / "custom" / "mocov2_occon.yaml")
+    cfg.pop("defaults", None)
+    cfg.augmentations = _augmentations()
+    cfg.data.train_path = str(_photos(tmp_path / "data"))
+    cfg.wandb = {"enabled": False}
+    cfg.occon.store = None
+    cfg.occon.refresh = {"enabled": True}
+    (tmp_path / "conf").mkdir()
+    OmegaConf.save(cfg, tmp_path / "conf" / "host.yaml")
+    (tmp_path / "main_pretrain.py").write_text(HOST_SCRIPT)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline"}
+    proc = subprocess.run([sys.executable, "main_pretrain.py", str(tmp_path / "conf")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    _one_line(proc.stderr, proc.returncode, "occon.refresh.enabled=true", "occon-pretrain", "main_pretrain.py")
+
+
+def test_a_trainer_without_the_refresh_step_is_refused_before_the_first_step(tmp_path):
+    """Library use (a hand-built trainer, no occon-pretrain): the method would train without OA-Crop /
+    BG-Mixup all along; it stops in its first hook instead."""
+    from occon_plugin import host
+    from occon_plugin.augment.dataset import build_pretrain_dataloader
+    from occon_plugin.errors import ConfigError
+    from occon_plugin.methods.base import OcconMethodMixin
+
+    _square_images(tmp_path / "data")
+    run = _run(tmp_path / "data", 0, store=None, **{"refresh.enabled": True})
+    run.cfg.accelerator, run.cfg.scheduler.name = "cpu", "none"
+    model = host.build_method(run.cfg.method, run.cfg, occon=run.occon)
+    trained = []
+    original = OcconMethodMixin._log_occon_info
+    OcconMethodMixin._log_occon_info = lambda self, info: trained.append(info) or original(self, info)
+    try:
+        trainer = host.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False, enable_model_summary=False)
+        with pytest.raises(ConfigError, match="occon.refresh.enabled=true but this trainer has no refresh step"):
+            trainer.fit(model, build_pretrain_dataloader(run.cfg, occon=run.occon))
+    finally:
+        OcconMethodMixin._log_occon_info = original
+    assert not trained

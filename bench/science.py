@@ -37,8 +37,8 @@ SIZES = {
     "quick": ((0,), ("mocov2",), ("baseline", "contracam", "oracle", "random"), {"epochs": 8},
               {"train_per_class": 100, "ctx_scenes": 600}),
     # BYOL doubles the cost: in the standard size only where it fits (--methods mocov2 byol), always in --full
-    "standard": ((0, 1, 2), ("mocov2",), ("baseline", "contracam", "oracle", "random"), {}, {}),
-    "full": ((0, 1, 2, 3, 4), ("mocov2", "byol"), ("baseline", "contracam", "oracle", "random", "hardmix"),
+    "standard": ((0, 1, 2), ("mocov2",), ("baseline", "contracam", "oracle", "random", "onestage"), {}, {}),
+    "full": ((0, 1, 2, 3, 4), ("mocov2", "byol"), ("baseline", "contracam", "oracle", "random", "hardmix", "onestage"),
              {"epochs": 200}, {}),
 }
 
@@ -196,6 +196,7 @@ def main(argv=None) -> int:
     bar.close()
     wall = time.time() - started
     results = report.collect(lay, seeds, args.sets, methods, arms)
+    results["compute"] = report.onestage_compute(timings, seeds, args.sets, methods)
     meta = {"size": args.size, "seeds": list(seeds), "methods": list(methods), "sets": list(args.sets),
             "arms": list(arms), "recipe": protocol.recipe_dict(recipe), "data": dataclasses.asdict(
                 SceneBiasConfig(**data_cfg)), "wall_seconds_this_run": round(wall), "timings": timings,

@@ -33,6 +33,23 @@ def output_error(path, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {exc.strerror or exc} ({hint})")
 
 
+def make_output_dir(folder) -> Path:
+    """Create the output folder ``folder`` (and its parents) if needed; returns it as a Path.
+
+    Raises:
+        OutputError: it cannot be created, one line naming it: no permission, a read-only or full disk, a file
+            in the way, or a place that holds no folders (``/proc/x``: ENOENT although the parents are made).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in OUTPUT_ERRNOS or exc.errno == errno.ENOENT:
+            raise output_error(folder, exc) from exc
+        raise
+    return folder
+
+
 def _os_error_in(exc: BaseException) -> OSError | None:
     """The OSError ``exc`` is or was raised while handling (``__cause__`` / ``__context__`` chain)."""
     seen = set()
@@ -75,8 +92,8 @@ def atomic_path(path, suffix: str | None = None) -> Iterator[Path]:
     if path.is_dir():  # os.replace would fail only after the whole file was written
         raise OutputError(f"cannot write {path}: it is a folder, not a file (give a file path: a new name, or "
                           f"a name inside that folder)")
+    make_output_dir(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                    suffix=path.suffix if suffix is None else suffix)
     except OSError as exc:

@@ -366,7 +366,9 @@ TRAINING_RANGES = {
     "optimizer.weight_decay": Range(0),
     "data.num_workers": Range(0, integer=True, hint="0: load in the main process"),
     "data.fraction": Range(0, 1, low_open=True, integer=False, also=(-1,), hint="-1: all the data"),
-    "max_epochs": Range(1, integer=True, also=(-1,), hint="-1: no limit, stop at max_steps"),
+    # not Lightning's -1 (no limit): the host's learning-rate and momentum schedules are computed from max_epochs
+    # (a schedule over -1 epochs trains on silently wrong rates); max_steps stops a run earlier
+    "max_epochs": Range(1, integer=True, hint="the host's schedules end at max_epochs; max_steps stops earlier"),
     "max_steps": Range(1, integer=True, also=(-1,), hint="-1: no limit"),
     "checkpoint.frequency": Range(1, integer=True, hint="epochs between checkpoints"),
     "scheduler.warmup_epochs": Range(0),

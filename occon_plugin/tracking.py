@@ -119,42 +119,54 @@ def split_wandb_settings(cfg: DictConfig) -> Tuple[DictConfig, Optional[DictConf
     return rest, OmegaConf.create({"wandb": OmegaConf.to_container(section, resolve=True), "name": "localize"})
 
 
+def store_overlays(store_root: Any, data: Any, n: int = N_PICTURES) -> list:
+    """``n`` pictures of a store: ``(overlay, caption)`` with the overlay an ``H x W x 3`` uint8 image (its
+    stored soft mask as a heat map and its boxes, :func:`~occon_plugin.eval.overlay.render_overlay`) and the
+    caption the image's path. ``data``: the settings that listed the images (``path``, ``image_root``). Images
+    that cannot be read are left out (a picture is not worth failing a run)."""
+    from occon_plugin.eval.overlay import render_overlay
+    from occon_plugin.images import list_images, load_image
+    from occon_plugin.store import Store
+
+    store = Store.open(store_root, allow_incomplete=True)
+    out, root = [], list_images(data.path, getattr(data, "image_root", None)).root
+    for entry in [e for e in store.entries.values() if e.ok][:n]:
+        try:
+            image = load_image(root, entry.path)
+            mask = store.load_mask(entry.path)
+        except Exception:  # noqa: BLE001 - a picture is not worth failing the run
+            continue
+        h, w = image.shape[:2]
+        boxes = [[b[0] * w, b[1] * h, b[2] * w, b[3] * h] for b in entry.boxes]
+        out.append((render_overlay(image, mask, pred_boxes=boxes), entry.path))
+    return out
+
+
 def log_localize_run(wandb_cfg: Optional[DictConfig], summary: dict, data: Any, n: int = N_PICTURES) -> Optional[Path]:
     """When W&B is on: one run (:func:`wandb_mode`, files under the store's
-    ``wandb/``) with the localizer's counts (``localize/<count>``) and ``n`` overlays (stored soft mask
-    + boxes, ``localize/overlays``) of the store. ``summary``: what ``run_localize`` returned;
+    ``wandb/``) with the localizer's counts (``localize/<count>``) and ``n`` overlays (:func:`store_overlays`,
+    ``localize/overlays``) of the store. ``summary``: what ``run_localize`` returned;
     ``data``: its ``data`` settings (``path``, ``image_root``). Returns the run folder or None."""
     if wandb_cfg is None or not wandb_wanted(wandb_cfg):
         return None
     import wandb
 
-    from occon_plugin.eval.overlay import render_overlay
-    from occon_plugin.images import list_images, load_image
-    from occon_plugin.store import Store
-
-    store = Store.open(summary["store"], allow_incomplete=True)
     counts = summary["manifest"]["counts"]
     mode = wandb_mode(wandb_cfg)
+    root = Path(summary["store"])
     run = wandb.init(project=str(OmegaConf.select(wandb_cfg, "wandb.project", default="occon-plugin")),
                      entity=OmegaConf.select(wandb_cfg, "wandb.entity", default=None),
-                     name=str(OmegaConf.select(wandb_cfg, "wandb.name", default=None) or f"localize-{Path(store.root).name}"),
-                     dir=str(store.root), mode=mode, job_type="localize",
-                     config={"store": str(store.root), "listed": summary.get("listed")}, reinit=True)
+                     name=str(OmegaConf.select(wandb_cfg, "wandb.name", default=None) or f"localize-{root.name}"),
+                     dir=str(root), mode=mode, job_type="localize",
+                     config={"store": str(root), "listed": summary.get("listed")}, reinit=True)
     try:
         run.log({f"localize/{k}": v for k, v in counts.items() if isinstance(v, (int, float))}
                 | {"localize/seconds": summary.get("seconds", 0)})
-        images, root = [], list_images(data.path, getattr(data, "image_root", None)).root
-        for entry in [e for e in store.entries.values() if e.ok][:n]:
-            try:
-                image = load_image(root, entry.path)
-                mask = store.load_mask(entry.path)
-            except Exception:  # noqa: BLE001 - a picture is not worth failing the run
-                continue
-            h, w = image.shape[:2]
-            boxes = [[b[0] * w, b[1] * h, b[2] * w, b[3] * h] for b in entry.boxes]
-            images.append(wandb.Image(render_overlay(image, mask, pred_boxes=boxes), caption=entry.path))
+        images = [wandb.Image(picture, caption=caption) for picture, caption in store_overlays(root, data, n)]
         if images:
             run.log({"localize/overlays": images})
         return Path(run.dir).parent
     finally:
         run.finish()
+
+

@@ -110,7 +110,9 @@ def _loc_table(results: dict, sets, methods) -> str:
     lines = ["| set | masks | mask mIoU@0.5 | MaxBoxAccV2 |", "|---|---|---|---|"]
     titles = {"gaussian": "centred Gaussian", "whole_image": "whole image", "oracle": "oracle (ground truth)",
               "random": "random ellipses, same areas", **{f"contracam-{m}": f"ContraCAM of the {METHOD_TITLES[m]} "
-                                                          "stage-1 model" for m in methods}}
+                                                          "stage-1 model" for m in methods},
+              **{f"onestage-{m}": f"one-stage {METHOD_TITLES[m]}: its last refresh (ContraCAM of the model being "
+                                  "trained)" for m in methods}}
     for set_ in sets:
         for what, title in titles.items():
             r = results["localization"].get(f"{set_}/{what}")
@@ -165,7 +167,7 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
 
 def write_markdown(path: Path, results: dict, meta: dict, lay: Layout) -> None:
     """docs/science.md (and its figure beside it, under ``img/``) from the collected results."""
-    fig = figure(results, meta, path.parent / "img" / "science.png")
+    fig = figure(results, meta, path.parent / "img" / f"{path.stem}.png")  # docs/science.md: img/science.png
     text = render(results, meta, targets(results, meta["methods"], meta["sets"]),
                   fig.relative_to(path.parent).as_posix() if fig else None)
     atomic_write(path, text)

@@ -12,6 +12,9 @@ contracam     ``mocov2_occon`` / ``byol_occon`` from scratch with the store ``oc
 oracle        the same, with a store made from the ground-truth masks (upper bound)
 random        the same, with masks of the same areas at random places (does localization matter?)
 hardmix       (bg set) BG-HardMix: the ContraCAM store with the mask binarized (paper Table 7)
+onestage      ``mocov2_occon`` / ``byol_occon`` from scratch with no store and ``occon.refresh`` on: plain
+              training for the first third of the epochs, then ContraCAM of the model being trained
+              (``occon.refresh`` defaults: preset ``bg_mixup``) refreshed every third (issue 21)
 ============  ===========================================================================================
 
 Every arm uses one training recipe (:class:`Recipe`); they differ only in their ``occon`` section. Each
@@ -38,7 +41,7 @@ from PIL import Image
 BIN = Path(sys.executable).parent
 METHODS = {"mocov2": ("mocov2plus", "mocov2_occon"), "byol": ("byol", "byol_occon")}
 SET_YAMLS = {"bg": "imagenet-9", "ctx": "coco"}  # the shipped YAMLs: BG-Mixup on, resp. OA-Crop on
-ARMS = ("baseline", "contracam", "oracle", "random", "hardmix")
+ARMS = ("baseline", "contracam", "oracle", "random", "hardmix", "onestage")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,16 @@ class Recipe:
     localize_size: int = 128          # occon-localize image_size (default 224): 2x the training scale
     eval_fast: bool = False           # L-BFGS grid: full (45 l2 values), as the paper
     occon: Tuple[str, ...] = ()       # ``occon.*`` overrides of every object-aware arm, e.g. "bg_mixup.views=[0]"
+
+    @property
+    def refresh_every(self) -> int:
+        """The one-stage arm's ``occon.refresh.warmup_epochs`` and ``every_epochs``: a third of the epochs
+        (15 epochs: plain epochs 0-4, refreshes at the end of epochs 4 and 9). Fixed before any one-stage run."""
+        return max(1, round(self.epochs / 3))
+
+    def refresh_epochs(self) -> List[int]:
+        """The epochs at whose end the one-stage arm refreshes its store (never after the last epoch)."""
+        return list(range(self.refresh_every - 1, self.epochs - 1, self.refresh_every))
 
     def pretrain_overrides(self, method: str) -> List[str]:
         lr, wd, tau = self.lr[method], self.weight_decay[method], self.base_tau[method]
@@ -118,6 +131,10 @@ class Layout:
             return self.root / "stores" / f"seed{seed}" / set_ / "random"
         return self.root / "stores" / f"seed{seed}" / set_ / method / "contracam"
 
+    def refresh_store(self, seed: int, set_: str, method: str, epoch: int) -> Path:
+        """The store the one-stage arm's refresh at the end of ``epoch`` wrote (docs/refresh.md)."""
+        return self.checkpoint(seed, set_, method, "onestage").parent / "refresh" / f"store-e{epoch}"
+
     def evals(self, seed: int, set_: str, method: str, arm: str) -> Path:
         return self.root / "evals" / f"seed{seed}" / set_ / method / arm
 
@@ -147,7 +164,12 @@ def pretrain_step(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str
             *recipe.pretrain_overrides(method)]
     if set_ == "ctx":
         argv.append("++data.no_labels=true")
-    if arm != "baseline":
+    if arm == "onestage":  # no stage 1: the run localizes with the model it trains (occon.refresh)
+        argv += ["++occon.store=null", "++occon.refresh.enabled=true",
+                 f"++occon.refresh.warmup_epochs={recipe.refresh_every}",
+                 f"++occon.refresh.every_epochs={recipe.refresh_every}",
+                 f"++occon.refresh.image_size={recipe.localize_size}"]
+    elif arm != "baseline":
         argv.append(f"++occon.store={lay.store(seed, set_, method, arm)}")
     if arm == "hardmix":
         argv.append("++occon.bg_mixup.hard=true")
@@ -306,6 +328,10 @@ def plan(lay: Layout, recipe: Recipe, seeds: Sequence[int], sets: Sequence[str],
                     if set_ == "bg":
                         steps.append(fg_probe_step(lay, recipe, seed, f"{method}/{arm}",
                                                    str(lay.checkpoint(seed, set_, method, arm))))
+                    if arm == "onestage" and recipe.refresh_epochs():  # the masks its last refresh trained on
+                        steps.append(localization_eval_step(
+                            lay, seed, set_, f"onestage-{method}",
+                            lay.refresh_store(seed, set_, method, recipe.refresh_epochs()[-1])))
     return steps
 
 

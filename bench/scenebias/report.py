@@ -20,7 +20,7 @@ from scenebias.protocol import Layout, read_json
 BG_VARIANTS = ("original", "only_fg", "only_bg_t", "mixed_same", "mixed_rand", "mixed_next")
 ARM_TITLES = {"baseline": "baseline (no object-aware aug.)", "contracam": "ContraCAM of stage 1",
               "oracle": "oracle (ground-truth masks)", "random": "random masks, same areas",
-              "hardmix": "BG-HardMix (ContraCAM)"}
+              "hardmix": "BG-HardMix (ContraCAM)", "onestage": "one-stage (occon.refresh, no stage 1)"}
 METHOD_TITLES = {"mocov2": "MoCo v2", "byol": "BYOL"}
 
 
@@ -122,13 +122,35 @@ def collect(lay: Layout, seeds, sets, methods, arms) -> dict:
                 keys = next(m for m in per_seed if m).keys()
                 out["train"][f"{set_}/{method}/{arm}"] = {
                     "per_seed": per_seed, **{k: mean_se([m[k] if m else None for m in per_seed]) for k in keys}}
-        whats = ["gaussian", "whole_image", "oracle", "random"] + [f"contracam-{m}" for m in methods]
+        whats = (["gaussian", "whole_image", "oracle", "random"] + [f"contracam-{m}" for m in methods]
+                 + [f"onestage-{m}" for m in methods])
         for what in whats:
             per_seed = [_loc_metrics(lay.localization(seed, set_, what) / "eval_localization.json") for seed in seeds]
             if any(per_seed):
                 out["localization"][f"{set_}/{what}"] = {
                     "per_seed": per_seed, **{k: mean_se([m[k] if m else None for m in per_seed])
                                              for k in ("miou", "maxboxacc")}}
+    return out
+
+
+def onestage_compute(timings: dict, seeds, sets, methods) -> dict:
+    """Per ``set/method``: the one-stage run's wall time over the two-stage protocol's (stage-1 pretraining +
+    ``occon-localize`` + stage-2 pretraining), per seed from ``timings.json``, aggregated (issue 21's "at
+    <= 60 % of its compute"). Wall times of steps that may have shared the machine: a ratio, not a benchmark."""
+    out = {}
+    for set_ in sets:
+        for method in methods:
+            ratios = []
+            for seed in seeds:
+                one = timings.get(f"pretrain {set_} {method} onestage seed{seed}")
+                two = [timings.get(f"pretrain {set_} {method} baseline seed{seed}"),
+                       timings.get(f"localize {set_} {method} seed{seed}"),
+                       timings.get(f"pretrain {set_} {method} contracam seed{seed}")]
+                ratios.append(None if one is None or None in two
+                              else one["seconds"] / sum(t["seconds"] for t in two))
+            stat = mean_se(ratios)
+            if stat["n"]:
+                out[f"{set_}/{method}"] = stat
     return out
 
 
@@ -182,6 +204,21 @@ def targets(results: dict, methods: Sequence[str], sets: Sequence[str]) -> List[
                     add(f"bg, {METHOD_TITLES[method]}: ContraCAM closes >= 1/2 of the BG-Gap between baseline "
                         "and oracle", None if frac is None else frac >= 0.5,
                         "oracle gap not below the baseline's" if frac is None else f"{frac:.2f} of it")
+    for set_, metric, name, better in (("bg", "bg_gap", "BG-Gap", -1), ("ctx", "single_acc", "single-object accuracy", 1)):
+        for method in methods if set_ in sets else ():
+            one, two = f"{set_}/{method}/onestage", f"{set_}/{method}/contracam"
+            if one not in results["train"] or two not in results["train"]:
+                continue
+            d = paired(results, one, two, metric)
+            add(f"{set_}, {METHOD_TITLES[method]}: one-stage {name} within 1 s.e. of two-stage (paired)",
+                None if d["se"] is None else abs(d["mean"]) <= d["se"], f"one-stage − two-stage {fmt(d, signed=True)}")
+            c = results.get("compute", {}).get(f"{set_}/{method}")
+            add(f"{set_}, {METHOD_TITLES[method]}: one-stage at <= 60 % of two-stage's compute (wall time)",
+                None if not c else c["mean"] <= 0.6, f"{fmt(c, 2)} of it" if c else "step times not recorded")
+            for arm in ("onestage", "contracam"):
+                b = paired(results, f"{set_}/{method}/{arm}", f"{set_}/{method}/baseline", metric)
+                add(f"{set_}, {METHOD_TITLES[method]}: {ARM_TITLES[arm]} better than the baseline ({name}, >= 2 s.e.)",
+                    None if b["se"] is None else better * b["mean"] >= 2 * b["se"], f"− baseline {fmt(b, signed=True)}")
     if "ctx" in sets:
         for method in methods:
             d = paired(results, f"ctx/{method}/contracam", f"ctx/{method}/baseline", "single_acc")
@@ -306,6 +343,10 @@ def findings(results: dict, methods: Sequence[str], sets: Sequence[str], arms: S
                 pc = paired(results, f"ctx/{method}/{arm}", f"ctx/{method}/baseline", "partner_confusion")
                 out.append(f"  - {ARM_TITLES[arm]}: single-object accuracy {_significance(d)}; partner confusion "
                            f"{_significance(pc)}.")
+        for set_, metric, name in (("bg", "bg_gap", "BG-Gap"), ("ctx", "single_acc", "single-object accuracy")):
+            if f"{set_}/{method}/onestage" in results["train"] and f"{set_}/{method}/contracam" in results["train"]:
+                d = paired(results, f"{set_}/{method}/onestage", f"{set_}/{method}/contracam", metric)
+                out.append(f"- **One-stage − two-stage ({title}, {set_} set):** {name} {_significance(d)}.")
         for set_ in sets:
             cc = results["localization"].get(f"{set_}/contracam-{method}")
             ga = results["localization"].get(f"{set_}/gaussian")
@@ -333,6 +374,9 @@ def describe(lay: Layout, seeds, recipe, methods, sets, arms, timings: dict, res
             + ", ".join(f"{k} {v / 60:.0f} min" for k, v in sorted(by_stage.items())) + ")"
             + (f"; one pretraining run {float(np.median(pretrains)) / 60:.1f} min (median of {len(pretrains)})"
                if pretrains else "") + ".")
+    for key, c in results.get("compute", {}).items():
+        cost += (f" One-stage {key}: its run took {fmt(c, 2)} of the two-stage protocol's time (stage-1 pretraining "
+                 f"+ occon-localize + stage-2 pretraining, per seed).")
     overrides = sorted({o for m in methods for o in recipe.pretrain_overrides(m)})
     return {"class_names": names, "n_photos": len(data_meta.get("photos", {})) or "the",
             "partners_text": ", ".join(f"{a}–{b}" for a, b in pairs),

@@ -17,11 +17,13 @@ occon:
     preset: bg_mixup        # the occon-localize preset of the refresh (bg_mixup: T=1, no refinement)
     image_size: null        # null: occon-localize's default
     batch_size: null        # null: occon-localize's default
+    fraction: 1.0           # (0, 1]: a later refresh localizes this share of the batches, keeps the rest's masks
 ```
 """
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
@@ -61,6 +63,7 @@ class RefreshSettings:
     preset: str = "bg_mixup"               # an occon-localize preset (occon_plugin.localize.presets.PRESETS) or auto
     image_size: Optional[int] = None       # the refresh's ContraCAM input size (None: occon-localize's default)
     batch_size: Optional[int] = None       # the refresh's localization batch (None: occon-localize's default)
+    fraction: float = 1.0                  # (0, 1]: share of the batches a later refresh localizes again
 
     def problems(self) -> List[tuple]:
         """``(key, value, what)`` for every field out of range (keys relative to ``occon.refresh``)."""
@@ -77,6 +80,8 @@ class RefreshSettings:
         if self.batch_size is not None and self.batch_size < 2:
             out.append(("batch_size", self.batch_size, "must be >= 2 (the other images of a batch are the "
                                                        "negatives) or null (occon-localize's default)"))
+        if not 0.0 < self.fraction <= 1.0:
+            out.append(("fraction", self.fraction, "must be in (0, 1] (1: every refresh localizes every image)"))
         return out
 
 
@@ -115,6 +120,14 @@ class RefreshConfig:
     preset: str = "bg_mixup"
     image_size: Optional[int] = None
     batch_size: Optional[int] = None
+    fraction: float = 1.0
+
+    @property
+    def groups(self) -> int:
+        """The localization batches are dealt into ``ceil(1 / fraction)`` groups (``b % groups``); the first
+        refresh localizes every batch, each later one the next group, keeping the other batches' entries
+        from the store version before (so every image is localized again every ``groups`` refreshes)."""
+        return max(1, math.ceil(1.0 / self.fraction - 1e-9))
 
     def refreshes_after(self, epoch: int) -> bool:
         """Is a refresh due at the end of ``epoch`` (0-based)? At ``warmup_epochs - 1``, then every ``every_epochs``."""
@@ -180,7 +193,7 @@ def _plain(cfg: Any) -> dict:
 
 _BOOL_KEYS = ("enabled", "allow_v1_store", "oa_crop.enabled", "bg_mixup.enabled", "bg_mixup.hard", "refresh.enabled")
 _INT_KEYS = ("refresh.warmup_epochs", "refresh.every_epochs", "refresh.image_size", "refresh.batch_size")
-_UNIT_KEYS = ("bg_mixup.p_mix", "bg_mixup.hard_threshold")
+_UNIT_KEYS = ("bg_mixup.p_mix", "bg_mixup.hard_threshold", "refresh.fraction")
 
 
 def _lookup(raw: dict, dotted: str, default: Any = None) -> Any:
@@ -291,7 +304,7 @@ def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> 
                                    "enabled: the refreshed store would never be used; enable one of them")
         r = settings.refresh
         refresh = RefreshConfig(warmup_epochs=r.warmup_epochs, every_epochs=r.every_epochs, preset=r.preset,
-                                image_size=r.image_size, batch_size=r.batch_size)
+                                image_size=r.image_size, batch_size=r.batch_size, fraction=float(r.fraction))
     out = OcconConfig(
         store=Path(settings.store).expanduser() if settings.store else None,
         missing=settings.missing.name,

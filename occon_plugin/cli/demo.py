@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from occon_plugin.atomic import atomic_path
+from occon_plugin.atomic import atomic_path, make_output_dir
 from occon_plugin.images.bundled import export_skimage_photos
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     out = Path(args.out).resolve()
     logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    make_output_dir(logs)
     py = sys.executable
 
     if args.data:

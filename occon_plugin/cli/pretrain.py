@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from occon_plugin.atomic import atomic_path
+from occon_plugin.atomic import atomic_path, make_output_dir
 from occon_plugin.cli._hydra import solo_style_main
 from occon_plugin.config import PretrainRun, parse_pretrain_cfg
 from occon_plugin.errors import ConfigError
@@ -160,7 +160,7 @@ def pretrain(cfg: DictConfig) -> Path:
         for note in plan.notes if rank0 else ():
             print(f"[occon] {note}")
         out_dir, ckpt_path = plan.out_dir, plan.ckpt_path
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_output_dir(out_dir)
 
         # an object-aware method gets the same parsed `occon` as the pipeline; a plain host method none
         object_aware = is_object_aware_method(run, host.METHODS)

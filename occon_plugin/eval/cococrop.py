@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from occon_plugin.images import BadImageError, list_images, load_image
-from occon_plugin.atomic import atomic_path
+from occon_plugin.atomic import atomic_path, make_output_dir
 
 
 def crop_box(x: float, y: float, w: float, h: float, width: int, height: int, margin: float) -> tuple[int, ...]:
@@ -60,7 +60,7 @@ def build_coco_crop(json_path, out_dir, image_root=None, margin: float = 0.2, mi
         if cat not in kept:
             continue
         folder = out_dir / split / cat
-        folder.mkdir(parents=True, exist_ok=True)
+        make_output_dir(folder)
         for rel, ann in items:
             target = folder / f"{Path(rel).stem}_{ann['id']}.jpg"
             if not target.is_file():

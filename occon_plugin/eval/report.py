@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from occon_plugin.atomic import atomic_path, atomic_write_text  # noqa: F401  (re-exported)
+from occon_plugin.atomic import atomic_path, atomic_write_text, make_output_dir  # noqa: F401  (re-exported)
 
 
 def _json_default(value: Any):
@@ -70,7 +70,7 @@ def init_wandb(cfg, out_dir, job_type: str):
         return None
     import wandb
 
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     return wandb.init(mode=wandb_mode(wandb_cfg), dir=str(out_dir), project=wb.get("project", "occon"),
                       entity=wb.get("entity"), name=wb.get("name"), job_type=job_type,
                       config=OmegaConf.to_container(cfg, resolve=True), reinit=True)

@@ -17,8 +17,9 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -292,8 +293,26 @@ class _Localizer:
         return written
 
 
-def run_localize(s: LocalizeSettings) -> dict:
+@dataclass(frozen=True)
+class Carry:
+    """Entries an update of a store keeps from its previous version instead of localizing them again
+    (``occon.refresh.fraction``, :mod:`occon_plugin.train.refresh`).
+
+    The localization batches (the seeded permutation cut into ``batch_size`` pieces) are dealt into
+    ``groups`` groups by batch index ``b % groups``; the batches of group ``turn % groups`` are localized, and
+    every image of the other batches keeps the entry and mask of ``store`` (checked against the image file's
+    fingerprint: an image that changed is localized again, with its whole batch)."""
+
+    store: Path   # the previous version: a complete store of the same images
+    groups: int   # >= 1 (1: nothing is carried)
+    turn: int     # >= 0
+
+
+def run_localize(s: LocalizeSettings, carry: Optional[Carry] = None) -> dict:
     """Localize ``s.data.path`` into the store ``s.output_dir``; returns a summary (rank 0: with the manifest).
+
+    ``carry``: keep the entries of the batches outside ``carry``'s group from an earlier store version
+    (one process only); the summary's ``carried`` counts them and the manifest records ``carried_from``.
 
     With ``torch.distributed`` initialised, every rank calls this; ranks take disjoint whole batches
     and rank 0 merges the index into one store.
@@ -356,7 +375,7 @@ def run_localize(s: LocalizeSettings) -> dict:
     if rank != 0:
         writer = StoreWriter(s.output_dir, settings, model_hash, rank=rank, world_size=world)
     try:
-        return _localize(s, images, model, device, writer, rank, world)
+        return _localize(s, images, model, device, writer, rank, world, carry)
     except BaseException:
         writer.abandon()  # what a killed run leaves (the lock released): the same command resumes
         raise
@@ -373,13 +392,51 @@ def _share_error(world: int, rank: int, error: OcconError | None) -> None:
         raise error
 
 
+def _carry_entries(carry: Carry, writer: StoreWriter, images: ImageList, batches, batch_size: int,
+                   done: set) -> tuple[int, Optional[str]]:
+    """Write the entries :class:`Carry` keeps (those not in the store yet); returns how many the store holds
+    (written now or by the resumed run before) and the model fingerprint of the version they come from."""
+    from occon_plugin.store import Store
+
+    if carry.groups <= 1:
+        return 0, None
+    old = Store.open(carry.store)
+    n = 0
+    for b, batch in enumerate(batches):
+        if b % carry.groups == carry.turn % carry.groups:
+            continue
+        for i in batch[:min(batch_size, len(images) - b * batch_size)]:
+            path = images.paths[i]
+            entry = old.entries.get(path)
+            if entry is None:
+                continue
+            if path in done:  # a resumed update: carried by the run that stopped
+                n += 1
+                continue
+            try:
+                png = old.mask_file(path).read_bytes() if entry.ok else None
+                writer.write(replace(entry), None, mask_png=png, fingerprint_read=entry.fingerprint)
+            except (ImageChangedError, OSError):  # changed since, or its mask is gone: localized again
+                continue
+            n += 1
+    return n, old.manifest.get("model_sha256")
+
+
 def _localize(s: LocalizeSettings, images: ImageList, model, device, writer: StoreWriter, rank: int,
-              world: int) -> dict:
+              world: int, carry: Optional[Carry] = None) -> dict:
     writer.attach_images(images.root, images.paths)  # entries from other files than these: refuse, naming them
     _barrier(world)  # every rank has cut its torn tail before anyone reads the done set
     done = writer.refresh_done()
 
     batches = make_batches(len(images), s.batch_size, s.seed)
+    resumed = len(done)
+    carried, carried_model = 0, None
+    if carry is not None:
+        if world > 1:
+            raise ConfigError("a store update that keeps entries of an earlier version (occon.refresh.fraction < 1) "
+                              "runs in one process")
+        carried, carried_model = _carry_entries(carry, writer, images, batches, s.batch_size, done)
+        done = writer.refresh_done()
     mine = []
     for b, batch in enumerate(batches):
         n_members = min(s.batch_size, len(images) - b * s.batch_size)
@@ -413,16 +470,20 @@ def _localize(s: LocalizeSettings, images: ImageList, model, device, writer: Sto
     seconds = time.perf_counter() - start
     _barrier(world)
     extra = {"changed_during_run": changed} if changed else {}
+    if carry is not None and carry.groups > 1:  # which entries come from the earlier version's model
+        extra["carried_from"] = {"store": str(carry.store), "model_sha256": carried_model,
+                                 "images": carried, "groups": carry.groups, "turn": carry.turn}
     manifest = writer.close(listed=len(images), model=s.model, data=s.data.path, world_size=world,
                             device=str(device), software={"torch": torch.__version__}, **extra)
     _barrier(world)
-    summary = {"store": str(Path(s.output_dir)), "listed": len(images), "already_done": len(done),
+    summary = {"store": str(Path(s.output_dir)), "listed": len(images), "already_done": resumed,
                "written_ok": localizer.n_ok, "written_bad": localizer.n_bad, "seconds": round(seconds, 2),
                "rank": rank, "world_size": world, "preset": s.preset, "post_workers": workers, "settings": result_settings(s),
                "forwards": int(sum(localizer.batch_forwards)), "batch_forwards": localizer.batch_forwards,
                "stage_seconds": {k: round(v, 2) for k, v in localizer.stage_seconds.items()},
                "cpu_seconds": {k: round(v, 4) for k, v in localizer.cpu_seconds.items()}, "not_listed": images.skipped,
-               "changed_during_run": changed, "redone_damaged": dict(sorted(writer.repaired.items()))}
+               "changed_during_run": changed, "redone_damaged": dict(sorted(writer.repaired.items())),
+               "carried": carried}
     if manifest is not None:
         summary["manifest"] = manifest
     return summary

@@ -107,7 +107,40 @@ def torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals(stand_ins):
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({type(err).__name__}: {err})") from err
+        kind = _file_kind(path)
+        if kind is not None:  # torch's own message would be about weights_only and pickle opcodes
+            raise CheckpointError(f"{path}: is not a torch checkpoint ({kind}): give the .ckpt file training "
+                                  f"wrote (final.ckpt / last.ckpt) or a torch .pt/.pth file") from err
+        first = str(err).strip().split(". ")[0].split("\n")[0][:300]  # the cause, not torch's advice to unpickle
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({type(err).__name__}: {first})") from err
+
+
+# the first bytes of files a checkpoint path is mistaken for: what the one-line error names
+_MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"GIF8", "a GIF image"),
+          (b"\x89HDF", "an HDF5 file (Keras?)"), (b"\x1f\x8b", "a gzip archive"))
+
+
+def _file_kind(path: Path) -> Optional[str]:
+    """What ``path`` holds when it is not in a torch format (zip archive or pickle), else None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch's zip format / a pickle: torch's error
+        return None
+    if not head:
+        return "an empty file"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 30:
+        return "a safetensors file: load it with safetensors and save its state dict with torch.save"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "unknown data"
 
 
 def _plain(value: Any, depth: int = 0) -> Any:

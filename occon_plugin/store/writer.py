@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from occon_plugin.atomic import OUTPUT_ERRNOS, is_temp_file, output_error, remove_temp_files
+from occon_plugin.atomic import OUTPUT_ERRNOS, is_temp_file, make_output_dir, output_error, remove_temp_files
 from occon_plugin.errors import DataError, examples
 from occon_plugin.store.format import (INDEX_FILE, MANIFEST_FILE, MASK_DIR, RANK_INDEX_GLOB, SCHEMA_NAME,
                                        SCHEMA_VERSION, STATUS_OK, StoreEntry, atomic_write_bytes, atomic_write_json,
@@ -234,7 +234,7 @@ class StoreWriter:
                                                               for p in self.out_dir.iterdir()):
             raise StoreFolderError(f"output_dir {self.out_dir} exists, is not empty and is not an occon store; "
                                    f"choose a new or empty folder")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.out_dir)
         self._lock()
         manifest = self._read_manifest()  # again, under the lock (a run that started first may have made it)
         if manifest is None:  # a run killed before its first manifest was in place: nothing else was written
@@ -254,7 +254,7 @@ class StoreWriter:
             if manifest.get("complete"):  # finishing again (e.g. more images): marked incomplete at the
                 self._reopen = manifest   # first write, so a refused resume leaves the store as it was
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.out_dir)
         atomic_write_json(self.out_dir / MANIFEST_FILE, self._manifest(complete=False))
 
     def _clear(self) -> None:

@@ -10,6 +10,9 @@ Epochs ``< warmup_epochs`` train without OA-Crop / BG-Mixup (no store yet: the b
    the very store ``occon-localize model=<that checkpoint> preset=<preset> use_momentum=<m>`` writes, where
    ``m`` is true for a method with a momentum encoder (MoCo, BYOL, ...: the slowly moving key encoder, whose
    CAMs are the steadier ones; the paper's ContraCAM of a MoCo checkpoint) and false otherwise (SimCLR, ...);
+   With ``occon.refresh.fraction < 1`` a later refresh localizes one of ``ceil(1 / fraction)`` groups of the
+   localization batches, in turn, and keeps the other images' entries from the version before
+   (:class:`~occon_plugin.localize.runner.Carry`; the store's manifest records ``carried_from``);
 3. records it in ``<run>/refresh/refresh.json`` (atomic) and only then switches the dataset to it
    (:meth:`~occon_plugin.augment.dataset.OcconPretrainDataset.use_store`) for the next epoch; the
    loader's workers are not persistent under ``occon.refresh``, so the next epoch's workers copy the
@@ -163,10 +166,32 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
             stats = self.refresh(trainer, pl_module, epoch, epoch_seconds)
             pl_module.log_dict({"occon/refresh_images_per_s": float(stats["images_per_s"]),
                                 "occon/refresh_epoch_fraction": float(stats["epoch_fraction"]),
-                                "occon/refresh_seconds": float(stats["seconds"])})
+                                "occon/refresh_seconds": float(stats["seconds"]),
+                                "occon/refresh_images": float(stats["images"]),
+                                "occon/refresh_written_ok": float(stats["written_ok"]),
+                                "occon/refresh_written_bad": float(stats["written_bad"])})
+            self.log_overlays(trainer, epoch)
+
+        def log_overlays(self, trainer, epoch: int) -> int:
+            """A few overlays of the new store version (``occon/refresh_overlays``, captioned with the epoch)
+            when the trainer has a W&B logger; returns how many were logged."""
+            from types import SimpleNamespace
+
+            from occon_plugin.tracking import store_overlays
+            from occon_plugin.train.tracking import wandb_logger_of
+
+            logger = wandb_logger_of(trainer)
+            if logger is None:
+                return 0
+            data = SimpleNamespace(path=str(cfg.data.train_path), image_root=_opt(cfg, "data.image_root"))
+            pictures = store_overlays(refresh_dir(self.out_dir) / f"store-e{epoch}", data)
+            if pictures:
+                logger.log_image(key="occon/refresh_overlays", images=[p for p, _ in pictures],
+                                 caption=[f"refresh after epoch {epoch}: {c}" for _, c in pictures])
+            return len(pictures)
 
         def refresh(self, trainer, pl_module, epoch: int, epoch_seconds: float) -> dict:
-            from occon_plugin.localize.runner import run_localize
+            from occon_plugin.localize.runner import Carry, run_localize
             from occon_plugin.localize.settings import DataSettings, LocalizeSettings
 
             folder = refresh_dir(self.out_dir)
@@ -184,23 +209,29 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
                 settings.image_size = refresh.image_size
             if refresh.batch_size is not None:
                 settings.batch_size = refresh.batch_size
+            carry = None
+            earlier = [int(e) for e in read_record(self.out_dir)["refreshes"] if int(e) < epoch]
+            if refresh.groups > 1 and earlier:  # a later refresh: one group of batches again, the rest kept
+                carry = Carry(store=folder / f"store-e{max(earlier)}", groups=refresh.groups, turn=len(earlier) - 1)
             start = time.perf_counter()
             with _KeepRngs():
-                summary = run_localize(settings)  # the complete store is written (and closed) before the switch
+                # the complete store is written (and closed) before the switch
+                summary = run_localize(settings, carry=carry)
             seconds = time.perf_counter() - start
-            images = int(summary["listed"])
+            images, carried = int(summary["listed"]), int(summary.get("carried", 0))
             stats = {"store": store.name, "model": model_path.name, "preset": summary["preset"], "images": images,
                      "written_ok": int(summary["written_ok"]), "written_bad": int(summary["written_bad"]),
-                     "already_done": int(summary["already_done"]), "seconds": round(seconds, 3),
-                     "images_per_s": round(images / max(seconds, 1e-9), 2), "epoch_seconds": round(epoch_seconds, 3),
-                     "epoch_fraction": round(seconds / max(epoch_seconds, 1e-9), 3),
+                     "already_done": int(summary["already_done"]), "carried": carried, "seconds": round(seconds, 3),
+                     "images_per_s": round((images - carried) / max(seconds, 1e-9), 2),  # of those localized
+                     "epoch_seconds": round(epoch_seconds, 3), "epoch_fraction": round(seconds / max(epoch_seconds, 1e-9), 3),
                      "localize_stage_seconds": summary.get("stage_seconds", {})}  # where the localizer's time went
             record = read_record(self.out_dir)
             record["refreshes"][str(epoch)] = stats
             self._write(record)
             self.dataset.use_store(store)  # the next epoch's workers copy the switched dataset
-            print(f"[occon] refresh after epoch {epoch}: {images} images localized in {seconds:.1f} s "
-                  f"({stats['images_per_s']} images/s, {stats['epoch_fraction']:.2f} x the epoch's "
+            kept = f", {carried} kept from {carry.store.name}" if carry is not None else ""
+            print(f"[occon] refresh after epoch {epoch}: {images - carried} of {images} images localized{kept} in "
+                  f"{seconds:.1f} s ({stats['images_per_s']} images/s, {stats['epoch_fraction']:.2f} x the epoch's "
                   f"{epoch_seconds:.1f} s of training), preset {summary['preset']} -> {store}", flush=True)
             return stats
 

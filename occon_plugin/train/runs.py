@@ -44,7 +44,7 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from occon_plugin.atomic import OUTPUT_ERRNOS, atomic_path, atomic_torch_save, output_error
+from occon_plugin.atomic import OUTPUT_ERRNOS, atomic_path, atomic_torch_save, make_output_dir, output_error
 from occon_plugin.errors import ConfigError, OutputError, TrainingDivergedError, examples
 from occon_plugin.train.process import Terminated, launch_dir, launched_rank  # noqa: F401  (launched_rank: the run folders' API)
 
@@ -157,8 +157,8 @@ def find_resume_checkpoint(folder: Path, notes: list[str]) -> Optional[Path]:
 def ensure_writable(folder: Path) -> None:
     """Create ``folder`` and prove a file can be written there, before any training; raises
     :class:`~occon_plugin.errors.OutputError` naming it (read-only, full, no permission)."""
+    make_output_dir(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".occon-write-test-"):
             pass
     except OSError as exc:

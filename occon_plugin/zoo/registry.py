@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from occon_plugin.atomic import make_output_dir
 from occon_plugin.errors import OcconError
 
 REQUIRED_FIELDS = ("name", "architecture", "host_generation", "method", "dataset", "epochs", "metrics",
@@ -186,7 +187,7 @@ def fetch(entry: ZooEntry, directory=None, timeout: float = 60.0) -> Path:
     if dest.is_file() and sha256_file(dest) == entry.sha256:
         return dest
     created = not dest.parent.exists()
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(dest.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out:

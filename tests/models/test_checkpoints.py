@@ -179,3 +179,27 @@ def test_pickled_hydra_config_is_read_without_importing_it(tmp_path):
                tmp_path / "hydra.ckpt")
     loaded = load_model(str(tmp_path / "hydra.ckpt"))
     assert loaded.spec.normalization == CIFAR100 and loaded.spec.method == "byol"
+
+
+def test_a_file_that_is_not_a_checkpoint_says_what_it_is(tmp_path):
+    """A photo, a text file or an empty file given as the model: one short line naming what the file holds (torch's
+    own message was about weights_only and pickle opcodes, and advised unpickling with weights_only=False)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "JPEG")
+    files = {"photo.ckpt": (buf.getvalue(), "a JPEG image"), "notes.ckpt": (b"model: resnet18\n", "text"),
+             "empty.ckpt": (b"", "an empty file")}
+    for name, (data, kind) in files.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError) as err:
+            read_checkpoint(tmp_path / name)
+        text = str(err.value)
+        assert f"{name}: is not a torch checkpoint ({kind})" in text and "weights_only" not in text, text
+    torch.save({"x": torch.zeros(1)}, tmp_path / "real.pt")  # a torch file that is cut short: torch's cause, short
+    (tmp_path / "torn.pt").write_bytes((tmp_path / "real.pt").read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=r"torn\.pt: cannot be read as a torch checkpoint") as err:
+        read_checkpoint(tmp_path / "torn.pt")
+    assert "\n" not in str(err.value) and len(str(err.value)) < 500

@@ -208,6 +208,19 @@ def test_full_output_folder_is_one_line_and_leaves_nothing_half_written(mixed, t
 
 
 @pytest.mark.kind("found.unwritable-output")
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc (a place that holds no new folders)")
+def test_an_output_folder_where_no_folder_can_be_made_is_one_line_in_every_command(mixed, mixed_store, tmp_path):
+    """``output_dir=/proc/x``: mkdir says ENOENT though its parent exists; it was a FileNotFoundError traceback
+    (break-it pass). Every command creates its output folders through one helper (atomic.make_output_dir)."""
+    bad = Path("/proc") / f"occon-no-folder-{os.getpid()}"
+    proc = run_cli("occon_plugin.cli.localize", f"data.path={mixed.root}", f"output_dir={bad / 'store'}",
+                   *FAST_LOCALIZE)
+    assert_one_line_error(proc, f"cannot write {bad}", "writable output folder")
+    proc = run_cli("occon_plugin.cli.pretrain", *pretrain_args(mixed.root, bad / "t", store=mixed_store))
+    assert_one_line_error(proc, f"cannot write {bad}", "writable output folder")
+
+
+@pytest.mark.kind("found.unwritable-output")
 def test_pretraining_into_a_read_only_folder_is_one_line(mixed, mixed_store, tmp_path, tmpfs_ok):
     out = tmp_path / "ro"
     proc = run_cli("occon_plugin.cli.pretrain", *pretrain_args(mixed.root, out / "t", store=mixed_store),

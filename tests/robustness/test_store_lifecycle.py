@@ -77,6 +77,27 @@ def test_under_torchrun_every_rank_stops_with_rank_0_when_the_store_is_busy(mixe
 
 
 @pytest.mark.kind("store.concurrent-localize")
+def test_an_error_line_is_one_write_so_ranks_sharing_stderr_cannot_splice_it():
+    """The ranks of one torchrun share one stderr; ``print`` writes the text and its newline separately, so two
+    ranks stopping at once printed one line holding both errors (seen in CI). One write of a short line is
+    atomic on a pipe."""
+    import io
+
+    from occon_plugin.errors import DataError, print_error
+
+    class Writes(io.StringIO):
+        calls: list = []
+
+        def write(self, s):
+            self.calls.append(s)
+            return super().write(s)
+
+    stream = Writes()
+    print_error(DataError("store x is being written\nby another run"), file=stream)
+    assert stream.calls == ["[occon] error: store x is being written by another run\n"]
+
+
+@pytest.mark.kind("store.concurrent-localize")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock and kill -9")
 def test_a_writer_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
     out = tmp_path / "store"

@@ -57,6 +57,9 @@ CASES = [
      "data.num_workers=-1"),
     ("pretrain", [*PRETRAIN, "++data.train_path={data}", "++checkpoint.dir={out}"], "++max_epochs=0",
      "max_epochs=0"),
+    # Lightning's "no limit": the host's schedules over -1 epochs trained on silently wrong rates (break-it pass)
+    ("pretrain", [*PRETRAIN, "++data.train_path={data}", "++checkpoint.dir={out}"], "++max_epochs=-1",
+     "max_epochs=-1 is invalid: must be an integer >= 1"),
     ("linear", [*LINEAR, "++pretrained_feature_extractor={data}/none.ckpt", "++data.train_path={data}",
                 "++checkpoint.dir={out}"], "++optimizer.weight_decay=-1", "optimizer.weight_decay=-1.0"),
 ]

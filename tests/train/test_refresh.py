@@ -152,6 +152,65 @@ def test_the_refreshed_store_is_the_one_occon_localize_writes(full_run, tmp_path
     assert b["settings"]["use_momentum"] is True  # MoCo: ContraCAM of the momentum (key) encoder
 
 
+def _store_bytes(store: Path, path: str) -> tuple:
+    """An image's index line and mask bytes in ``store``."""
+    from occon_plugin.store import Store
+
+    s = Store.open(store)
+    return s.entries[path].to_json(), s.mask_file(path).read_bytes()
+
+
+def test_a_partial_update_keeps_the_other_batches_and_localizes_its_group_as_a_full_run(full_run, tmp_path):
+    """``occon.refresh.fraction`` (issue 21, cost control): with ``Carry(groups=2, turn=0)`` the store holds, for
+    the images of batch 0, exactly what a full run with the new model writes (same batch, same negatives) and,
+    for batch 1, the earlier version's entries and masks byte for byte; the manifest says so."""
+    from occon_plugin.images import list_images
+    from occon_plugin.localize.runner import Carry, make_batches, run_localize
+    from occon_plugin.localize.settings import DataSettings, LocalizeSettings
+
+    root, data, folder, _, _ = full_run
+
+    def settings(model: str, out: Path) -> LocalizeSettings:
+        return LocalizeSettings(data=DataSettings(path=str(data)), output_dir=str(out), model=model,
+                                use_momentum=True, preset="bg_mixup", image_size=64, batch_size=4, device="cpu",
+                                progress=False)
+
+    old, new = str(folder / "refresh" / "model-e0.ckpt"), str(folder / "final.ckpt")
+    run_localize(settings(old, tmp_path / "old"))
+    run_localize(settings(new, tmp_path / "full"))
+    summary = run_localize(settings(new, tmp_path / "part"), carry=Carry(tmp_path / "old", groups=2, turn=0))
+    paths = list_images(data).paths
+    batch0, batch1 = ([paths[i] for i in b] for b in make_batches(len(paths), 4, 0))
+    assert summary["carried"] == 4 and summary["written_ok"] == 4
+    for p in batch0:
+        assert _store_bytes(tmp_path / "part", p) == _store_bytes(tmp_path / "full", p), p
+    for p in batch1:
+        assert _store_bytes(tmp_path / "part", p) == _store_bytes(tmp_path / "old", p), p
+    assert any(_store_bytes(tmp_path / "old", p)[1] != _store_bytes(tmp_path / "full", p)[1] for p in paths)
+    manifest = json.loads((tmp_path / "part" / "manifest.json").read_text())
+    old_manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    assert manifest["carried_from"] == {"store": str(tmp_path / "old"), "model_sha256": old_manifest["model_sha256"],
+                                        "images": 4, "groups": 2, "turn": 0}
+    assert manifest["model_sha256"] != old_manifest["model_sha256"] and manifest["counts"]["written"] == N_IMAGES
+
+
+def test_a_run_with_fraction_localizes_one_group_per_later_refresh(tmp_path):
+    from occon_plugin.store import Store
+
+    data = _photos(tmp_path / "data")
+    proc = _cli("occon_plugin.cli.pretrain", *_args(data, tmp_path / "t", "++name=frac", "++max_epochs=3",
+                                                    "++occon.refresh.fraction=0.5", "++occon.refresh.batch_size=4"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "t" / "mocov2_occon" / "frac" / "refresh"
+    record = json.loads((folder / "refresh.json").read_text())
+    assert record["epochs"] == {"0": None, "1": "store-e0", "2": "store-e1"}
+    first, second = record["refreshes"]["0"], record["refreshes"]["1"]
+    assert first["carried"] == 0 and first["written_ok"] == N_IMAGES  # the first refresh: every image
+    assert second["carried"] == N_IMAGES // 2 and second["written_ok"] == N_IMAGES // 2
+    assert "4 of 8 images localized, 4 kept from store-e0" in proc.stdout + proc.stderr
+    assert Store.open(folder / "store-e1").manifest["carried_from"]["images"] == N_IMAGES // 2
+
+
 def _state(folder: Path) -> dict:
     return torch.load(folder / "final.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
@@ -274,6 +333,27 @@ def test_the_next_epoch_draws_from_the_switched_store(tmp_path, workers):
         assert all(torch.equal(info_a[k], info_b[k]) for k in info_a)
 
 
+def test_each_refresh_is_logged_to_wandb_with_counts_and_overlays(tmp_path):
+    """Real wandb, offline (no key, HOME in tmp): the refresh's counts in the run's history and N_PICTURES
+    overlays of the new store version under ``occon/refresh_overlays``."""
+    from occon_plugin.tracking import N_PICTURES
+
+    data = _photos(tmp_path / "data")
+    args = [a for a in _args(data, tmp_path / "t", "++name=wb") if a != "++wandb.enabled=false"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    proc = subprocess.run([sys.executable, "-m", "occon_plugin.cli.pretrain", *args, "++wandb.enabled=true",
+                           "++wandb.offline=true", "++wandb.project=occon-test"], capture_output=True, text=True,
+                          env={**env, "HOME": str(tmp_path), "PYTHONWARNINGS": "ignore", **THREADS}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list(tmp_path.rglob("offline-run-*"))
+    assert len(runs) == 1, runs
+    pictures = list(runs[0].glob("files/media/images/occon/refresh_overlays*"))
+    assert len(pictures) == N_PICTURES, pictures
+    history = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
+    for key in (b"occon/refresh_written_ok", b"occon/refresh_images_per_s", b"occon/refresh_epoch_fraction"):
+        assert key in history, key
+
+
 # ------------------------------------------------------------------ not in this slice: one line, exit 2
 def _one_line(text: str, code: int, *needles: str) -> str:
     lines = [l for l in text.splitlines() if l.startswith("[occon] error:")]
@@ -289,6 +369,8 @@ def _one_line(text: str, code: int, *needles: str) -> str:
     (["++occon.store=/somewhere"], ["occon.store=/somewhere", "drop occon.store"]),
     (["++occon.refresh.every_epochs=0"], ["occon.refresh.every_epochs=0", ">= 1"]),
     (["++occon.refresh.preset=nope"], ["occon.refresh.preset='nope'", "bg_mixup"]),
+    (["++occon.refresh.fraction=0"], ["occon.refresh.fraction=0", "(0, 1]"]),
+    (["++occon.refresh.fraction=1.5"], ["occon.refresh.fraction=1.5", "[0, 1]"]),
 ])
 def test_what_this_slice_does_not_do_is_one_line_exit_2(tmp_path, monkeypatch, capsys, extra, needles):
     from occon_plugin.cli import pretrain

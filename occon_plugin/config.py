@@ -446,21 +446,12 @@ def parse_pretrain_cfg(cfg: DictConfig, known_methods, check_store: bool = False
 
 
 def check_refresh_supported(cfg: DictConfig) -> None:
-    """``occon.refresh`` runs in one process with the torchvision pipeline (its first slice,
-    ``docs/refresh.md``). Raises :class:`ConfigError` (one line, what to do) for ``data.format=dali`` and
-    for several training processes (``devices`` or ``num_nodes`` > 1, or a launcher's ``WORLD_SIZE`` > 1)."""
-    import os
-
+    """``occon.refresh`` runs with the torchvision pipeline (``docs/refresh.md``), in one process or under DDP.
+    Raises :class:`ConfigError` (one line, what to do) for ``data.format=dali``."""
     if select(cfg, "data.format") == "dali":
         raise ConfigError("occon.refresh.enabled=true does not run with data.format=dali yet: use "
                           "data.format=image_folder (the torchvision pipeline), or build the store first with "
                           "occon-localize and train on it with occon.store=<store>")
-    world = num_devices(cfg) * int(select(cfg, "num_nodes", 1) or 1)
-    launched = os.environ.get("WORLD_SIZE", "1")
-    if world > 1 or (launched.isdigit() and int(launched) > 1):
-        raise ConfigError(f"occon.refresh.enabled=true does not run with several training processes yet (devices x "
-                          f"num_nodes = {world}, WORLD_SIZE={launched}): train with devices=1, or build the store "
-                          f"first with occon-localize and train on it with occon.store=<store>")
 
 
 def complete_pretrain_cfg(cfg: DictConfig, known_methods) -> DictConfig:

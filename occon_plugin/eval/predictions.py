@@ -141,9 +141,16 @@ class StorePredictions:
 
 
 def resize_map(cam: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``cam`` at ``width`` x ``height`` (bicubic when the size differs), float32."""
+    """``cam`` at ``width`` x ``height`` (bicubic when the size differs), float32.
+
+    A map that is one value everywhere stays exactly that value: bicubic resampling of a constant leaves
+    1-ulp float noise (1.0 -> 0.9999999 here and there), which min-max normalization would blow up into a
+    0/1 pattern of thousands of contours, i.e. boxes of noise instead of the protocol's "no box" (and
+    minutes of box search per image)."""
     cam = np.asarray(cam, dtype=np.float32)
     if cam.shape != (height, width):
+        if cam.size and cam.min() == cam.max():
+            return np.full((height, width), cam.flat[0], dtype=np.float32)
         cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_CUBIC)
     return cam
 

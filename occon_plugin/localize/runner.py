@@ -312,7 +312,7 @@ def run_localize(s: LocalizeSettings, carry: Optional[Carry] = None) -> dict:
     """Localize ``s.data.path`` into the store ``s.output_dir``; returns a summary (rank 0: with the manifest).
 
     ``carry``: keep the entries of the batches outside ``carry``'s group from an earlier store version
-    (one process only); the summary's ``carried`` counts them and the manifest records ``carried_from``.
+    (rank 0 writes them); rank 0's summary ``carried`` counts them and the manifest records ``carried_from``.
 
     With ``torch.distributed`` initialised, every rank calls this; ranks take disjoint whole batches
     and rank 0 merges the index into one store.
@@ -431,11 +431,10 @@ def _localize(s: LocalizeSettings, images: ImageList, model, device, writer: Sto
     batches = make_batches(len(images), s.batch_size, s.seed)
     resumed = len(done)
     carried, carried_model = 0, None
-    if carry is not None:
-        if world > 1:
-            raise ConfigError("a store update that keeps entries of an earlier version (occon.refresh.fraction < 1) "
-                              "runs in one process")
-        carried, carried_model = _carry_entries(carry, writer, images, batches, s.batch_size, done)
+    if carry is not None:  # rank 0 writes the kept entries; every rank then reads them as done
+        if rank == 0:
+            carried, carried_model = _carry_entries(carry, writer, images, batches, s.batch_size, done)
+        _barrier(world)
         done = writer.refresh_done()
     mine = []
     for b, batch in enumerate(batches):

@@ -29,9 +29,11 @@ uninterrupted run used). A run killed during a refresh resumes from the checkpoi
 that epoch again and redoes the refresh: the weights are the same (``model-e<epoch>.ckpt`` is kept when they
 are), so the localizer resumes the partly written store; other weights start that store over.
 
-This slice runs in one process with the torchvision pipeline; DALI, DDP and solo-learn's own
-``main_pretrain.py`` are refused with one line (``occon_plugin.config.check_refresh_supported``,
-the methods' constructor).
+Under DDP every rank localizes its own share of the batches into the one store version
+(:func:`~occon_plugin.localize.runner.run_localize` under ``torch.distributed``: the store a single process
+writes); rank 0 writes the checkpoint, ``refresh.json`` and the pictures, and every rank switches after the
+record is written. DALI and solo-learn's own ``main_pretrain.py`` are refused with one line
+(``occon_plugin.config.check_refresh_supported``, the methods' constructor).
 """
 from __future__ import annotations
 
@@ -152,9 +154,10 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
 
         def on_train_epoch_start(self, trainer, pl_module):
             self.epoch_started = time.perf_counter()
-            record = read_record(self.out_dir)
-            record["epochs"][str(trainer.current_epoch)] = self.dataset.store_version
-            self._write(record)
+            if trainer.global_rank == 0:  # one writer of refresh.json
+                record = read_record(self.out_dir)
+                record["epochs"][str(trainer.current_epoch)] = self.dataset.store_version
+                self._write(record)
 
         def on_train_epoch_end(self, trainer, pl_module):
             epoch = int(trainer.current_epoch)
@@ -170,7 +173,8 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
                                 "occon/refresh_images": float(stats["images"]),
                                 "occon/refresh_written_ok": float(stats["written_ok"]),
                                 "occon/refresh_written_bad": float(stats["written_bad"])})
-            self.log_overlays(trainer, epoch)
+            if trainer.global_rank == 0:
+                self.log_overlays(trainer, epoch)
 
         def log_overlays(self, trainer, epoch: int) -> int:
             """A few overlays of the new store version (``occon/refresh_overlays``, captioned with the epoch)
@@ -191,15 +195,19 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
             return len(pictures)
 
         def refresh(self, trainer, pl_module, epoch: int, epoch_seconds: float) -> dict:
+            import torch
+
             from occon_plugin.localize.runner import Carry, run_localize
             from occon_plugin.localize.settings import DataSettings, LocalizeSettings
 
             folder = refresh_dir(self.out_dir)
             model_path, store = folder / f"model-e{epoch}.ckpt", folder / f"store-e{epoch}"
-            if not (model_path.is_file() and _same_weights(model_path, pl_module.state_dict())):
+            rank, world = int(trainer.global_rank), int(trainer.world_size)
+            if rank == 0 and not (model_path.is_file() and _same_weights(model_path, pl_module.state_dict())):
                 save_checkpoint(pl_module, trainer, model_path)
                 if store.exists():  # made from other weights (a resumed run that diverged): start it over
                     shutil.rmtree(store)
+            trainer.strategy.barrier("occon_refresh_model")  # every rank reads the checkpoint rank 0 wrote
             settings = LocalizeSettings(
                 data=DataSettings(path=str(cfg.data.train_path), image_root=_opt(cfg, "data.image_root")),
                 output_dir=str(store), model=str(model_path), preset=refresh.preset,
@@ -219,16 +227,25 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
                 summary = run_localize(settings, carry=carry)
             seconds = time.perf_counter() - start
             images, carried = int(summary["listed"]), int(summary.get("carried", 0))
+            written = [int(summary["written_ok"]), int(summary["written_bad"])]
+            if world > 1:  # every rank localized its own batches (run_localize under torch.distributed)
+                parts: list = [None] * world
+                torch.distributed.all_gather_object(parts, written)
+                written = [sum(p[0] for p in parts), sum(p[1] for p in parts)]
             stats = {"store": store.name, "model": model_path.name, "preset": summary["preset"], "images": images,
-                     "written_ok": int(summary["written_ok"]), "written_bad": int(summary["written_bad"]),
+                     "written_ok": written[0], "written_bad": written[1],
                      "already_done": int(summary["already_done"]), "carried": carried, "seconds": round(seconds, 3),
                      "images_per_s": round((images - carried) / max(seconds, 1e-9), 2),  # of those localized
                      "epoch_seconds": round(epoch_seconds, 3), "epoch_fraction": round(seconds / max(epoch_seconds, 1e-9), 3),
                      "localize_stage_seconds": summary.get("stage_seconds", {})}  # where the localizer's time went
-            record = read_record(self.out_dir)
-            record["refreshes"][str(epoch)] = stats
-            self._write(record)
+            if rank == 0:
+                record = read_record(self.out_dir)
+                record["refreshes"][str(epoch)] = stats
+                self._write(record)
+            trainer.strategy.barrier("occon_refresh_record")  # recorded before any rank trains on it
             self.dataset.use_store(store)  # the next epoch's workers copy the switched dataset
+            if rank != 0:
+                return stats
             kept = f", {carried} kept from {carry.store.name}" if carry is not None else ""
             print(f"[occon] refresh after epoch {epoch}: {images - carried} of {images} images localized{kept} in "
                   f"{seconds:.1f} s ({stats['images_per_s']} images/s, {stats['epoch_fraction']:.2f} x the epoch's "

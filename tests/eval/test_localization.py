@@ -150,3 +150,26 @@ def test_the_result_records_what_made_the_store_masks(tmp_path):
         f"output_dir={out}", "progress=false", "overlays=0", "wandb.enabled=false"]))
     record = json.loads((out / "eval_localization.json").read_text())["store"]
     assert record["settings"] == settings and record["model_sha256"] == "abc"
+
+
+def test_a_constant_map_is_no_box_at_every_size_not_boxes_of_resampling_noise(tmp_path):
+    """A store mask that is one value everywhere (the whole image is object): the protocol's min-max
+    normalization scores it as no box. Resized to wsolevaluation's 224 by bicubic, a constant used to pick up
+    1-ulp noise that normalization blew up into thousands of contours (boxes of noise, minutes per image)."""
+    from occon_plugin.eval.boxes import boxes_at_threshold, normalize_cam
+    from occon_plugin.eval.predictions import resize_map
+
+    for value in (1.0, 0.5, 0.0):
+        big = resize_map(np.full((64, 64), value, np.float32), 224, 224)
+        assert big.shape == (224, 224) and (big == value).all()
+        boxes, _ = boxes_at_threshold((normalize_cam(big) * 255).astype(np.uint8), 0.5)
+        assert boxes.tolist() == [[0, 0, 0, 0]]  # no contour: the protocol's "no box"
+    write_mask_tree(tmp_path)
+    gts = list(iter_ground_truth(tmp_path / "masks", tmp_path / "images"))
+    with StoreWriter(tmp_path / "store", settings={"test": 1}, model_hash="none") as w:
+        for g in gts:
+            w.write(StoreEntry(g.path, g.width, g.height), np.full((g.height, g.width), 255, np.uint8))
+        w.close()
+    at_224 = evaluate_localization(open_predictions(tmp_path / "store"), gts, progress=False)
+    at_size = evaluate_localization(open_predictions(tmp_path / "store"), gts, eval_size=None, progress=False)
+    assert at_224["boxes"]["max_box_acc_v2"] == at_size["boxes"]["max_box_acc_v2"]  # the resize changes nothing

@@ -140,6 +140,13 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
         references=meta.get("references_text", ""),
         fill=("filled with a patch of another photo" if d.get("obj_fill") == "photo" else "one random colour")
         + (f"; backgrounds blurred with radius {d['bg_blur']:g} px" if d.get("bg_blur") else ""))
+    if "onestage" in meta["arms"]:
+        every = max(1, round(rc["epochs"] / 3))
+        text += (f"**One-stage arm** (`occon.refresh`, docs/refresh.md): `mocov2_occon` / `byol_occon` from scratch with no "
+                 f"store and no stage 1: epochs 0–{every - 1} without BG-Mixup / OA-Crop, then ContraCAM of the model being "
+                 f"trained (the refresh's default preset `bg_mixup`: T=1, no refinement; `image_size={rc['localize_size']}`) "
+                 f"after every {every} epochs (never after the last); its localization row is the store of its last "
+                 f"refresh. Its compute is compared by wall time with the two-stage protocol's three steps.\n")
     parts = [text, DESIGN]
     parts += ["## Targets (the paper's predictions, as the issue states them)", "",
               "| target | | measured |", "|---|---|---|"]

@@ -376,7 +376,8 @@ def describe(lay: Layout, seeds, recipe, methods, sets, arms, timings: dict, res
                if pretrains else "") + ".")
     for key, c in results.get("compute", {}).items():
         cost += (f" One-stage {key}: its run took {fmt(c, 2)} of the two-stage protocol's time (stage-1 pretraining "
-                 f"+ occon-localize + stage-2 pretraining, per seed).")
+                 f"+ occon-localize + stage-2 pretraining; per seed " + ", ".join(f"{v:.2f}" for v in c["values"])
+                 + ": a seed whose steps shared the machine differs).")
     overrides = sorted({o for m in methods for o in recipe.pretrain_overrides(m)})
     return {"class_names": names, "n_photos": len(data_meta.get("photos", {})) or "the",
             "partners_text": ", ".join(f"{a}–{b}" for a, b in pairs),

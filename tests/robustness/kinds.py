@@ -177,7 +177,7 @@ KINDS = [
          "the folders (docs/hosts.md, README)"),
     # found by the battery
     Kind("found.unwritable-output", "found", "read-only or full output folder; an output file path that is a "
-         "folder (`occon-zoo convert SRC <folder>`)", "localize, pretraining, occon-zoo (every atomic writer)",
+         "folder (`occon-zoo convert SRC <folder>`); an output folder where no folder can be made (`/proc/x`)", "localize, pretraining, occon-zoo (every atomic writer)",
          "one line naming the file and what to do, exit 2; nothing half-written"),
     Kind("found.store-as-data", "found", "`data.path` pointing at a store", "localize, pretraining",
          "refused: a store is not an image folder"),

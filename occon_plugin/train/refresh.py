@@ -179,16 +179,13 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
         def log_overlays(self, trainer, epoch: int) -> int:
             """A few overlays of the new store version (``occon/refresh_overlays``, captioned with the epoch)
             when the trainer has a W&B logger; returns how many were logged."""
-            from types import SimpleNamespace
-
             from occon_plugin.tracking import store_overlays
             from occon_plugin.train.tracking import wandb_logger_of
 
             logger = wandb_logger_of(trainer)
             if logger is None:
                 return 0
-            data = SimpleNamespace(path=str(cfg.data.train_path), image_root=_opt(cfg, "data.image_root"))
-            pictures = store_overlays(refresh_dir(self.out_dir) / f"store-e{epoch}", data)
+            pictures = store_overlays(refresh_dir(self.out_dir) / f"store-e{epoch}", _train_data(cfg))
             if pictures:
                 logger.log_image(key="occon/refresh_overlays", images=[p for p, _ in pictures],
                                  caption=[f"refresh after epoch {epoch}: {c}" for _, c in pictures])
@@ -198,7 +195,7 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
             import torch
 
             from occon_plugin.localize.runner import Carry, run_localize
-            from occon_plugin.localize.settings import DataSettings, LocalizeSettings
+            from occon_plugin.localize.settings import LocalizeSettings
 
             folder = refresh_dir(self.out_dir)
             model_path, store = folder / f"model-e{epoch}.ckpt", folder / f"store-e{epoch}"
@@ -209,7 +206,7 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
                     shutil.rmtree(store)
             trainer.strategy.barrier("occon_refresh_model")  # every rank reads the checkpoint rank 0 wrote
             settings = LocalizeSettings(
-                data=DataSettings(path=str(cfg.data.train_path), image_root=_opt(cfg, "data.image_root")),
+                data=_train_data(cfg),
                 output_dir=str(store), model=str(model_path), preset=refresh.preset,
                 use_momentum=has_momentum_encoder(pl_module),
                 device=str(pl_module.device), progress=False, resume=True)
@@ -259,6 +256,13 @@ def has_momentum_encoder(module: Any) -> bool:
     """Whether a solo-learn method holds a momentum (key) encoder: its state dict has ``momentum_backbone.*``
     (solo-learn main) or ``momentum_encoder.*`` (1.0.2) weights."""
     return any(k.startswith(("momentum_backbone.", "momentum_encoder.")) for k in module.state_dict())
+
+
+def _train_data(cfg: Any):
+    """The localizer's ``data`` settings of the run's training images (``data.train_path``, ``data.image_root``)."""
+    from occon_plugin.localize.settings import DataSettings
+
+    return DataSettings(path=str(cfg.data.train_path), image_root=_opt(cfg, "data.image_root"))
 
 
 def _opt(cfg: Any, key: str) -> Optional[str]:

@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from scenebias import markdown, protocol, report  # noqa: E402
 from scenebias.generate import DEFAULT_BACKGROUNDS, GeneratorError, SceneBiasConfig, generate  # noqa: E402
+from occon_plugin.augment.semantics import DONOR_RULE  # noqa: E402
 
 SIZES = {
     # name: (seeds, methods, arms, recipe changes, data changes)
@@ -148,7 +149,10 @@ def main(argv=None) -> int:
         return 2
     lay = protocol.Layout(args.out)
     # one --out folder holds one experiment: finished steps are reused only under the same settings
+    # "code": rules of the plugin that change the numbers without a setting (a run folder made under another
+    # rule is not continued: its finished steps would be mixed with new ones)
     settings = {"data": dataclasses.asdict(SceneBiasConfig(**data_cfg)), "recipe": protocol.recipe_dict(recipe),
+                "code": {"bg_mixup_donors": DONOR_RULE},
                 "backgrounds": sorted(str(Path(b).resolve()) for b in backgrounds)}
     settings = json.loads(json.dumps(settings))  # tuples as lists, as read back
     known = args.out / "settings.json"
@@ -201,7 +205,8 @@ def main(argv=None) -> int:
             "arms": list(arms), "recipe": protocol.recipe_dict(recipe), "data": dataclasses.asdict(
                 SceneBiasConfig(**data_cfg)), "wall_seconds_this_run": round(wall), "timings": timings,
             "machine": f"{platform.machine()}, {report.cpu_count()} cores, Python {platform.python_version()}",
-            "device": args.device, "not_run": [st.label for st in steps if not st.done.exists()]}
+            "device": args.device, "not_run": [st.label for st in steps if not st.done.exists()],
+            "bg_mixup_donors": DONOR_RULE}
     meta["command"] = shown_command(argv if argv is not None else sys.argv[1:])
     meta.update(report.describe(lay, seeds, recipe, methods, args.sets, arms, timings, results))
     report.atomic_write(args.out / "results.json", json.dumps({"meta": meta, "results": results}, indent=1))

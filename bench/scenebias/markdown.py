@@ -181,9 +181,16 @@ def write_markdown(path: Path, results: dict, meta: dict, lay: Layout) -> None:
 
 
 def views_note(meta: dict) -> str:
-    """Which views BG-Mixup mixed in these runs, and where the effect of that choice is measured."""
+    """Which views BG-Mixup mixed in these runs, how their background donors were drawn, and where the
+    effect of those choices is measured."""
     given = [o.split("=", 1)[1] for o in meta.get("recipe", {}).get("occon", ()) if o.startswith("bg_mixup.views=")]
     which = f"`{given[-1]}`" if given else "every view (the plugin's default)"
-    return (f"- **Which views BG-Mixup mixes.** These runs mixed {which}. With every view mixed, the two views of a "
-            "sample that are both mixed share one donor background; mixing the first view only (the authors' code, "
-            "`--occon \"bg_mixup.views=[0]\"`) is measured against it in docs/fidelity.md row 18.")
+    if meta.get("bg_mixup_donors") == "one donor per mixed view":
+        donors = ("each mixed view took its own background donor, so the two views of a positive pair do not share "
+                  "a background")
+    else:  # results written before the rule was recorded: one donor per sample
+        donors = ("the two views of a sample that were both mixed shared one donor background (the rule before "
+                  "2026-12-06: one donor per sample)")
+    return (f"- **Which views BG-Mixup mixes.** These runs mixed {which}; {donors}. Mixing the first view only "
+            "(the authors' code, `--occon \"bg_mixup.views=[0]\"`) and the donor rule are measured in "
+            "docs/fidelity.md row 18.")

@@ -14,6 +14,7 @@ the number of workers, and each epoch differs. A plain int index uses a seed der
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import sys
 from collections import Counter
@@ -245,13 +246,20 @@ class OcconPretrainDataset(Dataset):
                         self.counts["mask_unreadable"], exc)
             return None
 
-    def _partner(self, seed: int, index: int) -> Partner | None:
+    def _partners(self, seed: int, index: int) -> tuple[Partner | None, ...]:
+        """View k's background donor (``choose_partner`` with view k), None for views BG-Mixup does
+        not mix; a donor drawn for two views is one ``Partner`` (its image read at most once)."""
         if not self.cfg.bg_mixup.enabled:
-            return None
-        other = choose_partner(seed, index, self.bg_candidates)
-        if other is None:
-            return None
-        return Partner(bg_rect=self.entries[other].bg_rect, load_image=lambda: self._load(other), index=other)
+            return (None,) * self.n_views
+        donors: dict[int, Partner] = {}
+        out = []
+        for view in range(self.n_views):
+            other = choose_partner(seed, index, self.bg_candidates, view) if view in self.cfg.bg_mixup.views else None
+            if other is not None and other not in donors:
+                donors[other] = Partner(bg_rect=self.entries[other].bg_rect,
+                                        load_image=functools.cache(functools.partial(self._load, other)), index=other)
+            out.append(None if other is None else donors[other])
+        return tuple(out)
 
     def __getitem__(self, key: int | tuple[int, int]):
         index, seed = key if isinstance(key, tuple) else (key, sample_seed(self.seed, key))
@@ -268,12 +276,12 @@ class OcconPretrainDataset(Dataset):
 
         entry = self.entries[index]
         has_mask = entry is not None and entry.ok and self.cfg.bg_mixup.enabled
-        partner = self._partner(seed, index)
-        plan = self.pipeline.plan(image.shape[1], image.shape[0], entry, has_mask, partner, seed)
+        partners = self._partners(seed, index)
+        plan = self.pipeline.plan(image.shape[1], image.shape[0], entry, has_mask, partners, seed)
         mask = self._load_mask(index) if any(plan.mixed) else None
         if mask is None and any(plan.mixed):
             plan = plan.without_mixing()
-        views, info = self.pipeline.render(image, entry, mask, partner, plan)
+        views, info = self.pipeline.render(image, entry, mask, partners, plan)
         info["no_entry"] = torch.tensor(self.cfg.active and entry is None)
         info["replaced"] = torch.tensor(replaced)
         self.counts["mix_skipped"] += sum(plan.mix_skipped)

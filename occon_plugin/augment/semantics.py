@@ -13,17 +13,20 @@ Paper (Mo et al. 2021) §2.3, App. B.3, E:
   OA-Crop, when both are on). Each view in ``bg_mixup.views`` is mixed independently with
   probability ``p_mix``. BG-HardMix: ``m`` binarized (``m >= hard_threshold`` -> 1, the comparison
   of the authors' code).
-* x2 is one random OTHER sample per sample (:func:`choose_partner`), so when both views are mixed
-  they carry the same background. The authors' released code mixes only the first view
-  (``bg_mixup.views: [0]`` reproduces that); the default, every view (multi-crop: the small crops
-  too), follows the paper's text ("independently applied on the patches").
-* A view that draws a mix but has no mask (x1 failed localization) or no partner background stays
-  unmixed and is reported as ``mix_skipped``.
+* x2 is one random OTHER sample per VIEW (:func:`choose_partner` with the view's number), so when
+  both views of a positive pair are mixed they carry different backgrounds: the pair shares the
+  object, not the background (a donor shared by the two views would give the pair a common
+  background again, the shortcut BG-Mixup exists to remove). The authors' released code mixes only
+  the first view (``bg_mixup.views: [0]`` reproduces that); the default, every view (multi-crop: the
+  small crops too), follows the paper's text ("independently applied on the patches").
+* A view that draws a mix but has no mask (x1 failed localization) or whose donor has no usable
+  background stays unmixed and is reported as ``mix_skipped``.
 * Both run before the standard augmentations (RandomResizedCrop, flip, colour, blur ...).
 
 Random streams (numpy ``Generator``s, fixed draw order so a seed means the same decisions):
 ``plan_sample(seed)`` draws box index, one coin per view, then the seed of the standard transforms;
-``choose_partner(seed)`` uses an independent stream ``[seed, 1]``.
+``choose_partner(seed, view=v)`` uses an independent stream per view: ``[seed, 1]`` for view 0,
+``[seed, 1, v]`` for view ``v > 0``.
 """
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ from occon_plugin.localize.background import background_image  # the one tiling 
 
 Rect = tuple[int, int, int, int]  # half-open pixel rectangle (left, top, right, bottom)
 _PARTNER_STREAM = 1
+# How BG-Mixup draws x2, for reports that must say which rule their runs used (before 2026-12-06: one per sample)
+DONOR_RULE = "one donor per mixed view"
 _REPLACE_STREAM = 2
 _SEED_BOUND = 2**62
 
@@ -70,16 +75,18 @@ class SamplePlan:
     crop_rect: Rect | None           # OA-Crop pixel rectangle of the image; None = full image
     box_index: int | None            # which store box it came from
     drawn: tuple[bool, ...]          # view k won its p_mix coin
-    mixed: tuple[bool, ...]          # view k is mixed (drawn, and a mask and a partner background exist)
+    mixed: tuple[bool, ...]          # view k is mixed (drawn, and a mask and view k's donor background exist)
     transform_seed: int              # seeds the standard per-view augmentations
 
     @property
     def oa_crop(self) -> bool:
         return self.crop_rect is not None
 
-    def without_mixing(self) -> "SamplePlan":
-        """The same plan with every view unmixed (the partner's background turned out unusable)."""
-        return replace(self, mixed=(False,) * len(self.mixed))
+    def without_mixing(self, views: Sequence[int] | None = None) -> "SamplePlan":
+        """The same plan with ``views`` (default: every view) unmixed: the mask or a donor's
+        background turned out unusable when it was read."""
+        drop = range(len(self.mixed)) if views is None else set(views)
+        return replace(self, mixed=tuple(m and k not in drop for k, m in enumerate(self.mixed)))
 
     @property
     def mix_skipped(self) -> tuple[bool, ...]:
@@ -89,11 +96,12 @@ class SamplePlan:
 
 def plan_sample(seed: int, cfg: OcconConfig, n_views: int, width: int, height: int,
                 boxes: Sequence[Sequence[float]] = (), has_mask: bool = False,
-                has_background: bool = False) -> SamplePlan:
+                has_background: bool | Sequence[bool] = False) -> SamplePlan:
     """Draw the object-aware decisions of one sample from ``seed``.
 
     ``boxes``: the store's normalized boxes of the image; ``has_mask``: its soft mask exists;
-    ``has_background``: the partner offers a background rectangle.
+    ``has_background``: per view, that view's donor offers a background rectangle (one bool: the
+    same for every view).
     """
     rng = np.random.default_rng(seed)
     box_index = crop_rect = None
@@ -103,28 +111,37 @@ def plan_sample(seed: int, cfg: OcconConfig, n_views: int, width: int, height: i
     coins = rng.random(n_views)  # always drawn: the stream stays aligned whatever is enabled
     mix_cfg = cfg.bg_mixup
     drawn = tuple(bool(mix_cfg.enabled and k in mix_cfg.views and coins[k] < mix_cfg.p_mix) for k in range(n_views))
-    possible = has_mask and has_background
-    mixed = tuple(d and possible for d in drawn)
+    backgrounds = ((bool(has_background),) * n_views if isinstance(has_background, (bool, np.bool_))
+                   else tuple(bool(b) for b in has_background))
+    mixed = tuple(d and has_mask and b for d, b in zip(drawn, backgrounds))
     transform_seed = int(rng.integers(_SEED_BOUND))
     return SamplePlan(crop_rect=crop_rect, box_index=box_index, drawn=drawn, mixed=mixed,
                       transform_seed=transform_seed)
 
 
-def choose_partner(seed: int, index: int, candidates: np.ndarray) -> int | None:
-    """The background donor x2 of sample ``index``.
+def choose_partner(seed: int, index: int, candidates: np.ndarray, view: int = 0) -> int | None:
+    """The background donor x2 of view ``view`` of sample ``index``.
 
     The paper takes x2 from the same batch; in a map-style dataset the equivalent is a uniformly
-    random OTHER sample, drawn from the sample's own seed. ``candidates`` (sorted dataset indexes
-    whose store entry has a background rectangle) makes this "draw again until the partner has a
-    background" in one step. None when no other sample has one (the sample stays unmixed).
+    random OTHER sample, drawn from the sample's own seed, independently per view (stream
+    ``[seed, 1]`` for view 0, ``[seed, 1, view]`` after), so two mixed views of a positive pair get
+    independent backgrounds. ``candidates`` (sorted dataset indexes whose store entry has a
+    background rectangle) makes this "draw again until the partner has a background" in one step.
+    None when no other sample has one (the view stays unmixed).
+
+    Raises:
+        ValueError: ``view`` is negative (a caller's bug).
     """
+    if view < 0:
+        raise ValueError(f"view must be >= 0, got {view}")
     n = len(candidates)
     pos = int(np.searchsorted(candidates, index))
     contains_self = pos < n and int(candidates[pos]) == index
     pool = n - int(contains_self)
     if pool <= 0:
         return None
-    pick = int(np.random.default_rng([seed, _PARTNER_STREAM]).integers(pool))
+    stream = [seed, _PARTNER_STREAM] if view == 0 else [seed, _PARTNER_STREAM, view]
+    pick = int(np.random.default_rng(stream).integers(pool))
     if contains_self and pick >= pos:
         pick += 1
     return int(candidates[pick])
@@ -180,3 +197,17 @@ class Partner:
         if rect is None:
             return None
         return background_image(image, rect, (height, width))
+
+
+def per_view(donors, n_views: int) -> tuple:
+    """Donors as one entry per view: ``None`` -> none for any view; a single donor -> the same donor
+    for every view (tests that pin one background); a sequence -> itself (``len == n_views``).
+
+    Raises:
+        ValueError: a sequence whose length is not ``n_views`` (a caller's bug).
+    """
+    if donors is None or not isinstance(donors, (tuple, list)):
+        return (donors,) * n_views
+    if len(donors) != n_views:
+        raise ValueError(f"{len(donors)} donors for {n_views} views")
+    return tuple(donors)

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from occon_plugin.augment.config import OcconConfig
-from occon_plugin.augment.semantics import Partner, Rect, SamplePlan, mix_weights, plan_sample
+from occon_plugin.augment.semantics import Partner, Rect, SamplePlan, mix_weights, per_view, plan_sample
 
 ViewTransform = Callable[[Image.Image], torch.Tensor]
 
@@ -111,10 +111,12 @@ def bg_mix(image: np.ndarray, weights: np.ndarray, background: np.ndarray) -> np
 
 
 class TorchvisionObjectAware:
-    """``sample_views(image, entry, mask, partner, seed) -> (views, info)`` with torchvision v2.
+    """``sample_views(image, entry, mask, partners, seed) -> (views, info)`` with torchvision v2.
 
     ``view_transforms[k]`` is the standard augmentation of view k (PIL -> tensor), normally the
     host's ``build_view_transform``. With OA-Crop and BG-Mixup off this is exactly the host baseline.
+    ``partners``: view k's background donor (``Partner``) or None, one per view (one ``Partner``:
+    the same donor for every view; see ``semantics.per_view``).
     """
 
     def __init__(self, cfg: OcconConfig, view_transforms: Sequence[ViewTransform]):
@@ -125,24 +127,26 @@ class TorchvisionObjectAware:
     def n_views(self) -> int:
         return len(self.view_transforms)
 
-    def plan(self, width: int, height: int, entry: Any, has_mask: bool, partner: Partner | None,
-             seed: int) -> SamplePlan:
+    def plan(self, width: int, height: int, entry: Any, has_mask: bool, partners, seed: int) -> SamplePlan:
         """The shared object-aware decisions (no pixels needed: the dataset reads a mask only if used)."""
         return plan_sample(seed, self.cfg, self.n_views, width, height,
                            boxes=entry.boxes if entry is not None else (),
                            has_mask=has_mask,
-                           has_background=partner is not None and partner.has_background)
+                           has_background=[p is not None and p.has_background
+                                           for p in per_view(partners, self.n_views)])
 
-    def sample_views(self, image: np.ndarray, entry: Any, mask: np.ndarray | None, partner: Partner | None,
+    def sample_views(self, image: np.ndarray, entry: Any, mask: np.ndarray | None, partners,
                      seed: int) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         """``image``: H x W x 3 uint8; ``entry``: its StoreEntry (``.boxes`` normalized) or None;
-        ``mask``: H x W float32 soft mask or None; ``partner``: the background donor or None."""
-        plan = self.plan(image.shape[1], image.shape[0], entry, mask is not None, partner, seed)
-        return self.render(image, entry, mask, partner, plan)
+        ``mask``: H x W float32 soft mask or None; ``partners``: the background donors (see the class)."""
+        plan = self.plan(image.shape[1], image.shape[0], entry, mask is not None, partners, seed)
+        return self.render(image, entry, mask, partners, plan)
 
-    def render(self, image: np.ndarray, entry: Any, mask: np.ndarray | None, partner: Partner | None,
+    def render(self, image: np.ndarray, entry: Any, mask: np.ndarray | None, partners,
                plan: SamplePlan) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        """Execute ``plan``: OA-Crop, per-view BG-Mixup, then the standard view transforms.
+        """Execute ``plan``: OA-Crop, per-view BG-Mixup (each mixed view with its own donor's
+        background), then the standard view transforms. A donor whose image or rectangle turns out
+        unusable leaves its view unmixed (``mix_skipped``).
 
         Raises:
             ValueError: the plan mixes a view but no mask was given (a programming error: plans come from the same store).
@@ -153,24 +157,32 @@ class TorchvisionObjectAware:
         data = oa_crop(data, plan.crop_rect)
 
         image_hwc = data.image.as_subclass(torch.Tensor).permute(1, 2, 0).numpy()  # a view, no copy
-        mixed_pil = None
+        mixed_pil: dict[int, Image.Image] = {}  # view -> its mixed image
         if any(plan.mixed):
             height, width = image_hwc.shape[:2]
-            background = partner.background(height, width)
-            if background is None:  # the partner's image could not be read, or its rectangle is empty
-                plan = plan.without_mixing()
-            else:
-                weights = mix_weights(data.mask.as_subclass(torch.Tensor).numpy(), self.cfg.bg_mixup.hard,
-                                      self.cfg.bg_mixup.hard_threshold)
-                # x2 and the mask are the same for every mixed view of a sample: mix once
-                mixed_pil = Image.fromarray(bg_mix(image_hwc, weights, background))
+            weights = mix_weights(data.mask.as_subclass(torch.Tensor).numpy(), self.cfg.bg_mixup.hard,
+                                  self.cfg.bg_mixup.hard_threshold)
+            by_donor: dict[int, Image.Image | None] = {}  # two views with one donor: mix once
+            for k, partner in enumerate(per_view(partners, self.n_views)):
+                if not plan.mixed[k]:
+                    continue
+                key = id(partner)
+                if key not in by_donor:
+                    background = partner.background(height, width)
+                    by_donor[key] = None if background is None else Image.fromarray(
+                        bg_mix(image_hwc, weights, background))
+                if by_donor[key] is not None:
+                    mixed_pil[k] = by_donor[key]
+            unusable = [k for k, m in enumerate(plan.mixed) if m and k not in mixed_pil]
+            if unusable:  # the donor's image could not be read, or its rectangle is empty
+                plan = plan.without_mixing(unusable)
 
         plain_pil = None
         views = []
         with seeded_global_rngs(plan.transform_seed):
             for k, transform in enumerate(self.view_transforms):
                 if plan.mixed[k]:
-                    pil = mixed_pil
+                    pil = mixed_pil[k]
                 else:
                     if plain_pil is None:
                         plain_pil = Image.fromarray(np.ascontiguousarray(image_hwc))

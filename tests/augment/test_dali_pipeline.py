@@ -82,7 +82,8 @@ def _reference_views(source, images, index: int, seed: int):
             views.append(crop)
             continue
         mask = mask_from_u8(cv2.imread(str(rec.mask_file), cv2.IMREAD_UNCHANGED))[top:bottom, left:right]
-        partner = Partner.from_image(images[decision.partner.image_file.name], decision.partner.bg_rect)
+        donor = decision.partners[v]  # each mixed view has its own donor
+        partner = Partner.from_image(images[donor.image_file.name], donor.bg_rect)
         tiled = partner.background(bottom - top, right - left).astype(np.float64)
         w = mix_weights(mask, source.settings.bg_mixup.hard, source.settings.bg_mixup.hard_threshold)[..., None]
         views.append(w * crop + (1 - w) * tiled)
@@ -163,6 +164,25 @@ def test_decisions_and_order_match_the_torchvision_path(photo_data):
         for key in ("oa_crop", "mixed", "mix_skipped", "no_entry"):
             assert torch.equal(d[3][key], t[3][key]), key
         assert all(dv.shape == tv.shape for dv, tv in zip(d[1], t[1]))
+
+
+def test_both_pipelines_draw_the_same_donor_for_every_view(photo_data):
+    """The torchvision dataset and the DALI source pick the same background donor per view."""
+    from occon_plugin.augment.dataset import build_dataset
+
+    root, _ = photo_data
+    cfg = make_cfg(root, {"bg_mixup": {"enabled": True, "p_mix": 1.0}})
+    source, _ = build_dali_source(cfg)
+    dataset = build_dataset(cfg, [lambda image: image] * source.n_views)
+    by_file = {str(rec.image_file): i for i, rec in enumerate(source.records)}
+    differ = 0
+    for index, seed in source.epoch_plan(0):
+        decision = source.decide(int(index), int(seed))
+        dali = [None if d is None else by_file[str(d.image_file)] for d in decision.partners]
+        torchvision = [None if p is None else p.index for p in dataset._partners(int(seed), int(index))]
+        assert dali == torchvision and None not in dali
+        differ += dali[0] != dali[1]
+    assert differ > 0
 
 
 def test_baseline_without_occon_and_the_datamodule(photo_data):

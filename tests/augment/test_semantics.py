@@ -279,6 +279,23 @@ def test_only_the_configured_views_are_mixed(make_views):
     np.testing.assert_array_equal(to_hwc(views[1]), patterned_partner()[:8, :8])
 
 
+
+def test_each_mixed_view_takes_its_own_donors_background(make_views):
+    """Per-view donors (a positive pair must not share a background): view k is mixed with donor k."""
+    sample_views = make_views(OCCON_MIX, "identity")
+    image = coordinate_image(8, 8)
+    donor_a, donor_b = patterned_partner(), 255 - patterned_partner()
+    partners = (Partner.from_image(donor_a, bg_rect=[0, 0, 8, 8]), Partner.from_image(donor_b, bg_rect=[2, 3, 10, 11]))
+    views, info = sample_views(image, StoreEntry("a.jpg", 8, 8), np.zeros((8, 8), np.float32), partners, 0)
+    assert info["mixed"].tolist() == [True, True]
+    np.testing.assert_array_equal(to_hwc(views[0]), donor_a[:8, :8])
+    np.testing.assert_array_equal(to_hwc(views[1]), donor_b[3:11, 2:10])
+    # view 1's donor has no background: only view 1 stays unmixed (and says so)
+    partners = (partners[0], Partner.from_image(donor_b, bg_rect=None))
+    views, info = sample_views(image, StoreEntry("a.jpg", 8, 8), np.zeros((8, 8), np.float32), partners, 0)
+    assert info["mixed"].tolist() == [True, False] and info["mix_skipped"].tolist() == [False, True]
+    np.testing.assert_array_equal(to_hwc(views[1]), image)
+
 # ----------------------------------------------------------------------------------------------
 # Determinism, real photos
 # ----------------------------------------------------------------------------------------------
@@ -355,6 +372,21 @@ def test_choose_partner_is_another_sample_with_a_background_uniformly():
     assert choose_partner(0, 3, candidates) in {2, 5, 7, 9}
     assert choose_partner(0, 5, np.array([5])) is None and choose_partner(0, 1, np.array([], dtype=int)) is None
     assert choose_partner(4, 5, candidates) == choose_partner(4, 5, candidates)
+
+
+def test_each_view_draws_its_donor_from_its_own_stream():
+    """View 0 keeps the stream [seed, 1]; view v > 0 draws from [seed, 1, v]: the two views of a sample
+    get independent donors (equal only by chance, 1 / pool), each uniform over the other samples."""
+    candidates = np.arange(10)
+    n = 1000
+    view0 = np.array([choose_partner(seed, 3, candidates, 0) for seed in range(n)])
+    view1 = np.array([choose_partner(seed, 3, candidates, 1) for seed in range(n)])
+    assert view0.tolist() == [choose_partner(seed, 3, candidates) for seed in range(n)]
+    assert 3 not in view1 and set(view1.tolist()) == set(range(10)) - {3}
+    same, p_same = int((view0 == view1).sum()), 1 / 9
+    assert abs(same - n * p_same) < 4.5 * np.sqrt(n * p_same * (1 - p_same)), same
+    with pytest.raises(ValueError, match="view"):
+        choose_partner(0, 3, candidates, -1)
 
 
 def test_plan_draws_are_shared_and_stable():

@@ -14,7 +14,7 @@ from occon_plugin.augment.dataset import NO_LABEL_TARGET
 from occon_plugin.augment.config import parse_occon_config
 from occon_plugin.augment.dataset import (OcconPretrainDataset, SeededRandomSampler, build_pretrain_dataloader,
                                           build_view_transforms)
-from occon_plugin.augment.semantics import plan_sample, sample_seed
+from occon_plugin.augment.semantics import choose_partner, plan_sample, sample_seed
 from occon_plugin.augment.torchvision_pipeline import seeded_global_rngs
 from occon_plugin.store import StoreEntry, StoreMismatchError, StoreWriter, mask_to_u8
 
@@ -103,6 +103,29 @@ def test_oa_crop_and_bg_mixup_use_the_store_and_the_partner_background(two_image
     assert not info["oa_crop"] and not info["mixed"].any() and info["mix_skipped"].all()
     np.testing.assert_array_equal(views[0].permute(1, 2, 0).numpy(), images["b.png"])
     assert ds.counts["mix_skipped"] == 2
+
+
+def test_the_two_views_of_a_sample_are_mixed_with_their_own_donors(tmp_path):
+    """mask 0 everywhere and the whole photo as background: a mixed view IS its donor's photo, so
+    each view shows which sample ``choose_partner(seed, index, candidates, view)`` drew for it."""
+    data = tmp_path / "data"
+    names = [f"{i}.png" for i in range(6)]
+    images = _folder(data, names)
+    store = _store(tmp_path / "store", [(StoreEntry(n, 48, 40, boxes=[], bg_rect=[0, 0, 48, 40]),
+                                         np.zeros((40, 48), np.float32)) for n in names])
+    ds = OcconPretrainDataset(data, {"store": str(store), "bg_mixup": {"enabled": True, "p_mix": 1.0}},
+                              [IDENTITY, IDENTITY], seed=0)
+    different = 0
+    for seed in range(8):
+        for index in range(6):
+            _, views, _, info = ds[(index, seed)]
+            assert info["mixed"].tolist() == [True, True]
+            donors = [choose_partner(seed, index, ds.bg_candidates, v) for v in (0, 1)]
+            for view, donor in zip(views, donors):
+                assert donor != index
+                np.testing.assert_array_equal(view.permute(1, 2, 0).numpy(), images[ds.paths[donor]])
+            different += donors[0] != donors[1]
+    assert different >= 30  # 48 samples, the views' donors differ with probability 4/5
 
 
 def test_store_mismatch_is_reported_before_training(two_image_store):

@@ -226,10 +226,16 @@ def test_science_refuses_an_out_folder_of_a_run_with_other_settings(tmp_path, ba
     out.mkdir()
     same = json.loads(json.dumps({"data": __import__("dataclasses").asdict(SceneBiasConfig()),
                                   "recipe": science.protocol.recipe_dict(science.protocol.Recipe()),
+                                  "code": {"bg_mixup_donors": science.DONOR_RULE},
                                   "backgrounds": [str(backgrounds.resolve())]}))
     (out / "settings.json").write_text(json.dumps(same))
     args = ["--plan", "--out", str(out), "--backgrounds", str(backgrounds)]
     assert science.main(args) == 0
+    # a folder whose runs drew BG-Mixup donors by the rule before (one per sample, not recorded) is not continued
+    (out / "settings.json").write_text(json.dumps({k: v for k, v in same.items() if k != "code"}))
+    assert science.main(args) == 2
+    assert "other settings (code.bg_mixup_donors)" in capsys.readouterr().err
+    (out / "settings.json").write_text(json.dumps(same))
     assert science.main(args + ["--data", "bg_blur=0"]) == 2
     assert "other settings (data.bg_blur)" in capsys.readouterr().err
     assert science.main(args + ["--epochs", "3"]) == 2
@@ -249,3 +255,13 @@ def test_science_occon_settings_reach_every_object_aware_arm_and_not_the_baselin
                                                                          "baseline").argv)
     assert science.main(["--plan", "--out", str(tmp_path / "x"), "--occon", "occon.bg_mixup.views=[0]"]) == 2
     assert "give KEY=VALUE below occon" in capsys.readouterr().err
+
+
+def test_the_report_says_which_donor_rule_its_runs_used():
+    """Results written before the rule was recorded (no ``bg_mixup_donors``) drew one donor per sample."""
+    science = _science()
+    now = science.markdown.views_note({"bg_mixup_donors": science.DONOR_RULE})
+    before = science.markdown.views_note({})
+    assert "its own background donor" in now and "one donor per sample" not in now
+    assert "shared one donor background" in before and "one donor per sample" in before
+    assert "`[0]`" in science.markdown.views_note({"recipe": {"occon": ["bg_mixup.views=[0]"]}})

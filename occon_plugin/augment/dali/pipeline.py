@@ -5,9 +5,9 @@ only executes them, on the GPU when asked:
 
 * OA-Crop: ``decoders.image_slice`` decodes just the chosen box (the full image for samples
   without one); both views start from that one crop.
-* BG-Mixup: the mask and the partner's background rectangle are decoded (also as slices) only for
-  samples with a mixed view (the others carry 1x1 stand-ins); ``multi_paste`` tiles the patch to
-  the crop's size; views drawn for mixing compute ``m * x + (1 - m) * bg`` in a conditional branch.
+* BG-Mixup: the mask and each mixed view's donor background rectangle are decoded (also as slices)
+  only where used (the others carry 1x1 stand-ins); ``multi_paste`` tiles the patch to the crop's
+  size; views drawn for mixing compute ``m * x + (1 - m) * bg_v`` in a conditional branch.
 """
 from __future__ import annotations
 
@@ -57,13 +57,14 @@ def object_aware_graph(data: dict, settings: OcconConfig, n_views: int, view_fn,
     if mixed_views:
         mask = _decode_window(data["mask"], data["mask_anchor"], data["mask_shape"], decoder_device, types.GRAY)
         weights = _mix_weights(mask, settings.bg_mixup.hard, settings.bg_mixup.hard_threshold)
-        patches = _decode_window(data["bg"], data["bg_anchor"], data["bg_shape"], decoder_device, types.RGB)
-        background = _tiled_background(patches, [data[f"strip_{k}"] for k in REGION_KEYS],
-                                       [data[f"full_{k}"] for k in REGION_KEYS])
     outputs = []
     for v in range(n_views):
         view = crop
-        if v in mixed_views:
+        if v in mixed_views:  # each mixed view has its own donor (semantics.choose_partner per view)
+            patches = _decode_window(data[f"bg_{v}"], data[f"bg_anchor_{v}"], data[f"bg_shape_{v}"], decoder_device,
+                                     types.RGB)
+            background = _tiled_background(patches, [data[f"strip_{v}_{k}"] for k in REGION_KEYS],
+                                           [data[f"full_{v}_{k}"] for k in REGION_KEYS])
             if data[f"mixed_{v}"]:  # only views that won their p_mix coin do the arithmetic
                 view = _mix(crop, weights, background)
         outputs.append(view_fn(view, v))

@@ -16,6 +16,7 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 
 from occon_plugin.augment.config import OcconConfig, parse_occon_config
+from occon_plugin.augment.semantics import per_view
 from occon_plugin.store import mask_to_u8
 
 from .pipeline import object_aware_graph, standard_view_fn
@@ -91,10 +92,16 @@ class SingleSampleDALI:
         return SampleRecord(image_file=_png(image), width=image.shape[1], height=image.shape[0],
                             bg_rect=tuple(partner.bg_rect))
 
-    def sample_views(self, image: np.ndarray, entry: Any, mask: np.ndarray | None, partner: Any,
+    def sample_views(self, image: np.ndarray, entry: Any, mask: np.ndarray | None, partners: Any,
                      seed: int) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """``partners``: one ``Partner`` (every view) or one per view (``semantics.per_view``)."""
         rec = self.record(image, entry, mask)
-        decision = resolve_decision(self.settings, self.n_views, seed, rec, self.partner_record(partner))
+        records: dict[int, SampleRecord | None] = {}  # a donor of two views is encoded once
+        for p in per_view(partners, self.n_views):
+            if id(p) not in records:
+                records[id(p)] = self.partner_record(p)
+        decision = resolve_decision(self.settings, self.n_views, seed, rec,
+                                    [records[id(p)] for p in per_view(partners, self.n_views)])
         if self._pipe is None or self.random_views:
             self._pipe = self._build(decision.plan.transform_seed % 2**31 if self.random_views else 0)
         arrays = batch_arrays(self.settings, [0], [rec], [decision])

@@ -19,7 +19,8 @@ import numpy as np
 
 from occon_plugin.augment.config import OcconConfig
 from occon_plugin.augment.dataset import MAX_BAD_IN_A_ROW, SeededRandomSampler
-from occon_plugin.augment.semantics import SamplePlan, choose_partner, clip_rect, plan_sample, replacement_index
+from occon_plugin.augment.semantics import (SamplePlan, choose_partner, clip_rect, per_view, plan_sample,
+                                            replacement_index)
 from occon_plugin.errors import DataError
 from occon_plugin.images import BadImageError, load_image
 
@@ -48,26 +49,35 @@ class SampleRecord:
 
 @dataclass
 class SampleDecision:
-    """A sample's shared-semantics plan plus its resolved background donor."""
+    """A sample's shared-semantics plan plus its resolved background donors, one per view."""
 
     plan: SamplePlan
-    partner: SampleRecord | None  # x2, set iff a view is mixed
-    bg_rect: tuple | None  # x2's background rectangle clipped to x2, set iff a view is mixed
+    partners: tuple  # view k's donor x2 (SampleRecord), set iff view k is mixed, else None
+    bg_rects: tuple  # view k's donor rectangle clipped to its image, set iff view k is mixed, else None
+
+    @classmethod
+    def of(cls, plan: SamplePlan, partners, bg_rects) -> "SampleDecision":
+        """Keep the donors and rectangles of the views ``plan`` mixes only."""
+        return cls(plan, tuple(p if m else None for p, m in zip(partners, plan.mixed)),
+                   tuple(r if m else None for r, m in zip(bg_rects, plan.mixed)))
+
+    def without_mixing(self, views=None) -> "SampleDecision":
+        """``views`` (default: every view) unmixed: the mask or a donor's photo could not be read."""
+        return SampleDecision.of(self.plan.without_mixing(views), self.partners, self.bg_rects)
 
 
 def resolve_decision(settings: OcconConfig, n_views: int, seed: int, rec: SampleRecord,
-                     partner: SampleRecord | None) -> SampleDecision:
-    """``plan_sample`` for ``rec`` and its donor ``partner``; a donor rectangle that lies outside
-    the donor image unmixes the sample (as ``Partner.background_patch`` returning None does)."""
+                     partners) -> SampleDecision:
+    """``plan_sample`` for ``rec`` and its per-view donors ``partners`` (``semantics.per_view``: one
+    ``SampleRecord`` or None per view); a donor rectangle that lies outside the donor image unmixes
+    its view (as ``Partner.background`` returning None does)."""
+    partners = per_view(partners, n_views)
     plan = plan_sample(seed, settings, n_views, rec.width, rec.height, boxes=rec.boxes,
                        has_mask=rec.mask_file is not None,
-                       has_background=partner is not None and partner.bg_rect is not None)
-    if not any(plan.mixed):
-        return SampleDecision(plan, None, None)
-    bg_rect = clip_rect(partner.bg_rect, partner.width, partner.height)
-    if bg_rect is None:
-        return SampleDecision(plan.without_mixing(), None, None)
-    return SampleDecision(plan, partner, bg_rect)
+                       has_background=[p is not None and p.bg_rect is not None for p in partners])
+    rects = [clip_rect(p.bg_rect, p.width, p.height) if m else None for p, m in zip(partners, plan.mixed)]
+    plan = plan.without_mixing([k for k, m in enumerate(plan.mixed) if m and rects[k] is None])
+    return SampleDecision.of(plan, partners, rects)
 
 
 @lru_cache(maxsize=1)
@@ -124,21 +134,25 @@ def mixed_views_of(settings: OcconConfig) -> tuple[int, ...]:
 
 
 def output_names(settings: OcconConfig) -> list[str]:
-    """Names of the per-sample arrays, in external-source output order."""
+    """Names of the per-sample arrays, in external-source output order (per mixed view ``v``: its
+    donor's encoded photo ``bg_{v}``, window and paste regions, and its coin ``mixed_{v}``)."""
     names = ["encoded"] + (["crop_anchor", "crop_shape"] if settings.oa_crop else [])
     if mixed_views_of(settings):
-        names += ["mask", "mask_anchor", "mask_shape", "bg", "bg_anchor", "bg_shape"]
-        names += [f"strip_{k}" for k in REGION_KEYS] + [f"full_{k}" for k in REGION_KEYS]
-        names += [f"mixed_{v}" for v in mixed_views_of(settings)]
+        names += ["mask", "mask_anchor", "mask_shape"]
+        for v in mixed_views_of(settings):
+            names += [f"bg_{v}", f"bg_anchor_{v}", f"bg_shape_{v}"]
+            names += [f"strip_{v}_{k}" for k in REGION_KEYS] + [f"full_{v}_{k}" for k in REGION_KEYS]
+            names += [f"mixed_{v}"]
     return names + ["index", "target", "oa_crop", "mixed", "mix_skipped", "no_entry", "replaced"]
 
 
 def batch_arrays(settings: OcconConfig, indices, records: list[SampleRecord],
                  decisions: list[SampleDecision], encoded: list[np.ndarray] | None = None,
-                 masks: list[np.ndarray | None] | None = None, backgrounds: list[np.ndarray | None] | None = None,
+                 masks: list[np.ndarray | None] | None = None, backgrounds: list[tuple] | None = None,
                  replaced: list[bool] | None = None) -> dict[str, list]:
     """Per-sample arrays of one batch, keyed by :func:`output_names`. ``encoded`` / ``masks`` /
-    ``backgrounds``: bytes already read per sample (default: read here)."""
+    ``backgrounds`` (per sample: one donor photo's bytes or None per view): bytes already read per
+    sample (default: read here)."""
     mixed_views = mixed_views_of(settings)
     out: dict[str, list] = {name: [] for name in output_names(settings)}
     for b, (index, rec, dec) in enumerate(zip(indices, records, decisions)):
@@ -155,18 +169,18 @@ def batch_arrays(settings: OcconConfig, indices, records: list[SampleRecord],
             out["mask"].append(mask if mixing else _white_pixel_png())
             for key, arr in zip(("mask_anchor", "mask_shape"), (anchor, shape) if mixing else _UNIT_WINDOW):
                 out[key].append(arr)
-            background = ((backgrounds[b] if backgrounds is not None else image_bytes(dec.partner))
-                          if mixing else None)
-            out["bg"].append(background if mixing else _white_pixel_png())
-            for key, arr in zip(("bg_anchor", "bg_shape"), _window(dec.bg_rect) if mixing else _UNIT_WINDOW):
-                out[key].append(arr)
-            # One tiled background per sample: every view has the same partner and canvas.
-            regions = background_regions(b, dec.bg_rect, tuple(shape)) if mixing else (EMPTY_REGIONS,) * 2
-            for k, strip, full in zip(REGION_KEYS, *regions):
-                out[f"strip_{k}"].append(strip)
-                out[f"full_{k}"].append(full)
-            for v in mixed_views:
-                out[f"mixed_{v}"].append(np.array(plan.mixed[v]))
+            for v in mixed_views:  # each mixed view tiles its own donor's background to the crop's size
+                on = plan.mixed[v]
+                background = ((backgrounds[b][v] if backgrounds is not None else image_bytes(dec.partners[v]))
+                              if on else None)
+                out[f"bg_{v}"].append(background if on else _white_pixel_png())
+                for key, arr in zip((f"bg_anchor_{v}", f"bg_shape_{v}"), _window(dec.bg_rects[v]) if on else _UNIT_WINDOW):
+                    out[key].append(arr)
+                regions = background_regions(b, dec.bg_rects[v], tuple(shape)) if on else (EMPTY_REGIONS,) * 2
+                for k, strip, full in zip(REGION_KEYS, *regions):
+                    out[f"strip_{v}_{k}"].append(strip)
+                    out[f"full_{v}_{k}"].append(full)
+                out[f"mixed_{v}"].append(np.array(on))
         out["index"].append(np.array(index, np.int64))
         out["target"].append(np.array(rec.target, np.int64))
         out["oa_crop"].append(np.array(plan.oa_crop))
@@ -229,9 +243,11 @@ class ObjectAwareSource:
 
     def decide(self, index: int, seed: int) -> SampleDecision:
         """The shared-semantics decisions of dataset sample ``index`` drawn from its ``seed``."""
-        partner = choose_partner(seed, index, self.candidates) if mixed_views_of(self.settings) else None
+        mixed_views = mixed_views_of(self.settings)
+        donors = [choose_partner(seed, index, self.candidates, v) if v in mixed_views else None
+                  for v in range(self.n_views)]
         return resolve_decision(self.settings, self.n_views, seed, self.records[index],
-                                None if partner is None else self.records[partner])
+                                [None if d is None else self.records[d] for d in donors])
 
     def _read_sample(self, index: int, seed: int) -> tuple[int, np.ndarray, bool]:
         """``(index, bytes, replaced)``: an image that became unreadable after the start-up check
@@ -268,21 +284,30 @@ class ObjectAwareSource:
         for index, seed in rows:
             index, data, was_replaced = self._read_sample(int(index), int(seed))
             decision = self.decide(index, int(seed))
-            mask = background = None
+            mask, background = None, [None] * self.n_views
             if any(decision.plan.mixed):
                 mask = self._read_optional("mask", lambda: _bytes_of(self.records[index].mask_file))
-                background = self._read_optional("background", lambda: image_bytes(decision.partner))
-                if mask is None or background is None:
-                    decision = SampleDecision(decision.plan.without_mixing(), None, None)
+                if mask is None:
+                    decision = decision.without_mixing()
+                read: dict[int, np.ndarray | None] = {}  # a donor of two views is read once
+                for v, donor in enumerate(decision.partners):
+                    if donor is not None:
+                        if id(donor) not in read:
+                            read[id(donor)] = self._read_optional("background", lambda: image_bytes(donor))
+                        background[v] = read[id(donor)]
+                decision = decision.without_mixing(
+                    [v for v, d in enumerate(decision.partners) if d is not None and background[v] is None])
             indices.append(index)
             self._remember(self.records[index].image_file)
-            if decision.partner is not None:  # mixed: its mask and the partner's photo go to the decoder too
+            if any(decision.plan.mixed):  # mixed: its mask and the donors' photos go to the decoder too
                 self._remember(self.records[index].mask_file)
-                self._remember(decision.partner.image_file)
+                for donor in decision.partners:
+                    if donor is not None:
+                        self._remember(donor.image_file)
             encoded.append(data)
             decisions.append(decision)
             masks.append(mask)
-            backgrounds.append(background)
+            backgrounds.append(tuple(background))
             replaced.append(was_replaced)
         out = batch_arrays(self.settings, indices, [self.records[i] for i in indices], decisions, encoded=encoded,
                            masks=masks, backgrounds=backgrounds, replaced=replaced)

@@ -3,6 +3,7 @@
     python bench/science.py            # standard: 3 seeds, MoCo v2, both sets -> docs/science.md
     python bench/science.py --quick    # 1 seed, MoCo v2, both sets (iteration; prints, writes under --out)
     python bench/science.py --full     # 5 seeds, every arm incl. BG-HardMix, longer training (GPU or long CPU run)
+    python bench/science.py --sets bg --arms baseline oracle --docs <page.md>   # a part: names its own report
 
 The data (``bench/scenebias/generate.py``): shapes on real photos, where the background bias (a class's
 images mostly sit on one group of backgrounds) and the contextual bias (partner classes co-occur in
@@ -98,6 +99,24 @@ def data_settings(items) -> dict:
             raise GeneratorError(f"--data {item}: {key} takes {type(default).__name__} value(s) like "
                                  f"{','.join(map(str, default)) if isinstance(default, tuple) else default} ({exc})")
     return out
+
+
+def default_docs(args: argparse.Namespace) -> Path | None:
+    """docs/science.md for the standard size as it is; a narrowed run (other seeds, methods, sets, arms,
+    epochs, data or occon settings) writes no report unless ``--docs`` names one: it must not replace the
+    page with a part of it."""
+    if args.size != "standard":
+        return None
+    narrowed = [flag for flag, value in (("--seed", args.seed), ("--methods", args.methods), ("--arms", args.arms),
+                                         ("--epochs", args.epochs), ("--rho", args.rho), ("--data", args.data),
+                                         ("--occon", args.occon), ("--backgrounds", args.backgrounds),
+                                         ("--device", args.device != "cpu" or None))
+                if value] + (["--sets"] if set(args.sets) != {"bg", "ctx"} else [])
+    if narrowed:
+        print(f"[science] docs/science.md not written: {' '.join(narrowed)} narrow or change the standard run "
+              f"(name a report with --docs)")
+        return None
+    return REPO / "docs" / "science.md"
 
 
 def shown_command(argv) -> str:
@@ -211,7 +230,7 @@ def main(argv=None) -> int:
     meta.update(report.describe(lay, seeds, recipe, methods, args.sets, arms, timings, results))
     report.atomic_write(args.out / "results.json", json.dumps({"meta": meta, "results": results}, indent=1))
     print(report.summary_text(results, meta))
-    docs = args.docs or (REPO / "docs" / "science.md" if args.size == "standard" else None)
+    docs = args.docs or default_docs(args)
     if docs is not None:
         markdown.write_markdown(docs, results, meta, lay)
         print(f"[science] wrote {docs}")

@@ -265,3 +265,15 @@ def test_the_report_says_which_donor_rule_its_runs_used():
     assert "its own background donor" in now and "one donor per sample" not in now
     assert "shared one donor background" in before and "one donor per sample" in before
     assert "`[0]`" in science.markdown.views_note({"recipe": {"occon": ["bg_mixup.views=[0]"]}})
+
+
+def test_a_narrowed_standard_run_does_not_replace_docs_science_md(capsys):
+    """Only the standard run as it is writes docs/science.md by default; one set, seed or arm names its report."""
+    science = _science()
+    assert science.default_docs(science.parse_args([])) == science.REPO / "docs" / "science.md"
+    assert science.default_docs(science.parse_args(["--quick"])) is None
+    for narrowed in (["--sets", "bg"], ["--seed", "0"], ["--arms", "baseline"], ["--epochs", "45"],
+                     ["--occon", "bg_mixup.views=[0]"], ["--device", "cuda"]):
+        assert science.default_docs(science.parse_args(narrowed)) is None, narrowed
+        assert "docs/science.md not written" in capsys.readouterr().out
+    assert science.default_docs(science.parse_args(["--sets", "ctx", "bg"])) is not None

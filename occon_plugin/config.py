@@ -435,23 +435,12 @@ def parse_pretrain_cfg(cfg: DictConfig, known_methods, check_store: bool = False
     occon = parse_occon_config(select(cfg, "occon"),
                                n_views=int(cfg.data.num_large_crops) + int(cfg.data.num_small_crops),
                                check_store=False)
-    if occon.refresh is not None:
-        check_refresh_supported(cfg)
     queue = select(cfg, "method_kwargs.queue_size")
     if queue is not None and int(queue) % int(cfg.optimizer.batch_size) != 0:
         raise ConfigError(f"`method_kwargs.queue_size={queue}` must be a multiple of "
                           f"`optimizer.batch_size={cfg.optimizer.batch_size}`")
     scale_lr(cfg)
     return PretrainRun(cfg, occon.require_store() if check_store else occon)
-
-
-def check_refresh_supported(cfg: DictConfig) -> None:
-    """``occon.refresh`` runs with the torchvision pipeline (``docs/refresh.md``), in one process or under DDP.
-    Raises :class:`ConfigError` (one line, what to do) for ``data.format=dali``."""
-    if select(cfg, "data.format") == "dali":
-        raise ConfigError("occon.refresh.enabled=true does not run with data.format=dali yet: use "
-                          "data.format=image_folder (the torchvision pipeline), or build the store first with "
-                          "occon-localize and train on it with occon.store=<store>")
 
 
 def complete_pretrain_cfg(cfg: DictConfig, known_methods) -> DictConfig:

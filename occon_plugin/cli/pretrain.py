@@ -212,8 +212,9 @@ def pretrain(cfg: DictConfig) -> Path:
         )
         train_loader, datamodule = build_train_data(run, world=int(trainer.world_size),
                                                     with_info=object_aware)
-        if refresh is not None:
+        if refresh is not None and train_loader is not None:
             refresh.dataset = train_loader.dataset  # switched in place to each refreshed store version
+        # (DALI: the data module's loader, built in the module's setup, is found by the callback's setup)
         runs.share_plan(cfg, plan)  # the DDP processes Lightning starts use this folder and checkpoint
         with stop_signals_taken_by(stop.take):  # SIGTERM / Ctrl-C: resumable last.ckpt, then 143 / 130
             try:

@@ -32,8 +32,10 @@ are), so the localizer resumes the partly written store; other weights start tha
 Under DDP every rank localizes its own share of the batches into the one store version
 (:func:`~occon_plugin.localize.runner.run_localize` under ``torch.distributed``: the store a single process
 writes); rank 0 writes the checkpoint, ``refresh.json`` and the pictures, and every rank switches after the
-record is written. DALI and solo-learn's own ``main_pretrain.py`` are refused with one line
-(``occon_plugin.config.check_refresh_supported``, the methods' constructor).
+record is written. With ``data.format=dali`` the switched object is the DALI loader
+(:meth:`~occon_plugin.augment.dali.datamodule.ObjectAwareDALILoader.use_store`): it switches the same
+dataset, and the next epoch's pipeline (built per epoch) reads the new records. solo-learn's own
+``main_pretrain.py`` is refused with one line (the methods' constructor).
 """
 from __future__ import annotations
 
@@ -122,7 +124,7 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
     """The Lightning callback of a ``occon.refresh`` run (``occon-pretrain``); give it before the
     ``ModelCheckpoint`` (the epoch's ``last.ckpt`` is then written after its refresh) and set its ``dataset``
     (the training :class:`~occon_plugin.augment.dataset.OcconPretrainDataset`, switched in place) before
-    ``trainer.fit``. ``save_checkpoint(model, trainer, path)``: writes the weights as ``final.ckpt`` is written
+    ``trainer.fit``, or leave it unset with a data module that has ``refresh_target`` (DALI: the loader). ``save_checkpoint(model, trainer, path)``: writes the weights as ``final.ckpt`` is written
     (what ``occon-localize`` reads).
 
     Raises (from the callback's hooks): RuntimeError when ``dataset`` was never set (a caller's bug); the
@@ -142,8 +144,10 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
             atomic_write_json(refresh_dir(self.out_dir) / RECORD_FILE, record)
 
         def setup(self, trainer, pl_module, stage=None):
+            if self.dataset is None:  # the DALI data module builds its loader in its own setup (before this one)
+                self.dataset = getattr(getattr(trainer, "datamodule", None), "refresh_target", None)
             if self.dataset is None or not hasattr(self.dataset, "use_store"):
-                raise RuntimeError("the refresh callback has no training dataset to switch (set .dataset)")
+                raise RuntimeError("the refresh callback has no training data to switch (set .dataset)")
 
         def on_train_start(self, trainer, pl_module):
             version = store_for_epoch(read_record(self.out_dir), trainer.current_epoch)

@@ -4,8 +4,8 @@
 (b) a run from a folder with no store: warm-up epochs without the object-aware record, later ones with it,
     and its final checkpoint localizes with ``occon-localize``; the switch reaches the next epoch's samples
     (pixels and record) with 0 and 2 loader workers;
-(c) what this slice does not do is refused with one line and exit 2 (DALI, the host's own script); DDP with
-    2 CPU processes writes the store one process writes;
+(c) what this slice does not do is refused with one line and exit 2 (the host's own script); DDP with
+    2 CPU processes writes the store one process writes; the DALI pipeline (CPU) warms up, switches and resumes;
 (d) a run stopped after a refresh resumes on the recorded store version and ends with the weights of the
     uninterrupted run; a run killed during a refresh resumes the refresh.
 """
@@ -76,15 +76,12 @@ def _main_here(module, args, monkeypatch) -> int:
     return 0
 
 
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    """The uninterrupted run (in this process): 2 epochs of 2 steps, a refresh after epoch 0. Records what
-    every training batch's object-aware record said, per epoch."""
+def _run_in_process(root: Path, data: Path, name: str, *extra):
+    """``occon-pretrain`` in this process with one torch thread; returns (run folder, {epoch: [(oa_crop frac,
+    mixed frac) per training batch]}, seconds)."""
     from occon_plugin.cli import pretrain
     from occon_plugin.methods.base import OcconMethodMixin
 
-    root = tmp_path_factory.mktemp("refresh")
-    data = _photos(root / "data")
     seen: dict[int, list] = {}
     original = OcconMethodMixin._log_occon_info
 
@@ -99,12 +96,22 @@ def full_run(tmp_path_factory):
         torch.set_num_threads(1)  # as the subprocesses (THREADS)
         start = time.perf_counter()
         try:
-            code = _main_here(pretrain, _args(data, root / "t", "++name=full"), mp)
+            code = _main_here(pretrain, _args(data, root / "t", f"++name={name}", *extra), mp)
         finally:
             torch.set_num_threads(threads)
         seconds = time.perf_counter() - start
     assert code == 0
-    return root, data, root / "t" / "mocov2_occon" / "full", seen, seconds
+    return root / "t" / "mocov2_occon" / name, seen, seconds
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """The uninterrupted run (in this process): 2 epochs of 2 steps, a refresh after epoch 0. Records what
+    every training batch's object-aware record said, per epoch."""
+    root = tmp_path_factory.mktemp("refresh")
+    data = _photos(root / "data")
+    folder, seen, seconds = _run_in_process(root, data, "full")
+    return root, data, folder, seen, seconds
 
 
 def test_a_run_without_a_store_warms_up_then_trains_object_aware_and_localizes(full_run, tmp_path, monkeypatch):
@@ -263,6 +270,44 @@ def _kill_when(args, folder: Path, ready, cwd) -> None:
     assert not (folder / "final.ckpt").exists()
 
 
+DALI = ("++data.format=dali", "++dali.device=cpu")
+
+
+@pytest.fixture(scope="module")
+def dali_run(tmp_path_factory):
+    """The uninterrupted run with the DALI pipeline (CPU), as ``full_run``."""
+    root = tmp_path_factory.mktemp("refresh_dali")
+    data = _photos(root / "data")
+    folder, seen, _ = _run_in_process(root, data, "dali", *DALI)
+    return root, data, folder, seen
+
+
+def test_the_dali_pipeline_warms_up_then_trains_on_the_refreshed_store(dali_run):
+    """data.format=dali: epoch 0 without OA-Crop / BG-Mixup (no store), epoch 1 with both on the store the
+    refresh wrote (the next epoch's DALI pipeline reads the switched records)."""
+    root, data, folder, seen = dali_run
+    assert sorted(seen) == [0, 1] and len(seen[0]) == len(seen[1]) == N_IMAGES // BATCH
+    assert all(oa == 0.0 and mixed == 0.0 for oa, mixed in seen[0]), seen
+    assert all(oa > 0.5 for oa, _ in seen[1]) and all(mixed > 0.5 for _, mixed in seen[1]), seen
+    record = json.loads((folder / "refresh" / "refresh.json").read_text())
+    assert record["epochs"] == {"0": None, "1": "store-e0"}
+    assert record["refreshes"]["0"]["written_ok"] == N_IMAGES and (folder / "final.ckpt").is_file()
+
+
+def test_a_dali_run_stopped_after_a_refresh_resumes_on_it_identically(dali_run, tmp_path):
+    root, data, full, _ = dali_run
+    args = _args(data, root / "t", "++name=dali_stopped", *DALI)
+    folder = root / "t" / "mocov2_occon" / "dali_stopped"
+    _kill_when(args, folder, lambda: (folder / "last.ckpt").exists(), tmp_path)
+    resumed = _cli("occon_plugin.cli.pretrain", *args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"epoch 1 continues on the store version {folder / 'refresh' / 'store-e0'}" in resumed.stdout
+    assert "refresh after epoch" not in resumed.stdout
+    a, b = _state(full), _state(folder)
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)} of {len(a)} tensors differ from the uninterrupted run: {differ[:5]}"
+
+
 def test_a_resumed_run_trains_on_the_recorded_store_version(full_run, tmp_path):
     root, data, full, _, _ = full_run
     args = _args(data, root / "t", "++name=stopped")
@@ -401,7 +446,6 @@ def _one_line(text: str, code: int, *needles: str) -> str:
 
 
 @pytest.mark.parametrize("extra, needles", [
-    (["++data.format=dali", "++dali.device=cpu"], ["occon.refresh.enabled=true", "data.format=dali", "image_folder"]),
     (["++occon.store=/somewhere"], ["occon.store=/somewhere", "drop occon.store"]),
     (["++occon.refresh.every_epochs=0"], ["occon.refresh.every_epochs=0", ">= 1"]),
     (["++occon.refresh.preset=nope"], ["occon.refresh.preset='nope'", "bg_mixup"]),

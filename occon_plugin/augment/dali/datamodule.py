@@ -81,10 +81,12 @@ class ObjectAwareDALILoader:
         ValueError: the per-view settings do not match the number of views (a caller's bug)."""
 
     def __init__(self, source: ObjectAwareSource, views: list[ViewOps], *, device: str = "cpu",
-                 num_threads: int = 2, seed: int = 0, py_workers: int = 0, start_epoch=0, with_info: bool = True):
+                 num_threads: int = 2, seed: int = 0, py_workers: int = 0, start_epoch=0, with_info: bool = True,
+                 dataset: OcconPretrainDataset | None = None):
         if len(views) != source.n_views:
             raise ValueError(f"{len(views)} view pipelines for a source of {source.n_views} views")
         self.source = source
+        self._dataset = dataset  # the torchvision path's dataset the records came from (occon.refresh switches it)
         self.with_info = with_info  # False: the host's [indexes, views, targets] (a plain host method)
         self.n_views = len(views)
         self.output_map = [f"view{v}" for v in range(self.n_views)] + ["index", "target", *INFO_KEYS]
@@ -122,6 +124,25 @@ class ObjectAwareDALILoader:
 
     def __len__(self) -> int:
         return self.source.batches_per_epoch
+
+    @property
+    def store_version(self) -> str | None:
+        """``occon.refresh``: the store version the next epoch reads (its folder name; None: the warm-up)."""
+        return None if self._dataset is None else self._dataset.store_version
+
+    def use_store(self, store) -> None:
+        """``occon.refresh``: the next epoch's pipeline reads ``store`` (validated by the dataset exactly as
+        on the torchvision path: :meth:`OcconPretrainDataset.use_store`), with the augmentations the run
+        configured; the pipeline of the epoch under way is not touched.
+
+        Raises:
+            ConfigError: the loader was built without its dataset or the run has no ``occon.refresh``.
+            StoreError: the store does not match the images (from the dataset).
+        """
+        if self._dataset is None:
+            raise ConfigError("use_store needs the loader built by build_dali_loader (it keeps the dataset)")
+        self._dataset.use_store(store)
+        self.source.use(records_from_dataset(self._dataset), self._dataset.cfg)
 
     @property
     def dataset(self) -> list:
@@ -190,13 +211,19 @@ def build_dali_source(cfg: Any, shard_id: int = 0, num_shards: int = 1,
     from ``cfg.data.train_path`` (+ ``cfg.data.image_root``), ``cfg.optimizer.batch_size``,
     ``cfg.augmentations``, ``cfg.occon`` (or ``occon``: the run's parsed section) and ``cfg.seed``; the store
     is validated here. Raises :class:`ConfigError` / ``DataError`` for what the run cannot use."""
+    source, views, _ = _dali_parts(cfg, shard_id, num_shards, occon)
+    return source, views
+
+
+def _dali_parts(cfg: Any, shard_id: int, num_shards: int, occon: OcconConfig | None):
+    """(source, views, the dataset the records came from): :func:`build_dali_source`'s work."""
     train_path, batch_size, seed = loader_settings(cfg)
     views = views_from_cfg(select(cfg, "augmentations"))
     dataset = build_dataset(cfg, [_identity] * len(views), occon=occon)
     records = records_from_dataset(dataset)
     check_batch_per_process(len(records), int(batch_size), num_shards, train_path, dataset.startup_summary())
     source = ObjectAwareSource(records, int(batch_size), len(views), dataset.cfg, seed, shard_id, num_shards)
-    return source, views
+    return source, views, dataset
 
 
 def dali_device(cfg: Any) -> str:
@@ -227,10 +254,11 @@ def build_dali_loader(cfg: Any, shard_id: int = 0, num_shards: int = 1, start_ep
     py_workers = select(cfg, "dali.py_workers", 0)
     if not isinstance(py_workers, int) or isinstance(py_workers, bool) or py_workers < 0:
         raise ConfigError(f"dali.py_workers={py_workers!r} must be an integer >= 0")
-    source, views = build_dali_source(cfg, shard_id, num_shards, occon=occon)
+    source, views, dataset = _dali_parts(cfg, shard_id, num_shards, occon)
     return ObjectAwareDALILoader(source, views, device=device, seed=int(select(cfg, "seed", 0)),
                                  num_threads=max(1, int(select(cfg, "data.num_workers", 2))),
-                                 py_workers=py_workers, start_epoch=start_epoch, with_info=with_info)
+                                 py_workers=py_workers, start_epoch=start_epoch, with_info=with_info,
+                                 dataset=dataset if dataset.configured.refresh is not None else None)
 
 
 class ObjectAwareDALIDataModule(LightningDataModule):
@@ -256,6 +284,11 @@ class ObjectAwareDALIDataModule(LightningDataModule):
 
     def train_dataloader(self):
         self.setup()
+        return self.loader
+
+    @property
+    def refresh_target(self) -> ObjectAwareDALILoader | None:
+        """What ``occon.refresh`` switches to each new store version (the loader, once ``setup`` built it)."""
         return self.loader
 
 

@@ -229,6 +229,20 @@ class ObjectAwareSource:
         # Donor candidates: sorted dataset indexes with a background rectangle (choose_partner's contract).
         self.candidates = np.array([i for i, r in enumerate(records) if r.bg_rect is not None], np.int64)
 
+    def use(self, records: list[SampleRecord], settings: OcconConfig) -> None:
+        """``occon.refresh``: the next pipeline built on this source reads ``records`` (the same images in
+        the same order, with a new store's entries) under ``settings`` (the augmentations the run switches
+        on after its warm-up). The epoch under way keeps what it had: call between epochs.
+
+        Raises:
+            ValueError: ``records`` are not the same number of images (a caller's bug: the order must stay).
+        """
+        if len(records) != len(self.records):
+            raise ValueError(f"{len(records)} records for a source of {len(self.records)} images")
+        self.records, self.settings = records, settings
+        self.output_names = output_names(settings)
+        self.candidates = np.array([i for i, r in enumerate(records) if r.bg_rect is not None], np.int64)
+
     def epoch_plan(self, epoch: int) -> np.ndarray:
         """``(n, 2)`` int64 rows ``(index, sample seed)`` of this shard in ``epoch`` (cached)."""
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:

@@ -25,7 +25,8 @@ Epochs ``< warmup_epochs`` train without OA-Crop / BG-Mixup (no store yet: the b
      "epochs": {"<epoch>": "store-e<k>" | null}}       # the store version each epoch trained on
 
 Resume: a resumed run trains epoch ``e`` on the newest recorded refresh of an epoch ``< e`` (the one the
-uninterrupted run used). A run killed during a refresh resumes from the checkpoint before it, trains
+uninterrupted run used): the callback's state in each checkpoint names it, and the switch happens while the
+checkpoint is restored (before the loader's workers start; ``refresh.json`` is the fallback at ``on_train_start``). A run killed during a refresh resumes from the checkpoint before it, trains
 that epoch again and redoes the refresh: the weights are the same (``model-e<epoch>.ckpt`` is kept when they
 are), so the localizer resumes the partly written store; other weights start that store over.
 
@@ -149,12 +150,28 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
             if self.dataset is None or not hasattr(self.dataset, "use_store"):
                 raise RuntimeError("the refresh callback has no training data to switch (set .dataset)")
 
+        def state_dict(self) -> dict:
+            """In every checkpoint: the store version the data reads from now on (saved at an epoch's end after
+            its refresh, or mid-epoch by SIGTERM: the version of the epoch under way)."""
+            return {"store_version": None if self.dataset is None else self.dataset.store_version}
+
+        def load_state_dict(self, state: dict) -> None:
+            """A resumed run switches here, while Lightning restores the checkpoint: before the training
+            loader's worker processes start (Lightning 2.x starts them while the optimizers are configured,
+            before ``on_train_start``), so the first resumed epoch's workers copy the right version."""
+            self._switch(state.get("store_version"), "the resumed run")
+
+        def _switch(self, version: Optional[str], who: str) -> None:
+            if version is None or self.dataset is None or self.dataset.store_version == version:
+                return
+            self.dataset.use_store(refresh_dir(self.out_dir) / version)
+            print(f"[occon] refresh: {who} continues on the store version {refresh_dir(self.out_dir) / version}",
+                  flush=True)
+
         def on_train_start(self, trainer, pl_module):
-            version = store_for_epoch(read_record(self.out_dir), trainer.current_epoch)
-            if version is not None and self.dataset.store_version != version:  # a resumed run
-                self.dataset.use_store(refresh_dir(self.out_dir) / version)
-                print(f"[occon] refresh: epoch {trainer.current_epoch} continues on the store version "
-                      f"{refresh_dir(self.out_dir) / version}", flush=True)
+            # a checkpoint of an earlier plugin version carries no state: the record says which version the epoch uses
+            self._switch(store_for_epoch(read_record(self.out_dir), trainer.current_epoch),
+                         f"epoch {trainer.current_epoch}")
 
         def on_train_epoch_start(self, trainer, pl_module):
             self.epoch_started = time.perf_counter()

@@ -301,17 +301,20 @@ def test_a_dali_run_stopped_after_a_refresh_resumes_on_it_identically(dali_run, 
     _kill_when(args, folder, lambda: (folder / "last.ckpt").exists(), tmp_path)
     resumed = _cli("occon_plugin.cli.pretrain", *args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"epoch 1 continues on the store version {folder / 'refresh' / 'store-e0'}" in resumed.stdout
+    assert f"the resumed run continues on the store version {folder / 'refresh' / 'store-e0'}" in resumed.stdout
     assert "refresh after epoch" not in resumed.stdout
     a, b = _state(full), _state(folder)
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differ, f"{len(differ)} of {len(a)} tensors differ from the uninterrupted run: {differ[:5]}"
 
 
-def test_a_resumed_run_trains_on_the_recorded_store_version(full_run, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_run_trains_on_the_recorded_store_version(full_run, tmp_path, workers):
+    """With loader workers too: the switch happens while the checkpoint is restored, before the first resumed
+    epoch's workers copy the dataset (the weights then equal the uninterrupted run's, which used none)."""
     root, data, full, _, _ = full_run
-    args = _args(data, root / "t", "++name=stopped")
-    folder = root / "t" / "mocov2_occon" / "stopped"
+    args = _args(data, root / "t", f"++name=stopped{workers}", workers=workers)
+    folder = root / "t" / "mocov2_occon" / f"stopped{workers}"
     # killed after epoch 0 (its refresh done, its last.ckpt written): epoch 1 must train on store-e0 again
     _kill_when(args, folder, lambda: (folder / "last.ckpt").exists(), tmp_path)
     record = json.loads((folder / "refresh" / "refresh.json").read_text())
@@ -319,7 +322,7 @@ def test_a_resumed_run_trains_on_the_recorded_store_version(full_run, tmp_path):
     resumed = _cli("occon_plugin.cli.pretrain", *args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {folder / 'last.ckpt'}" in resumed.stdout
-    assert f"epoch 1 continues on the store version {folder / 'refresh' / 'store-e0'}" in resumed.stdout
+    assert f"the resumed run continues on the store version {folder / 'refresh' / 'store-e0'}" in resumed.stdout
     assert "refresh after epoch" not in resumed.stdout  # nothing localized again
     assert json.loads((folder / "refresh" / "refresh.json").read_text())["epochs"] == {"0": None, "1": "store-e0"}
     a, b = _state(full), _state(folder)

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any, Dict, List, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 import warnings
 
@@ -457,6 +458,16 @@ def _flatten_loaders(loaders: Any) -> List[Any]:
     if isinstance(loaders, (list, tuple)):
         return list(loaders)
     return [loaders]
+
+
+def pretrain_run_folder(trainer) -> Optional[Path]:
+    """The run folder of solo-learn's own ``main_pretrain.py``: its ``Checkpointer``'s ``path`` (solo-learn main
+    sets it in the callback's ``on_train_start``: ``<checkpoint.dir>/<method>/<W&B id or offline-xxxx>``); None
+    before that or without a ``Checkpointer`` (``checkpoint.enabled=false``)."""
+    for callback in getattr(trainer, "callbacks", None) or ():
+        if type(callback).__name__ == "Checkpointer" and getattr(callback, "path", None) is not None:
+            return Path(callback.path)
+    return None
 
 
 def train_dataloaders(trainer) -> List[Any]:

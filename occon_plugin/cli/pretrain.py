@@ -24,6 +24,7 @@ from occon_plugin.cli._hydra import solo_style_main
 from occon_plugin.config import PretrainRun, parse_pretrain_cfg
 from occon_plugin.errors import ConfigError
 from occon_plugin.train.process import Terminated
+from occon_plugin.train.runs import save_final_checkpoint  # noqa: F401  (also the CLI module's API)
 
 
 # relative paths given on the command line are read from the launch folder (hydra.job.chdir=true moves the process)
@@ -95,31 +96,6 @@ def write_run_config(cfg: DictConfig, out_dir: Path, wandb_run_id=None) -> None:
     args["wandb_run_id"] = wandb_run_id
     with atomic_path(out_dir / "args.json") as tmp:
         Path(tmp).write_text(json.dumps(args, indent=2, default=str))
-
-
-def save_final_checkpoint(model, trainer, cfg: DictConfig, path: Path) -> None:
-    """``final.ckpt``: the weights + the ``occon`` record (plain types only: loads with
-    ``torch.load(weights_only=True)``, as the host's ``main_linear.py`` does); also readable by
-    Lightning's ``load_from_checkpoint`` (``main_knn.py``)."""
-    from occon_plugin import host
-    from occon_plugin.models.normalization import plugin_pretrain_normalization
-    from occon_plugin.train import runs
-
-    checkpoint = {
-        "state_dict": model.state_dict(),
-        "global_step": trainer.global_step,
-        "epoch": trainer.current_epoch,
-        "pytorch-lightning_version": host.LIGHTNING_VERSION,
-        "occon": {
-            "method": str(cfg.method),
-            "backbone": str(cfg.backbone.name),
-            "host_generation": host.GENERATION,
-            "checkpoint_layout": host.CHECKPOINT_LAYOUT,
-            "normalization": plugin_pretrain_normalization(cfg).as_dict(),  # read back by occon_plugin.models
-            "cfg": OmegaConf.to_container(cfg, resolve=True),
-        },
-    }
-    runs.save_checkpoint_file(checkpoint, path)  # atomic, finite weights only, one line on a full disk
 
 
 def pretrain(cfg: DictConfig) -> Path:

@@ -116,14 +116,12 @@ class OcconMethodMixin:
         try:
             occon = occon_raw.check_views(n_views) if isinstance(occon_raw, OcconConfig) else \
                 parse_occon_config(occon_raw, n_views=n_views, check_store=False)
+            if occon.refresh is not None:
+                from occon_plugin.train.refresh import check_preset
+
+                check_preset(occon.refresh)
         except OcconError as err:
             stop_run(err)
-        if occon.refresh is not None and in_foreign_hydra_app():
-            # solo-learn's own main_pretrain.py: its loop has no refresh step (occon-pretrain's callback)
-            stop_run(ConfigError(
-                "occon.refresh.enabled=true runs only in the plugin's occon-pretrain (solo-learn's own "
-                "main_pretrain.py has no refresh step): run the plugin's script with the same YAML: "
-                f"{current_plugin_command()}, or build the store first with occon-localize and set occon.store"))
         if occon.active and cfg is not None and select(cfg, "data.format") == "dali" and in_foreign_hydra_app():
             # solo-learn's own main_pretrain.py with data.format=dali: its DALI data module builds the
             # batches; stop now (its setup() runs before any hook of ours, and needs a GPU)
@@ -143,6 +141,19 @@ class OcconMethodMixin:
         self._occon_pictures_logged = False
 
     # ---------------------------------------------------------------- Lightning hooks
+    def configure_callbacks(self):
+        """``occon.refresh`` in a trainer that has no refresh step (solo-learn's own ``main_pretrain.py``, a
+        trainer built by hand): the method brings it (``occon-pretrain`` gives its own, kept as is)."""
+        parent = getattr(super(), "configure_callbacks", None)
+        callbacks = list(parent() or []) if parent is not None else []
+        trainer = getattr(self, "_trainer", None)
+        if self.occon.refresh is None or self._occon_cfg is None or (
+                trainer is not None and any(getattr(c, "occon_refresh", False) for c in trainer.callbacks)):
+            return callbacks
+        from occon_plugin.train.refresh import refresh_callback
+
+        return callbacks + [refresh_callback(self._occon_cfg, self.occon.refresh)]
+
     def setup(self, stage: Optional[str] = None):
         """Lightning's first hook of ``trainer.fit`` (before ``configure_optimizers``, whose
         ``estimated_stepping_batches`` already iterates the training loader in Lightning 2.x)."""

@@ -117,7 +117,7 @@ class HostObjectAware:
     def __init__(self, samples: HostSamples, view_transforms: Sequence[Callable], occon_cfg: Any, seed: int = 0):
         self.samples = samples
         self.occon = OcconPretrainDataset(samples.root, occon_cfg, list(view_transforms), seed=seed)
-        if not self.occon.cfg.active:
+        if not self.occon.configured.active:  # (occon.refresh: off during the warm-up, on after the first refresh)
             raise ConfigError("HostObjectAware needs an active occon config (occon.oa_crop or occon.bg_mixup enabled)")
         plugin_index = {path: i for i, path in enumerate(self.occon.paths)}
         self.to_plugin = np.array([plugin_index.get(p, -1) for p in samples.paths], dtype=np.int64)

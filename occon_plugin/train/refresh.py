@@ -22,7 +22,8 @@ Epochs ``< warmup_epochs`` train without OA-Crop / BG-Mixup (no store yet: the b
 
     {"refreshes": {"<epoch>": {"store": "store-e<epoch>", "model": "model-e<epoch>.ckpt", "images": ...,
                                "seconds": ..., "images_per_s": ..., "epoch_seconds": ..., "epoch_fraction": ...}},
-     "epochs": {"<epoch>": "store-e<k>" | null}}       # the store version each epoch trained on
+     "epochs": {"<epoch>": "store-e<k>" | "<path>" | null}}   # the version each epoch trained on (a path: another run
+                                                        # folder's version, a host run resumed into a new folder)
 
 Resume: a resumed run trains epoch ``e`` on the newest recorded refresh of an epoch ``< e`` (the one the
 uninterrupted run used): the callback's state in each checkpoint names it, and the switch happens while the
@@ -121,66 +122,111 @@ class _KeepRngs:
         return False
 
 
-def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_checkpoint: Callable[[Any, Any, Path], None]):
-    """The Lightning callback of a ``occon.refresh`` run (``occon-pretrain``); give it before the
-    ``ModelCheckpoint`` (the epoch's ``last.ckpt`` is then written after its refresh) and set its ``dataset``
-    (the training :class:`~occon_plugin.augment.dataset.OcconPretrainDataset`, switched in place) before
-    ``trainer.fit``, or leave it unset with a data module that has ``refresh_target`` (DALI: the loader). ``save_checkpoint(model, trainer, path)``: writes the weights as ``final.ckpt`` is written
-    (what ``occon-localize`` reads).
+def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] = None,
+                     save_checkpoint: Optional[Callable[[Any, Any, Path], None]] = None):
+    """The Lightning callback of a ``occon.refresh`` run.
 
-    Raises (from the callback's hooks): RuntimeError when ``dataset`` was never set (a caller's bug); the
-    localizer's errors (:func:`~occon_plugin.localize.runner.run_localize`: DataError, ConfigError, ...) as they
-    are, one line through the CLI."""
+    ``occon-pretrain`` gives it with its run folder ``out_dir`` and sets its ``dataset`` (the training
+    :class:`~occon_plugin.augment.dataset.OcconPretrainDataset`, switched in place) before ``trainer.fit``;
+    with the DALI data module it finds the loader (``refresh_target``) itself. In solo-learn's own
+    ``main_pretrain.py`` the object-aware method adds it (``configure_callbacks``) with ``out_dir=None``: the
+    folder is the host's run folder (:func:`occon_plugin.host.pretrain_run_folder`, rank 0's under DDP) and
+    the data is the host's dataset the method made object-aware. ``save_checkpoint(model, trainer, path)``
+    writes the weights as ``final.ckpt`` is written (what ``occon-localize`` reads; default
+    :func:`occon_plugin.train.runs.save_final_checkpoint` with ``cfg``).
+
+    The refresh runs right after the last training step of an epoch, before any epoch-end hook, so every
+    checkpoint written at an epoch's end (the plugin's ``ModelCheckpoint``, the host's ``Checkpointer``) already
+    carries the store version the next epoch reads.
+
+    Raises (from the callback's hooks): RuntimeError when no training data to switch can be found (a caller's
+    bug); the localizer's errors (:func:`~occon_plugin.localize.runner.run_localize`: DataError, ConfigError, ...)
+    as they are, one line through the CLI."""
     from occon_plugin import host
+
+    if save_checkpoint is None:
+        from occon_plugin.train.runs import save_final_checkpoint
+
+        def save_checkpoint(module, trainer, path):
+            save_final_checkpoint(module, trainer, cfg, path)
 
     class RefreshCallback(host.Callback):
         occon_refresh = True  # the object-aware methods check that a refresh step is there
 
         def __init__(self):
-            self.out_dir = Path(out_dir)
+            self.out_dir: Optional[Path] = None if out_dir is None else Path(out_dir)
             self.dataset: Any = None
+            self.store: Optional[Path] = None  # the store version the data reads now (None: the warm-up)
             self.epoch_started: Optional[float] = None
 
         def _write(self, record: dict) -> None:
             atomic_write_json(refresh_dir(self.out_dir) / RECORD_FILE, record)
 
-        def setup(self, trainer, pl_module, stage=None):
-            if self.dataset is None:  # the DALI data module builds its loader in its own setup (before this one)
+        def _data(self, trainer) -> Any:
+            """What switches to a new store version: the dataset set by the caller, the DALI loader, or the
+            plugin's dataset behind the host's loader (made object-aware in the method's ``setup``)."""
+            if self.dataset is None:
                 self.dataset = getattr(getattr(trainer, "datamodule", None), "refresh_target", None)
+            if self.dataset is None:
+                from occon_plugin.train.host_data import occon_dataset_of
+
+                found = [occon_dataset_of(getattr(loader, "dataset", None))
+                         for loader in host.pending_train_dataloaders(trainer) or host.train_dataloaders(trainer)]
+                self.dataset = next((d for d in found if d is not None), None)
             if self.dataset is None or not hasattr(self.dataset, "use_store"):
                 raise RuntimeError("the refresh callback has no training data to switch (set .dataset)")
+            return self.dataset
 
-        def state_dict(self) -> dict:
-            """In every checkpoint: the store version the data reads from now on (saved at an epoch's end after
-            its refresh, or mid-epoch by SIGTERM: the version of the epoch under way)."""
-            return {"store_version": None if self.dataset is None else self.dataset.store_version}
+        def _folder(self, trainer) -> Path:
+            """The run folder (``refresh/`` goes in it). The host's own script: its ``Checkpointer``'s folder,
+            known from that callback's ``on_train_start`` (before this one's), rank 0's for every rank; without
+            one ``<default_root_dir>/occon_refresh``."""
+            if self.out_dir is None:
+                folder = host.pretrain_run_folder(trainer) or Path(trainer.default_root_dir) / "occon_refresh"
+                self.out_dir = Path(trainer.strategy.broadcast(str(folder), src=0))
+            return self.out_dir
 
-        def load_state_dict(self, state: dict) -> None:
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+            """Every checkpoint names the store version the data reads from now on (written at an epoch's end
+            after its refresh, or mid-epoch by SIGTERM: the version of the epoch under way), as a path: a
+            resumed host run may write into another folder."""
+            checkpoint["occon_refresh"] = {"store": None if self.store is None else str(self.store)}
+
+        def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
             """A resumed run switches here, while Lightning restores the checkpoint: before the training
             loader's worker processes start (Lightning 2.x starts them while the optimizers are configured,
             before ``on_train_start``), so the first resumed epoch's workers copy the right version."""
-            self._switch(state.get("store_version"), "the resumed run")
+            store = (checkpoint.get("occon_refresh") or {}).get("store")
+            if store is not None:
+                self._switch(trainer, Path(store), "the resumed run")
 
-        def _switch(self, version: Optional[str], who: str) -> None:
-            if version is None or self.dataset is None or self.dataset.store_version == version:
+        def _switch(self, trainer, store: Path, who: str) -> None:
+            if self.store is not None and self.store.resolve() == store.resolve():
                 return
-            self.dataset.use_store(refresh_dir(self.out_dir) / version)
-            print(f"[occon] refresh: {who} continues on the store version {refresh_dir(self.out_dir) / version}",
-                  flush=True)
+            self._data(trainer).use_store(store)
+            self.store = store
+            print(f"[occon] refresh: {who} continues on the store version {store}", flush=True)
 
         def on_train_start(self, trainer, pl_module):
-            # a checkpoint of an earlier plugin version carries no state: the record says which version the epoch uses
-            self._switch(store_for_epoch(read_record(self.out_dir), trainer.current_epoch),
-                         f"epoch {trainer.current_epoch}")
+            # a checkpoint of an earlier plugin version carries no store: the record says which version the epoch uses
+            version = store_for_epoch(read_record(self._folder(trainer)), trainer.current_epoch)
+            if version is not None:
+                self._switch(trainer, refresh_dir(self.out_dir) / version, f"epoch {trainer.current_epoch}")
 
         def on_train_epoch_start(self, trainer, pl_module):
             self.epoch_started = time.perf_counter()
             if trainer.global_rank == 0:  # one writer of refresh.json
                 record = read_record(self.out_dir)
-                record["epochs"][str(trainer.current_epoch)] = self.dataset.store_version
+                # the version's name, or its path when it is another folder's (a host run resumed into a new folder)
+                store = self.store
+                record["epochs"][str(trainer.current_epoch)] = (
+                    None if store is None else store.name if store.parent == refresh_dir(self.out_dir) else str(store))
                 self._write(record)
 
-        def on_train_epoch_end(self, trainer, pl_module):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *args):
+            """After the epoch's last step: the refresh (before the epoch-end hooks write checkpoints)."""
+            if batch_idx + 1 < trainer.num_training_batches:
+                return
             epoch = int(trainer.current_epoch)
             epoch_seconds = time.perf_counter() - (self.epoch_started or time.perf_counter())
             last = trainer.max_epochs is not None and trainer.max_epochs >= 0 and epoch + 1 >= trainer.max_epochs
@@ -193,7 +239,8 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
                                 "occon/refresh_seconds": float(stats["seconds"]),
                                 "occon/refresh_images": float(stats["images"]),
                                 "occon/refresh_written_ok": float(stats["written_ok"]),
-                                "occon/refresh_written_bad": float(stats["written_bad"])})
+                                "occon/refresh_written_bad": float(stats["written_bad"])},
+                               on_step=False, on_epoch=True)  # with the epoch's values, whatever log_every_n_steps
             if trainer.global_rank == 0:
                 self.log_overlays(trainer, epoch)
 
@@ -261,7 +308,8 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Path, save_check
                 record["refreshes"][str(epoch)] = stats
                 self._write(record)
             trainer.strategy.barrier("occon_refresh_record")  # recorded before any rank trains on it
-            self.dataset.use_store(store)  # the next epoch's workers copy the switched dataset
+            self._data(trainer).use_store(store)  # the next epoch's workers copy the switched dataset
+            self.store = store
             if rank != 0:
                 return stats
             kept = f", {carried} kept from {carry.store.name}" if carry is not None else ""

@@ -251,6 +251,30 @@ def save_checkpoint_file(checkpoint: dict, path) -> None:
         raise OutputError(f"{err}. Run folder {path.parent} (checkpoint.dir chooses another disk): {kept}") from None
 
 
+def save_final_checkpoint(model, trainer, cfg: DictConfig, path: Path) -> None:
+    """``final.ckpt``: the weights + the ``occon`` record (plain types only: loads with
+    ``torch.load(weights_only=True)``, as the host's ``main_linear.py`` does); also readable by
+    Lightning's ``load_from_checkpoint`` (``main_knn.py``)."""
+    from occon_plugin import host
+    from occon_plugin.models.normalization import plugin_pretrain_normalization
+
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "global_step": trainer.global_step,
+        "epoch": trainer.current_epoch,
+        "pytorch-lightning_version": host.LIGHTNING_VERSION,
+        "occon": {
+            "method": str(cfg.method),
+            "backbone": str(cfg.backbone.name),
+            "host_generation": host.GENERATION,
+            "checkpoint_layout": host.CHECKPOINT_LAYOUT,
+            "normalization": plugin_pretrain_normalization(cfg).as_dict(),  # read back by occon_plugin.models
+            "cfg": OmegaConf.to_container(cfg, resolve=True),
+        },
+    }
+    save_checkpoint_file(checkpoint, path)  # atomic, finite weights only, one line on a full disk
+
+
 def atomic_checkpoint_io():
     """A Lightning ``CheckpointIO`` whose ``save_checkpoint`` is :func:`save_checkpoint_file` (atomic,
     finite weights only, one line when the disk is full; pass as ``Trainer(plugins=[...])``).

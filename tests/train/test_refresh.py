@@ -466,62 +466,100 @@ def test_what_this_slice_does_not_do_is_one_line_exit_2(tmp_path, monkeypatch, c
 
 HOST_SCRIPT = '''
 """Stands in for solo-learn main's Hydra main_pretrain.py (the 1.0.2 installed here has none): it builds the
-method from the YAML and fits it on the host's own loader."""
+method from the YAML and fits it on the host's own loader, with a Checkpointer like solo-learn main's (its run
+folder chosen in on_train_start, a checkpoint at each epoch's end)."""
+import os
 import sys
+from pathlib import Path
+
 import hydra
 
 
-@hydra.main(version_base="1.2", config_path=sys.argv.pop(1), config_name="host")
 def main(cfg):
     from occon_plugin import host
     from occon_plugin.config import complete_pretrain_cfg
+
+    class Checkpointer(host.Callback):
+        def on_train_start(self, trainer, _):
+            self.path = Path(cfg.checkpoint.dir) / "offline-abcd1234"
+            os.makedirs(self.path, exist_ok=True)
+
+        def on_train_epoch_end(self, trainer, _):
+            trainer.save_checkpoint(self.path / f"ep={trainer.current_epoch}.ckpt")
+
     cfg = complete_pretrain_cfg(cfg, host.METHODS)
     model = host.METHODS[cfg.method](cfg)
-    trainer = host.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False)
+    trainer = host.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                           callbacks=[Checkpointer()])
     trainer.fit(model, host.build_host_pretrain_loader(cfg))
 
 
-main()
+if __name__ == "__main__":  # as solo-learn's: the localizer's worker processes import this file again
+    hydra.main(version_base="1.2", config_path=sys.argv.pop(1), config_name="host")(main)()
 '''
 
 
-def test_the_hosts_own_script_refuses_a_refresh_in_one_line(tmp_path):
+def test_the_hosts_own_script_runs_a_refresh_from_the_method(tmp_path):
+    """solo-learn's own script: the method brings the refresh step (``configure_callbacks``); the refresh goes
+    into the host's run folder and happens before the host's epoch-end checkpoint, which names the new store."""
     cfg = OmegaConf.load(REPO / "scripts" / "pretrain" / "custom" / "mocov2_occon.yaml")
     cfg.pop("defaults", None)
     cfg.augmentations = _augmentations()
     cfg.data.train_path = str(_photos(tmp_path / "data"))
+    cfg.data.num_workers = 0
+    cfg.optimizer.batch_size = BATCH
+    cfg.backbone.name = "resnet18"
+    cfg.method_kwargs.queue_size = 16
     cfg.wandb = {"enabled": False}
+    cfg.checkpoint.dir = str(tmp_path / "trained")
     cfg.occon.store = None
-    cfg.occon.refresh = {"enabled": True}
+    cfg.occon.bg_mixup.p_mix = 1.0
+    cfg.occon.refresh = {"enabled": True, "warmup_epochs": 1, "image_size": 64, "batch_size": 8}
     (tmp_path / "conf").mkdir()
     OmegaConf.save(cfg, tmp_path / "conf" / "host.yaml")
     (tmp_path / "main_pretrain.py").write_text(HOST_SCRIPT)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline", **THREADS}
     proc = subprocess.run([sys.executable, "main_pretrain.py", str(tmp_path / "conf")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
-    _one_line(proc.stderr, proc.returncode, "occon.refresh.enabled=true", "occon-pretrain", "main_pretrain.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "trained" / "offline-abcd1234"
+    assert f"refresh after epoch 0: {N_IMAGES} of {N_IMAGES} images localized" in proc.stdout
+    record = json.loads((folder / "refresh" / "refresh.json").read_text())
+    assert record["epochs"] == {"0": None, "1": "store-e0"} and list(record["refreshes"]) == ["0"]
+    after_epoch_0 = torch.load(folder / "ep=0.ckpt", map_location="cpu", weights_only=False)
+    assert after_epoch_0["occon_refresh"] == {"store": str(folder / "refresh" / "store-e0")}
 
 
-def test_a_trainer_without_the_refresh_step_is_refused_before_the_first_step(tmp_path):
-    """Library use (a hand-built trainer, no occon-pretrain): the method would train without OA-Crop /
-    BG-Mixup all along; it stops in its first hook instead."""
+def test_a_hand_built_trainer_gets_the_refresh_step_from_the_method(tmp_path):
+    """Library use (a hand-built trainer, no occon-pretrain): the method adds the refresh step itself, so the
+    run warms up and refreshes instead of training without OA-Crop / BG-Mixup all along."""
     from occon_plugin import host
     from occon_plugin.augment.dataset import build_pretrain_dataloader
-    from occon_plugin.errors import ConfigError
     from occon_plugin.methods.base import OcconMethodMixin
 
-    _square_images(tmp_path / "data")
-    run = _run(tmp_path / "data", 0, store=None, **{"refresh.enabled": True})
+    data = _photos(tmp_path / "data")
+    run = _run(data, 0, store=None, **{"refresh.enabled": True, "refresh.warmup_epochs": 1,
+                                       "refresh.image_size": 64, "refresh.batch_size": 8, "bg_mixup.p_mix": 1.0})
     run.cfg.accelerator, run.cfg.scheduler.name = "cpu", "none"
+    run.cfg.optimizer.batch_size = BATCH
     model = host.build_method(run.cfg.method, run.cfg, occon=run.occon)
-    trained = []
+    seen: dict[int, list] = {}
     original = OcconMethodMixin._log_occon_info
-    OcconMethodMixin._log_occon_info = lambda self, info: trained.append(info) or original(self, info)
+
+    def spy(self, info):
+        seen.setdefault(int(self.trainer.current_epoch), []).append(float(info["mixed"].float().mean()))
+        return original(self, info)
+
+    OcconMethodMixin._log_occon_info = spy
     try:
-        trainer = host.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                               enable_progress_bar=False, enable_model_summary=False)
-        with pytest.raises(ConfigError, match="occon.refresh.enabled=true but this trainer has no refresh step"):
-            trainer.fit(model, build_pretrain_dataloader(run.cfg, occon=run.occon))
+        trainer = host.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False, enable_model_summary=False,
+                               default_root_dir=str(tmp_path / "root"))
+        assert sum(getattr(c, "occon_refresh", False) for c in trainer.callbacks) == 0
+        trainer.fit(model, build_pretrain_dataloader(run.cfg, occon=run.occon))
     finally:
         OcconMethodMixin._log_occon_info = original
-    assert not trained
+    assert sum(getattr(c, "occon_refresh", False) for c in trainer.callbacks) == 1
+    assert all(m == 0.0 for m in seen[0]) and all(m > 0.5 for m in seen[1]), seen
+    record = json.loads((tmp_path / "root" / "occon_refresh" / "refresh" / "refresh.json").read_text())
+    assert record["epochs"] == {"0": None, "1": "store-e0"}

@@ -5,7 +5,7 @@ Two side-by-side comparisons on real photos (scikit-image) with a constructed st
 1. transforms: the host's standard transform applied to two views of an in-memory image
    (baseline) vs OA-Crop + BG-Mixup + the same two views (``TorchvisionObjectAware.sample_views``).
 2. dataset: ``OcconPretrainDataset.__getitem__`` from JPEG files with ``occon`` off (baseline,
-   the host transform) vs on (store entry, mask PNG and partner image read when a view is mixed).
+   the host transform) vs on (store entry, mask PNG and each mixed view's donor image read).
 
 Times are CPU seconds of this process by default (``--clock cpu``: ``time.process_time``, one
 torch/OpenCV thread), which other load on a shared machine disturbs far less than wall time
@@ -146,9 +146,10 @@ def main(argv=None) -> int:
             [t(pil) for t in transforms]
 
         def object_aware(step: int) -> None:
-            name, other = names[step % len(names)], names[(step + 1) % len(names)]
-            partner = Partner.from_image(photos[other], entries[other].bg_rect)
-            pipeline.sample_views(photos[name], entries[name], masks[name], partner, seed=step)
+            name = names[step % len(names)]
+            donors = [names[(step + 1 + v) % len(names)] for v in range(len(transforms))]  # one donor per view
+            partners = [Partner.from_image(photos[d], entries[d].bg_rect) for d in donors]
+            pipeline.sample_views(photos[name], entries[name], masks[name], partners, seed=step)
 
         report("transforms (in-memory photos, two views):",
                timed_blocks({"host baseline": baseline, "OA-Crop + BG-Mixup": object_aware},

@@ -435,6 +435,8 @@ def parse_pretrain_cfg(cfg: DictConfig, known_methods, check_store: bool = False
     occon = parse_occon_config(select(cfg, "occon"),
                                n_views=int(cfg.data.num_large_crops) + int(cfg.data.num_small_crops),
                                check_store=False)
+    if occon.refresh is not None:
+        occon.refresh.check_schedule(select(cfg, "max_epochs"))
     queue = select(cfg, "method_kwargs.queue_size")
     if queue is not None and int(queue) % int(cfg.optimizer.batch_size) != 0:
         raise ConfigError(f"`method_kwargs.queue_size={queue}` must be a multiple of "

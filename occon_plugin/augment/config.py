@@ -129,6 +129,20 @@ class RefreshConfig:
         from the store version before (so every image is localized again every ``groups`` refreshes)."""
         return max(1, math.ceil(1.0 / self.fraction - 1e-9))
 
+    def check_schedule(self, max_epochs: int | None) -> "RefreshConfig":
+        """At least one epoch trains object-aware: the first refresh is at the end of epoch ``warmup_epochs - 1``
+        and none follows the last epoch. Returns ``self``.
+
+        Raises:
+            OcconConfigError: ``warmup_epochs >= max_epochs`` (one line naming both keys).
+        """
+        if max_epochs is not None and int(max_epochs) >= 1 and self.warmup_epochs >= int(max_epochs):
+            raise OcconConfigError(
+                f"occon.refresh.warmup_epochs={self.warmup_epochs} >= max_epochs={int(max_epochs)}: no epoch would "
+                f"train with OA-Crop / BG-Mixup (the first refresh runs after epoch warmup_epochs - 1, none after "
+                f"the last epoch); set occon.refresh.warmup_epochs below max_epochs")
+        return self
+
     def refreshes_after(self, epoch: int) -> bool:
         """Is a refresh due at the end of ``epoch`` (0-based)? At ``warmup_epochs - 1``, then every ``every_epochs``."""
         since = epoch - (self.warmup_epochs - 1)

@@ -106,8 +106,7 @@ class OcconPretrainDataset(Dataset):
         if self.cfg.active:
             self._attach_store(workers)
         self._drop_unreadable(workers)
-        self.bg_candidates = np.array([i for i, e in enumerate(self.entries)
-                                       if e is not None and e.ok and e.bg_rect is not None], dtype=np.int64)
+        self.bg_candidates = background_donors(self.entries, self.paths, self.cfg, self.notes)
         self.startup["used"] = len(self.paths)
         for note in self.notes:
             tell(note)
@@ -131,11 +130,10 @@ class OcconPretrainDataset(Dataset):
         fresh.cfg, fresh.entries, fresh.notes, fresh.counts = cfg, [None] * len(self.paths), [], Counter()
         fresh.startup = dict(self.startup)
         fresh._attach_store(self.workers)
+        bg = background_donors(fresh.entries, fresh.paths, cfg, fresh.notes)
         for note in fresh.notes:
             tell(note)
         assert fresh.paths == self.paths, "full_image / error policies keep every image"
-        bg = np.array([i for i, e in enumerate(fresh.entries) if e is not None and e.ok and e.bg_rect is not None],
-                      dtype=np.int64)
         # the switch: everything the next sample reads, set together
         self.store, self.report, self.entries, self.bg_candidates = fresh.store, fresh.report, fresh.entries, bg
         self.cfg, self.counts, self.startup = cfg, fresh.counts, fresh.startup
@@ -284,9 +282,26 @@ class OcconPretrainDataset(Dataset):
         views, info = self.pipeline.render(image, entry, mask, partners, plan)
         info["no_entry"] = torch.tensor(self.cfg.active and entry is None)
         info["replaced"] = torch.tensor(replaced)
-        self.counts["mix_skipped"] += sum(plan.mix_skipped)
+        self.counts["mix_skipped"] += int(info["mix_skipped"].sum())  # after render: a donor unreadable now counts too
         target = self.target(index)
         return index, views, target, info
+
+
+def background_donors(entries: Sequence[Any], paths: Sequence[str], cfg: OcconConfig, notes: list[str]) -> np.ndarray:
+    """Sorted indexes of the images whose store entry has a background rectangle (``choose_partner``'s
+    candidates). With BG-Mixup on and fewer than two of them, a note says what that means (appended to
+    ``notes``): none -> no view can be mixed; one -> it is every donor and its own samples are never mixed."""
+    donors = np.array([i for i, e in enumerate(entries) if e is not None and e.ok and e.bg_rect is not None],
+                      dtype=np.int64)
+    if cfg.bg_mixup.enabled and cfg.active and len(donors) < 2 and any(e is not None for e in entries):
+        where = f"occon store {cfg.store}"
+        if len(donors) == 0:
+            notes.append(f"{where}: none of the {len(paths)} images has a background rectangle: BG-Mixup can mix no "
+                         f"view (every drawn mix is counted as occon/mix_skipped); check the store's bg_rect entries")
+        else:
+            notes.append(f"{where}: only {paths[int(donors[0])]} of {len(paths)} images has a background rectangle: "
+                         f"it is every view's donor, and its own samples are never mixed")
+    return donors
 
 
 def without_augmentations(cfg: OcconConfig) -> OcconConfig:

@@ -120,6 +120,7 @@ class OcconMethodMixin:
                 from occon_plugin.train.refresh import check_preset
 
                 check_preset(occon.refresh)
+                occon.refresh.check_schedule(select(cfg, "max_epochs") if cfg is not None else None)
         except OcconError as err:
             stop_run(err)
         if occon.active and cfg is not None and select(cfg, "data.format") == "dali" and in_foreign_hydra_app():

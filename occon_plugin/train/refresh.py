@@ -4,7 +4,7 @@ Epochs ``< warmup_epochs`` train without OA-Crop / BG-Mixup (no store yet: the b
 ``occon/*_frac`` are 0). At the end of epoch ``warmup_epochs - 1``, then every ``every_epochs`` epochs
 (not after the last one), :class:`RefreshCallback`:
 
-1. saves the current weights as ``<run>/refresh/model-e<epoch>.ckpt`` (the layout of ``final.ckpt``);
+1. saves the current weights as ``<run>/refresh/model-e<epoch>.pt`` (the layout of ``final.ckpt``);
 2. calls the localizer itself, :func:`occon_plugin.localize.runner.run_localize`, with ``model=<that
    checkpoint>`` and ``occon.refresh.preset`` into a new store version ``<run>/refresh/store-e<epoch>``:
    the very store ``occon-localize model=<that checkpoint> preset=<preset> use_momentum=<m>`` writes, where
@@ -20,7 +20,7 @@ Epochs ``< warmup_epochs`` train without OA-Crop / BG-Mixup (no store yet: the b
 
 ``refresh.json``::
 
-    {"refreshes": {"<epoch>": {"store": "store-e<epoch>", "model": "model-e<epoch>.ckpt", "images": ...,
+    {"refreshes": {"<epoch>": {"store": "store-e<epoch>", "model": "model-e<epoch>.pt", "images": ...,
                                "seconds": ..., "images_per_s": ..., "epoch_seconds": ..., "epoch_fraction": ...}},
      "epochs": {"<epoch>": "store-e<k>" | "<path>" | null}}   # the version each epoch trained on (a path: another run
                                                         # folder's version, a host run resumed into a new folder)
@@ -28,7 +28,7 @@ Epochs ``< warmup_epochs`` train without OA-Crop / BG-Mixup (no store yet: the b
 Resume: a resumed run trains epoch ``e`` on the newest recorded refresh of an epoch ``< e`` (the one the
 uninterrupted run used): the callback's state in each checkpoint names it, and the switch happens while the
 checkpoint is restored (before the loader's workers start; ``refresh.json`` is the fallback at ``on_train_start``). A run killed during a refresh resumes from the checkpoint before it, trains
-that epoch again and redoes the refresh: the weights are the same (``model-e<epoch>.ckpt`` is kept when they
+that epoch again and redoes the refresh: the weights are the same (``model-e<epoch>.pt`` is kept when they
 are), so the localizer resumes the partly written store; other weights start that store over.
 
 Under DDP every rank localizes its own share of the batches into the one store version
@@ -180,9 +180,12 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
         def _folder(self, trainer) -> Path:
             """The run folder (``refresh/`` goes in it). The host's own script: its ``Checkpointer``'s folder,
             known from that callback's ``on_train_start`` (before this one's), rank 0's for every rank; without
-            one ``<default_root_dir>/occon_refresh``."""
+            one ``<checkpoint.dir>/<method>/occon_refresh-<name>`` (else ``<default_root_dir>/occon_refresh``)."""
             if self.out_dir is None:
-                folder = host.pretrain_run_folder(trainer) or Path(trainer.default_root_dir) / "occon_refresh"
+                folder = host.pretrain_run_folder(trainer)
+                if folder is None and _opt(cfg, "checkpoint.dir") and _opt(cfg, "method"):
+                    folder = Path(_opt(cfg, "checkpoint.dir")) / _opt(cfg, "method") / f"occon_refresh-{_opt(cfg, 'name')}"
+                folder = folder or Path(trainer.default_root_dir) / "occon_refresh"
                 self.out_dir = Path(trainer.strategy.broadcast(str(folder), src=0))
             return self.out_dir
 
@@ -203,9 +206,26 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
         def _switch(self, trainer, store: Path, who: str) -> None:
             if self.store is not None and self.store.resolve() == store.resolve():
                 return
-            self._data(trainer).use_store(store)
+            from occon_plugin.errors import OcconError
+            from occon_plugin.train.process import stop_run
+
+            try:
+                check_version(store, self._rebuild_command(trainer, store))
+                self._data(trainer).use_store(store)
+            except OcconError as err:
+                stop_run(err)
             self.store = store
             print(f"[occon] refresh: {who} continues on the store version {store}", flush=True)
+
+        def _rebuild_command(self, trainer, store: Path) -> str:
+            """The occon-localize command that writes ``store`` again from the run's own weights."""
+            extra = "".join(f" {k}={v}" for k, v in (("image_size", refresh.image_size),
+                                                       ("batch_size", refresh.batch_size)) if v is not None)
+            data = _train_data(cfg)
+            root = f" data.image_root={data.image_root}" if data.image_root else ""
+            return (f"occon-localize data.path={data.path}{root} model={model_for(store)} preset={refresh.preset} "
+                    f"use_momentum={str(has_momentum_encoder(trainer.lightning_module)).lower()}{extra} "
+                    f"output_dir={store} resume=false")
 
         def on_train_start(self, trainer, pl_module):
             # a checkpoint of an earlier plugin version carries no store: the record says which version the epoch uses
@@ -266,7 +286,7 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
             from occon_plugin.localize.settings import LocalizeSettings
 
             folder = refresh_dir(self.out_dir)
-            model_path, store = folder / f"model-e{epoch}.ckpt", folder / f"store-e{epoch}"
+            model_path, store = folder / f"model-e{epoch}.pt", folder / f"store-e{epoch}"
             rank, world = int(trainer.global_rank), int(trainer.world_size)
             if rank == 0 and not (model_path.is_file() and _same_weights(model_path, pl_module.state_dict())):
                 save_checkpoint(pl_module, trainer, model_path)
@@ -319,6 +339,43 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
             return stats
 
     return RefreshCallback()
+
+
+def model_for(store: Path) -> Path:
+    """``refresh/store-e<e>`` -> ``refresh/model-e<e>.pt``, the weights it is made from."""
+    return store.parent / (store.name.replace("store-e", "model-e", 1) + ".pt")
+
+
+def check_version(store: Path, rebuild: str) -> None:
+    """A store version a (resumed) run switches to is complete and was written from the weights saved beside it
+    (the manifest's ``model_sha256`` is the sha256 of ``model-e<e>.pt``), not a store rebuilt by hand from other
+    weights under the same name.
+
+    Raises:
+        ConfigError: one line naming the store and ``rebuild`` (the command that writes it again correctly).
+    """
+    import hashlib
+
+    from occon_plugin.errors import ConfigError
+
+    manifest = store / "manifest.json"
+    try:
+        recorded = json.loads(manifest.read_text()).get("model_sha256")
+    except (OSError, ValueError):
+        raise ConfigError(f"{store}, the store version this run trains on, is missing or incomplete (no readable "
+                          f"manifest.json): write it again from the run's own weights with `{rebuild}`, then run "
+                          f"the same command again") from None
+    model = model_for(store)
+    if not model.is_file():
+        return  # a version from elsewhere (another run's folder): its own run checked it
+    digest = hashlib.sha256()
+    with open(model, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    if recorded != digest.hexdigest():
+        raise ConfigError(f"{store} was not written from {model.name} beside it (another model's store under this "
+                          f"version's name): the run would train on other masks than it did; write it again with "
+                          f"`{rebuild}`, then run the same command again")
 
 
 def has_momentum_encoder(module: Any) -> bool:

@@ -128,6 +128,22 @@ def test_the_two_views_of_a_sample_are_mixed_with_their_own_donors(tmp_path):
     assert different >= 30  # 48 samples, the views' donors differ with probability 4/5
 
 
+def test_a_store_with_fewer_than_two_backgrounds_says_what_bg_mixup_can_do(tmp_path, capsys):
+    data = tmp_path / "data"
+    _folder(data, ["a.png", "b.png", "c.png"])
+    occon = {"bg_mixup": {"enabled": True, "p_mix": 1.0}}
+    none = _store(tmp_path / "none", [(StoreEntry(n, 48, 40, boxes=[], bg_rect=None), _mask())
+                                      for n in ("a.png", "b.png", "c.png")])
+    OcconPretrainDataset(data, {"store": str(none), **occon}, [IDENTITY, IDENTITY], seed=0)
+    assert "none of the 3 images has a background rectangle: BG-Mixup can mix no view" in capsys.readouterr().err
+    one = _store(tmp_path / "one", [(StoreEntry(n, 48, 40, boxes=[], bg_rect=[0, 0, 5, 5] if n == "b.png" else None),
+                                     _mask()) for n in ("a.png", "b.png", "c.png")])
+    ds = OcconPretrainDataset(data, {"store": str(one), **occon}, [IDENTITY, IDENTITY], seed=0)
+    assert "only b.png of 3 images has a background rectangle" in capsys.readouterr().err
+    ds[(1, 0)]  # b.png: its only possible donor is itself -> both views drawn, neither mixed
+    assert ds.counts["mix_skipped"] == 2
+
+
 def test_store_mismatch_is_reported_before_training(two_image_store):
     data, store, images = two_image_store
     Image.fromarray(_image(9)).save(data / "c.png")  # not in the store

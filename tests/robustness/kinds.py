@@ -346,7 +346,9 @@ inputs against the launch folder, outputs against the job's folder); W&B's mode 
   a run without a store pays it at every start.
 - An image whose content breaks *after* the start-up check (still readable, no longer decodable):
   the torchvision path replaces it (counted); the DALI decoder cannot skip a sample, so the run stops
-  with one line naming the files of the last batches. A file that disappears is replaced in both.
+  with one line naming the files of the last batches; the same holds for a photo used only as a
+  BG-Mixup background donor (torchvision leaves that view unmixed, counted). A file that disappears is
+  replaced in both (a vanished donor: the view stays unmixed in both).
 - The fingerprint reads the first and last 64 KiB and the size: an edit confined to the middle of a
   large file that keeps its size is not seen.
 - A resumed localization refuses any *localized* image whose file changed (`resume=false` rebuilds the

@@ -130,6 +130,8 @@ def test_a_run_without_a_store_warms_up_then_trains_object_aware_and_localizes(f
     assert stats["images"] == N_IMAGES and stats["written_ok"] == N_IMAGES and stats["images_per_s"] > 0
     assert 0 < stats["epoch_fraction"] and stats["preset"] == "bg_mixup"
     assert (folder / "refresh" / "store-e0" / "manifest.json").is_file() and (folder / "final.ckpt").is_file()
+    # the weights of a refresh are no *.ckpt: solo-learn main's auto-resume takes a folder holding one for a run
+    assert (folder / "refresh" / "model-e0.pt").is_file() and not list((folder / "refresh").rglob("*.ckpt"))
     # the final checkpoint localizes with occon-localize (the command's own main)
     code = _main_here(localize, [f"data.path={data}", f"model={folder / 'final.ckpt'}", f"output_dir={tmp_path / 's'}",
                                  "preset=bg_mixup", "image_size=64", "batch_size=8", "progress=false",
@@ -147,7 +149,7 @@ def test_the_refreshed_store_is_the_one_occon_localize_writes(full_run, tmp_path
     refreshed = folder / "refresh" / "store-e0"
     out = tmp_path / "store"
     run_localize(LocalizeSettings(data=DataSettings(path=str(data)), output_dir=str(out),
-                                  model=str(folder / "refresh" / "model-e0.ckpt"), use_momentum=True,
+                                  model=str(folder / "refresh" / "model-e0.pt"), use_momentum=True,
                                   preset="bg_mixup", image_size=64,
                                   batch_size=8, device="cpu", progress=False))
     assert (out / "index.jsonl").read_bytes() == (refreshed / "index.jsonl").read_bytes()
@@ -183,7 +185,7 @@ def test_a_partial_update_keeps_the_other_batches_and_localizes_its_group_as_a_f
                                 use_momentum=True, preset="bg_mixup", image_size=64, batch_size=4, device="cpu",
                                 progress=False)
 
-    old, new = str(folder / "refresh" / "model-e0.ckpt"), str(folder / "final.ckpt")
+    old, new = str(folder / "refresh" / "model-e0.pt"), str(folder / "final.ckpt")
     run_localize(settings(old, tmp_path / "old"))
     run_localize(settings(new, tmp_path / "full"))
     summary = run_localize(settings(new, tmp_path / "part"), carry=Carry(tmp_path / "old", groups=2, turn=0))
@@ -246,7 +248,7 @@ def test_under_ddp_two_processes_write_the_store_one_process_writes(tmp_path):
     assert text.count("[occon] refresh after epoch") == 2  # rank 0 says it, once per refresh
     out = tmp_path / "single"
     run_localize(LocalizeSettings(data=DataSettings(path=str(data)), output_dir=str(out),
-                                  model=str(folder / "refresh" / "model-e0.ckpt"), use_momentum=True,
+                                  model=str(folder / "refresh" / "model-e0.pt"), use_momentum=True,
                                   preset="bg_mixup", image_size=64, batch_size=4, device="cpu", progress=False))
     refreshed = folder / "refresh" / "store-e0"
     assert (out / "index.jsonl").read_bytes() == (refreshed / "index.jsonl").read_bytes()
@@ -325,6 +327,38 @@ def test_a_resumed_run_trains_on_the_recorded_store_version(full_run, tmp_path, 
     assert f"the resumed run continues on the store version {folder / 'refresh' / 'store-e0'}" in resumed.stdout
     assert "refresh after epoch" not in resumed.stdout  # nothing localized again
     assert json.loads((folder / "refresh" / "refresh.json").read_text())["epochs"] == {"0": None, "1": "store-e0"}
+    a, b = _state(full), _state(folder)
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)} of {len(a)} tensors differ from the uninterrupted run: {differ[:5]}"
+
+
+def test_a_store_version_deleted_or_rebuilt_from_other_weights_is_one_line_naming_the_rebuild(full_run, tmp_path):
+    """The store version a resumed run switches to must be the one written from ``model-e<e>.pt``: missing, or
+    rebuilt by hand from another model, is one line naming the command that writes it again; that command run
+    as printed gives the uninterrupted run's weights."""
+    import shlex
+    import shutil
+
+    root, data, full, _, _ = full_run
+    args = _args(data, root / "t", "++name=deleted")
+    folder = root / "t" / "mocov2_occon" / "deleted"
+    _kill_when(args, folder, lambda: (folder / "last.ckpt").exists(), tmp_path)
+    store = folder / "refresh" / "store-e0"
+    shutil.rmtree(store)
+    gone = _cli("occon_plugin.cli.pretrain", *args, cwd=tmp_path)
+    line = _one_line(gone.stderr, gone.returncode, str(store), "missing", "occon-localize", "model-e0.pt")
+    # the supervised default model under the version's name: refused, not trained on
+    made = _cli("occon_plugin.cli.localize", f"data.path={data}", f"output_dir={store}", "image_size=64",
+                "batch_size=8", "progress=false", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
+    other = _cli("occon_plugin.cli.pretrain", *args, cwd=tmp_path)
+    _one_line(other.stderr, other.returncode, str(store), "was not written from model-e0.pt")
+    rebuild = shlex.split(line.split("`")[1])
+    assert rebuild[0] == "occon-localize"
+    again = _cli("occon_plugin.cli.localize", *rebuild[1:], "progress=false", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed = _cli("occon_plugin.cli.pretrain", *args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _state(full), _state(folder)
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differ, f"{len(differ)} of {len(a)} tensors differ from the uninterrupted run: {differ[:5]}"
@@ -454,6 +488,7 @@ def _one_line(text: str, code: int, *needles: str) -> str:
     (["++occon.refresh.preset=nope"], ["occon.refresh.preset='nope'", "bg_mixup"]),
     (["++occon.refresh.fraction=0"], ["occon.refresh.fraction=0", "(0, 1]"]),
     (["++occon.refresh.fraction=1.5"], ["occon.refresh.fraction=1.5", "[0, 1]"]),
+    (["++occon.refresh.warmup_epochs=2"], ["occon.refresh.warmup_epochs=2 >= max_epochs=2", "below max_epochs"]),
 ])
 def test_what_this_slice_does_not_do_is_one_line_exit_2(tmp_path, monkeypatch, capsys, extra, needles):
     from occon_plugin.cli import pretrain
@@ -542,6 +577,7 @@ def test_a_hand_built_trainer_gets_the_refresh_step_from_the_method(tmp_path):
                                        "refresh.image_size": 64, "refresh.batch_size": 8, "bg_mixup.p_mix": 1.0})
     run.cfg.accelerator, run.cfg.scheduler.name = "cpu", "none"
     run.cfg.optimizer.batch_size = BATCH
+    run.cfg.checkpoint.dir, run.cfg.name = str(tmp_path / "ck"), "byhand"
     model = host.build_method(run.cfg.method, run.cfg, occon=run.occon)
     seen: dict[int, list] = {}
     original = OcconMethodMixin._log_occon_info
@@ -561,5 +597,6 @@ def test_a_hand_built_trainer_gets_the_refresh_step_from_the_method(tmp_path):
         OcconMethodMixin._log_occon_info = original
     assert sum(getattr(c, "occon_refresh", False) for c in trainer.callbacks) == 1
     assert all(m == 0.0 for m in seen[0]) and all(m > 0.5 for m in seen[1]), seen
-    record = json.loads((tmp_path / "root" / "occon_refresh" / "refresh" / "refresh.json").read_text())
+    # no Checkpointer: <checkpoint.dir>/<method>/occon_refresh-<name>, the run's own place
+    record = json.loads((tmp_path / "ck" / "mocov2_occon" / "occon_refresh-byhand" / "refresh" / "refresh.json").read_text())
     assert record["epochs"] == {"0": None, "1": "store-e0"}

@@ -149,7 +149,7 @@ def pretrain(cfg: DictConfig) -> Path:
         callbacks = [resume_state, finite_loss_callback(), stop]
         refresh = None
         if object_aware and run.occon.refresh is not None:
-            # before the ModelCheckpoint: an epoch's last.ckpt is written after that epoch's refresh
+            # it refreshes after an epoch's last step, before the epoch-end hooks: last.ckpt names the new store
             from occon_plugin.train.refresh import refresh_callback
 
             refresh = refresh_callback(cfg, run.occon.refresh, out_dir,

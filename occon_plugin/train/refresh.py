@@ -1,8 +1,8 @@
 """``occon.refresh``: one-stage object-aware training (the store made from the model being trained).
 
 Epochs ``< warmup_epochs`` train without OA-Crop / BG-Mixup (no store yet: the batches say so, their
-``occon/*_frac`` are 0). At the end of epoch ``warmup_epochs - 1``, then every ``every_epochs`` epochs
-(not after the last one), :class:`RefreshCallback`:
+``occon/*_frac`` are 0). After the last training step of epoch ``warmup_epochs - 1``, then every
+``every_epochs`` epochs (not after the last one), before any epoch-end hook, :class:`RefreshCallback`:
 
 1. saves the current weights as ``<run>/refresh/model-e<epoch>.pt`` (the layout of ``final.ckpt``);
 2. calls the localizer itself, :func:`occon_plugin.localize.runner.run_localize`, with ``model=<that

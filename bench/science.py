@@ -219,7 +219,9 @@ def main(argv=None) -> int:
     bar.close()
     wall = time.time() - started
     results = report.collect(lay, seeds, args.sets, methods, arms)
-    results["compute"] = report.onestage_compute(timings, seeds, args.sets, methods)
+    # the report's times are those of this plan's steps (a folder may also hold steps of other arms)
+    timings = {label: t for label, t in timings.items() if label in {st.label for st in steps}}
+    results["compute"] = report.onestage_compute(timings, seeds, args.sets, methods) if "onestage" in arms else {}
     meta = {"size": args.size, "seeds": list(seeds), "methods": list(methods), "sets": list(args.sets),
             "arms": list(arms), "recipe": protocol.recipe_dict(recipe), "data": dataclasses.asdict(
                 SceneBiasConfig(**data_cfg)), "wall_seconds_this_run": round(wall), "timings": timings,

@@ -88,8 +88,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def model_fingerprint(spec: str, model: torch.nn.Module) -> str:
-    """sha256 of the checkpoint file, or of the state dict (names + bytes) for zoo names."""
+def model_fingerprint(spec: str, model: Optional[torch.nn.Module]) -> str:
+    """sha256 of the checkpoint file (``model`` unused: may be None), or of the state dict (names + bytes) for zoo names."""
     digest = hashlib.sha256()
     if Path(spec).is_file():
         with open(spec, "rb") as fh:

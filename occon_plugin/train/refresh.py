@@ -354,9 +354,8 @@ def check_version(store: Path, rebuild: str) -> None:
     Raises:
         ConfigError: one line naming the store and ``rebuild`` (the command that writes it again correctly).
     """
-    import hashlib
-
     from occon_plugin.errors import ConfigError
+    from occon_plugin.localize.runner import model_fingerprint
 
     manifest = store / "manifest.json"
     try:
@@ -368,11 +367,7 @@ def check_version(store: Path, rebuild: str) -> None:
     model = model_for(store)
     if not model.is_file():
         return  # a version from elsewhere (another run's folder): its own run checked it
-    digest = hashlib.sha256()
-    with open(model, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    if recorded != digest.hexdigest():
+    if recorded != model_fingerprint(str(model), None):  # the localizer's own fingerprint of a checkpoint file
         raise ConfigError(f"{store} was not written from {model.name} beside it (another model's store under this "
                           f"version's name): the run would train on other masks than it did; write it again with "
                           f"`{rebuild}`, then run the same command again")

@@ -191,6 +191,11 @@ def batch_arrays(settings: OcconConfig, indices, records: list[SampleRecord],
     return out
 
 
+def donor_candidates(records: list[SampleRecord]) -> np.ndarray:
+    """Sorted indexes of the records with a background rectangle (``choose_partner``'s candidates)."""
+    return np.array([i for i, r in enumerate(records) if r.bg_rect is not None], np.int64)
+
+
 class ObjectAwareSource:
     """Batch-mode ``fn.external_source`` callable (``batch_info=True``) over ``records``.
 
@@ -226,8 +231,7 @@ class ObjectAwareSource:
         # files of the last batches handed to DALI's decoder (images, masks, background donors)
         self.recent: deque = deque(maxlen=12 * batch_size)
         self._epoch_cache: tuple[int, np.ndarray] | None = None
-        # Donor candidates: sorted dataset indexes with a background rectangle (choose_partner's contract).
-        self.candidates = np.array([i for i, r in enumerate(records) if r.bg_rect is not None], np.int64)
+        self.candidates = donor_candidates(records)
 
     def use(self, records: list[SampleRecord], settings: OcconConfig) -> None:
         """``occon.refresh``: the next pipeline built on this source reads ``records`` (the same images in
@@ -241,7 +245,7 @@ class ObjectAwareSource:
             raise ValueError(f"{len(records)} records for a source of {len(self.records)} images")
         self.records, self.settings = records, settings
         self.output_names = output_names(settings)
-        self.candidates = np.array([i for i, r in enumerate(records) if r.bg_rect is not None], np.int64)
+        self.candidates = donor_candidates(records)
 
     def epoch_plan(self, epoch: int) -> np.ndarray:
         """``(n, 2)`` int64 rows ``(index, sample seed)`` of this shard in ``epoch`` (cached)."""

@@ -86,7 +86,6 @@ class OcconPretrainDataset(Dataset):
                                    parse_occon_config(occon_cfg, n_views=len(view_transforms)))
         self.configured = configured  # as configured; ``cfg``: what runs now (occon.refresh: off until a store)
         self.cfg: OcconConfig = without_augmentations(configured) if configured.refresh is not None else configured
-        self.store_version: str | None = None  # occon.refresh: the store version in use (its folder name)
         self.workers = workers
         self.pipeline = TorchvisionObjectAware(self.cfg, view_transforms)
         self.seed = int(seed)
@@ -138,7 +137,6 @@ class OcconPretrainDataset(Dataset):
         self.store, self.report, self.entries, self.bg_candidates = fresh.store, fresh.report, fresh.entries, bg
         self.cfg, self.counts, self.startup = cfg, fresh.counts, fresh.startup
         self.pipeline = TorchvisionObjectAware(cfg, self.pipeline.view_transforms)
-        self.store_version = Path(store).name
 
     @property
     def num_classes(self) -> int:

@@ -125,11 +125,6 @@ class ObjectAwareDALILoader:
     def __len__(self) -> int:
         return self.source.batches_per_epoch
 
-    @property
-    def store_version(self) -> str | None:
-        """``occon.refresh``: the store version the next epoch reads (its folder name; None: the warm-up)."""
-        return None if self._dataset is None else self._dataset.store_version
-
     def use_store(self, store) -> None:
         """``occon.refresh``: the next epoch's pipeline reads ``store`` (validated by the dataset exactly as
         on the torchvision path: :meth:`OcconPretrainDataset.use_store`), with the augmentations the run

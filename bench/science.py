@@ -1,6 +1,6 @@
 """Does object-aware contrastive learning debias? The paper's protocol on a controlled scene-bias benchmark.
 
-    python bench/science.py            # standard: 3 seeds, MoCo v2, both sets -> docs/science.md
+    python bench/science.py            # standard: 3 seeds, MoCo v2 (both sets) and BYOL (bg) -> docs/science.md
     python bench/science.py --quick    # 1 seed, MoCo v2, both sets (iteration; prints, writes under --out)
     python bench/science.py --full     # 5 seeds, every arm incl. BG-HardMix, longer training (GPU or long CPU run)
     python bench/science.py --sets bg --arms baseline oracle --docs <page.md>   # a part: names its own report
@@ -13,7 +13,9 @@ scenes) are known by construction; ground-truth masks come with it. The protocol
 the ``*_occon`` method from scratch with that store (BG-Mixup on the background set, OA-Crop on the
 contextual set), with the oracle (ground truth) and random-mask controls; then ``occon-eval-bgchallenge``
 / ``occon-eval-linear`` on the frozen backbones and ``occon-eval-localization`` of every store. Every step
-is a plugin command; a finished step is not redone (rerun the same command to continue).
+is a plugin command; a finished step is not redone (rerun the same command to continue). Independent steps
+run ``--jobs`` at a time (CPU: 2, each with half the cores; measured faster than one at a time with every core,
+docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ import dataclasses
 import json
 import platform
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,15 +38,45 @@ from scenebias import markdown, protocol, report  # noqa: E402
 from scenebias.generate import DEFAULT_BACKGROUNDS, GeneratorError, SceneBiasConfig, generate  # noqa: E402
 from occon_plugin.augment.semantics import DONOR_RULE  # noqa: E402
 
+ALL_ARMS = ("baseline", "contracam", "oracle", "random", "onestage")
 SIZES = {
-    # name: (seeds, methods, arms, recipe changes, data changes)
-    "quick": ((0,), ("mocov2",), ("baseline", "contracam", "oracle", "random"), {"epochs": 8},
-              {"train_per_class": 100, "ctx_scenes": 600}),
-    # BYOL doubles the cost: in the standard size only where it fits (--methods mocov2 byol), always in --full
-    "standard": ((0, 1, 2), ("mocov2",), ("baseline", "contracam", "oracle", "random", "onestage"), {}, {}),
-    "full": ((0, 1, 2, 3, 4), ("mocov2", "byol"), ("baseline", "contracam", "oracle", "random", "hardmix", "onestage"),
+    # name: (seeds, {method: {set: arms}}, recipe changes, data changes)
+    "quick": ((0,), {"mocov2": {"bg": ("baseline", "contracam", "oracle", "random"),
+                                "ctx": ("baseline", "contracam", "oracle", "random")}},
+              {"epochs": 8}, {"train_per_class": 100, "ctx_scenes": 600}),
+    # what fits 90 min on 2 cores: every MoCo v2 arm on the background set; on the contextual set the targets'
+    # arms (OA-Crop of ContraCAM and random boxes against the baseline); BYOL on the background set with the
+    # arms its "same direction" target needs. Everything else: --sets/--methods/--arms, or --full
+    "standard": ((0, 1, 2), {"mocov2": {"bg": ALL_ARMS, "ctx": ("baseline", "contracam", "random")},
+                             "byol": {"bg": ("baseline", "contracam", "oracle")}}, {}, {}),
+    "full": ((0, 1, 2, 3, 4), {m: {"bg": ALL_ARMS + ("hardmix",), "ctx": ALL_ARMS} for m in ("mocov2", "byol")},
              {"epochs": 200}, {}),
 }
+
+
+def size_cells(size: str, sets=None, methods=None, arms=None) -> protocol.Cells:
+    """The (set, method) -> arms a run trains: the size's table, narrowed by ``--sets`` / ``--methods``;
+    ``--arms`` replaces the arms of every cell. A set or method named on the command line that the table
+    lacks for a cell gets that set's arms of the table's first method (``--methods byol --sets ctx`` runs
+    BYOL on the contextual set)."""
+    table = SIZES[size][1]
+    first = next(iter(table.values()))
+    out: protocol.Cells = {}
+    for set_ in sets or ("bg", "ctx"):
+        for method in methods or table:
+            listed = table.get(method, {}).get(set_)
+            if listed is None and not ((methods and method not in table) or (methods and sets)):
+                continue
+            chosen = tuple(arms) if arms else (listed or first.get(set_, ALL_ARMS))
+            chosen = tuple(a for a in chosen if not (a == "hardmix" and set_ != "bg"))
+            if chosen:
+                out[(set_, method)] = chosen
+    return out
+
+
+def default_jobs(device: str) -> int:
+    """Steps at a time: one on a GPU (it runs one training well), else two (each with half the cores)."""
+    return 1 if device == "cuda" else min(2, report.cpu_count())
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.set_defaults(size="standard")
     ap.add_argument("--seed", type=int, nargs="+", default=None, help="seeds (default: by size)")
     ap.add_argument("--methods", nargs="+", choices=sorted(protocol.METHODS), default=None)
-    ap.add_argument("--sets", nargs="+", choices=("bg", "ctx"), default=("bg", "ctx"))
+    ap.add_argument("--sets", nargs="+", choices=("bg", "ctx"), default=None)
     ap.add_argument("--arms", nargs="+", choices=protocol.ARMS, default=None)
     ap.add_argument("--backgrounds", type=Path, nargs="+", default=None,
                     help="folders of background photos (default: the dev sets under ../shared/data)")
@@ -67,6 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="occon settings of every object-aware arm (the baseline has none), e.g. "
                          "bg_mixup.views=[0]; part of the recipe: another value needs another --out")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="steps run at once, each with cores/jobs threads (default: 2 on CPU, 1 on a GPU)")
     ap.add_argument("--out", type=Path, default=None, help="working folder (default: outputs/science-<size>)")
     ap.add_argument("--docs", type=Path, default=None,
                     help="write the report here (default: docs/science.md for the standard size, else none)")
@@ -111,7 +147,7 @@ def default_docs(args: argparse.Namespace) -> Path | None:
                                          ("--epochs", args.epochs), ("--rho", args.rho), ("--data", args.data),
                                          ("--occon", args.occon), ("--backgrounds", args.backgrounds),
                                          ("--device", args.device != "cpu" or None))
-                if value] + (["--sets"] if set(args.sets) != {"bg", "ctx"} else [])
+                if value] + (["--sets"] if args.sets and set(args.sets) != {"bg", "ctx"} else [])
     if narrowed:
         print(f"[science] docs/science.md not written: {' '.join(narrowed)} narrow or change the standard run "
               f"(name a report with --docs)")
@@ -138,10 +174,17 @@ def shown_command(argv) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.out = args.out or REPO / "outputs" / f"science-{args.size}"
-    seeds, methods, arms, recipe_changes, data_changes = SIZES[args.size]
+    seeds, _, recipe_changes, data_changes = SIZES[args.size]
     seeds = tuple(args.seed) if args.seed else seeds
-    methods = tuple(args.methods) if args.methods else methods
-    arms = tuple(args.arms) if args.arms else arms
+    cells = size_cells(args.size, args.sets, args.methods, args.arms)
+    sets = tuple(dict.fromkeys(s for s, _ in cells))
+    methods = tuple(dict.fromkeys(m for _, m in cells))
+    arms = tuple(a for a in ALL_ARMS + ("hardmix",) if any(a in c for c in cells.values()))
+    jobs = args.jobs if args.jobs is not None else default_jobs(args.device)
+    if jobs < 1:
+        print(f"[science] error: --jobs {jobs}: give 1 or more", file=sys.stderr)
+        return 2
+    threads = max(1, report.cpu_count() // jobs) if jobs > 1 else None
     recipe = protocol.Recipe(**recipe_changes)
     if args.epochs:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)
@@ -192,10 +235,12 @@ def main(argv=None) -> int:
     def make_data(seed: int) -> None:
         generate(lay.data(seed), SceneBiasConfig(seed=seed, **data_cfg), backgrounds)
 
-    steps = protocol.plan(lay, recipe, seeds, args.sets, methods, arms, make_data)
+    steps = protocol.plan(lay, recipe, seeds, cells, make_data)
     todo = [s for s in steps if not s.done.exists()]
-    print(f"[science] {args.size}: seeds {list(seeds)}, methods {list(methods)}, sets {list(args.sets)}, "
-          f"arms {list(arms)}; {len(steps)} steps, {len(todo)} to run; out {args.out}")
+    print(f"[science] {args.size}: seeds {list(seeds)}, "
+          + "; ".join(f"{set_} {method}: {list(a)}" for (set_, method), a in cells.items())
+          + f"; {len(steps)} steps, {len(todo)} to run, {jobs} at a time"
+          + (f" ({threads} thread(s) each)" if threads else "") + f"; out {args.out}")
     if args.plan:
         for s in steps:
             print(("  done " if s.done.exists() else "  todo ") + s.label)
@@ -204,35 +249,57 @@ def main(argv=None) -> int:
 
     started = time.time()
     timings = json.loads((args.out / "timings.json").read_text()) if (args.out / "timings.json").is_file() else {}
-    bar = tqdm([] if args.report_only else todo, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=0 if args.report_only else len(todo), unit="step", dynamic_ncols=True)
+
+    def finished(step, seconds: float) -> None:
+        timings[step.label] = {"stage": step.stage, "seconds": round(seconds, 1), "jobs": jobs}
+        report.atomic_write(args.out / "timings.json", json.dumps(timings, indent=1))
+        bar.update(1)
+        tqdm.write(f"[science] {step.label}: {seconds:.0f} s")
+
+    failed = None
+
+    def stop(signum, frame):  # `kill <pid>`: stop the running commands too (rerun the command to continue)
+        raise KeyboardInterrupt(f"signal {signum}")
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, stop) if main_thread else None
     try:
-        for step in bar:
-            bar.set_description(step.label)
-            seconds = protocol.run_step(lay, step)
-            timings[step.label] = {"stage": step.stage, "seconds": round(seconds, 1)}
-            report.atomic_write(args.out / "timings.json", json.dumps(timings, indent=1))
-            tqdm.write(f"[science] {step.label}: {seconds:.0f} s")
+        if not args.report_only:
+            protocol.run_steps(lay, steps, jobs=jobs, threads=threads, on_done=finished)
     except (protocol.StepFailed, GeneratorError) as exc:
-        bar.close()
-        print(f"[science] error: {exc}", file=sys.stderr)
-        return 1
+        failed = exc
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, before)
     bar.close()
     wall = time.time() - started
-    results = report.collect(lay, seeds, args.sets, methods, arms)
+    results = report.collect(lay, seeds, cells)
     # the report's times are those of this plan's steps (a folder may also hold steps of other arms)
     timings = {label: t for label, t in timings.items() if label in {st.label for st in steps}}
-    results["compute"] = report.onestage_compute(timings, seeds, args.sets, methods) if "onestage" in arms else {}
-    meta = {"size": args.size, "seeds": list(seeds), "methods": list(methods), "sets": list(args.sets),
-            "arms": list(arms), "recipe": protocol.recipe_dict(recipe), "data": dataclasses.asdict(
+    results["compute"] = report.onestage_compute(timings, seeds, cells)
+    meta = {"size": args.size, "seeds": list(seeds), "methods": list(methods), "sets": list(sets),
+            "arms": list(arms), "cells": [[set_, method, list(a)] for (set_, method), a in cells.items()],
+            "jobs": jobs, "threads_per_step": threads, "recipe": protocol.recipe_dict(recipe), "data": dataclasses.asdict(
                 SceneBiasConfig(**data_cfg)), "wall_seconds_this_run": round(wall), "timings": timings,
             "machine": f"{platform.machine()}, {report.cpu_count()} cores, Python {platform.python_version()}",
             "device": args.device, "not_run": [st.label for st in steps if not st.done.exists()],
             "bg_mixup_donors": DONOR_RULE}
     meta["command"] = shown_command(argv if argv is not None else sys.argv[1:])
-    meta.update(report.describe(lay, seeds, recipe, methods, args.sets, arms, timings, results))
+    how = f"{jobs} steps at a time" + (f", {threads} thread(s) each" if threads else "")
+    meta["wall_text"] = (f"{wall / 60:.0f} min wall for all {len(steps)} steps, {how}" if todo and len(todo) == len(steps)
+                         and not args.report_only else
+                         f"{len(todo)} of {len(steps)} steps run by the last invocation in {wall / 60:.0f} min wall, "
+                         f"{how}; the others reused from an earlier one" if todo and not args.report_only else None)
+    meta.update(report.describe(lay, seeds, recipe, cells, timings, results))
     report.atomic_write(args.out / "results.json", json.dumps({"meta": meta, "results": results}, indent=1))
     print(report.summary_text(results, meta))
     docs = args.docs or default_docs(args)
+    if failed is not None:
+        for label, exc in getattr(failed, "failures", {}).items():
+            print(f"[science] failed: {exc}", file=sys.stderr)
+        print(f"[science] error: {failed}" + (f"; {docs} not written (fix the step and rerun the same command: "
+                                               "finished steps are kept)" if docs else ""), file=sys.stderr)
+        return 1
     if docs is not None:
         markdown.write_markdown(docs, results, meta, lay)
         print(f"[science] wrote {docs}")

@@ -127,7 +127,8 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
     text = HEADER.format(
         command=meta.get("command") or "python bench/science.py" + ("" if meta["size"] == "standard"
                                                                    else f" --{meta['size']}"),
-        wall=f"{wall / 60:.0f} min of recorded step time" if wall else "step times not recorded",
+        wall=meta.get("wall_text") or (f"{wall / 60:.0f} min of recorded step time" if wall
+                                       else "step times not recorded"),
         machine=meta["machine"], seeds=", ".join(map(str, meta["seeds"])), classes=d["classes"],
         class_names=", ".join(meta.get("class_names", [])) or "see meta.json", size=d["size"],
         n_photos=meta.get("n_photos", "the"), rho=d["rho"], train_per_class=d["train_per_class"],

@@ -106,6 +106,7 @@ class Step:
     argv: Optional[List[str]] = None  # a command, or
     func: Optional[Callable[[], None]] = None  # an in-process step (data, control stores, baseline maps)
     env: Dict[str, str] = field(default_factory=dict)
+    after: Tuple[str, ...] = ()      # labels of the steps whose results this one reads
 
 
 @dataclass
@@ -291,47 +292,72 @@ def control_store_step(lay: Layout, seed: int, set_: str, kind: str) -> Step:
     return Step("generate", f"{kind} store {set_} seed{seed}", store / "index.jsonl", func=make)
 
 
-def plan(lay: Layout, recipe: Recipe, seeds: Sequence[int], sets: Sequence[str], methods: Sequence[str],
-         arms: Sequence[str], generate: Callable[[int], None]) -> List[Step]:
-    """Every step, in an order where each step's inputs come first."""
+Cells = Dict[Tuple[str, str], Tuple[str, ...]]  # (set, method) -> arms, in run order
+
+
+def cells_of(sets: Sequence[str], methods: Sequence[str], arms: Sequence[str]) -> Cells:
+    """Every set x method with the same arms (BG-HardMix only on the background set)."""
+    return {(s, m): tuple(a for a in arms if not (a == "hardmix" and s != "bg")) for s in sets for m in methods}
+
+
+def plan(lay: Layout, recipe: Recipe, seeds: Sequence[int], cells: Cells,
+         generate: Callable[[int], None]) -> List[Step]:
+    """Every step, in an order where each step's inputs come first; ``Step.after`` names the steps whose
+    results it reads (:func:`run_steps` runs a step only after them)."""
     steps: List[Step] = []
+
+    def add(step: Step, *after: Step) -> Step:
+        step.after = tuple(a.label for a in after)
+        steps.append(step)
+        return step
+
+    sets = list(dict.fromkeys(s for s, _ in cells))
     for seed in seeds:
-        steps.append(Step("generate", f"data seed{seed}", lay.data(seed) / "meta.json",
-                          func=lambda seed=seed: generate(seed)))
+        data = add(Step("generate", f"data seed{seed}", lay.data(seed) / "meta.json",
+                        func=lambda seed=seed: generate(seed)))
         for set_ in sets:
-            set_arms = [a for a in arms if not (a == "hardmix" and set_ != "bg")]
-            steps.append(prior_maps_step(lay, seed, set_))
+            set_cells = {m: arms for (s, m), arms in cells.items() if s == set_}
+            all_arms = {a for arms in set_cells.values() for a in arms}
+            priors = add(prior_maps_step(lay, seed, set_), data)
             if set_ == "bg":
-                steps += [fg_probe_step(lay, recipe, seed, ref.replace(":", "-"), ref) for ref in FG_PROBE_REFERENCES]
-            steps.append(localization_eval_step(lay, seed, set_, "gaussian",
-                                                lay.root / "priors" / f"seed{seed}" / set_ / "gaussian"))
-            steps.append(whole_image_step(lay, seed, set_))
+                for ref in FG_PROBE_REFERENCES:
+                    add(fg_probe_step(lay, recipe, seed, ref.replace(":", "-"), ref), data)
+            add(localization_eval_step(lay, seed, set_, "gaussian",
+                                       lay.root / "priors" / f"seed{seed}" / set_ / "gaussian"), priors)
+            add(whole_image_step(lay, seed, set_), data)
+            controls = {}
             for kind in ("oracle", "random"):
-                if kind in set_arms:
-                    steps.append(control_store_step(lay, seed, set_, kind))
-                    steps.append(localization_eval_step(lay, seed, set_, kind, lay.store(seed, set_, "-", kind)))
-            for method in methods:
-                steps.append(pretrain_step(lay, recipe, seed, set_, method, "baseline"))
-                steps += eval_steps(lay, recipe, seed, set_, method, "baseline")
+                if kind in all_arms:
+                    controls[kind] = add(control_store_step(lay, seed, set_, kind), data)
+                    add(localization_eval_step(lay, seed, set_, kind, lay.store(seed, set_, "-", kind)),
+                        controls[kind])
+            for method, set_arms in set_cells.items():
+                base = add(pretrain_step(lay, recipe, seed, set_, method, "baseline"), data)
+                for ev in eval_steps(lay, recipe, seed, set_, method, "baseline"):
+                    add(ev, base)
                 if set_ == "bg":
-                    steps.append(fg_probe_step(lay, recipe, seed, f"{method}/baseline",
-                                               str(lay.checkpoint(seed, set_, method, "baseline"))))
+                    add(fg_probe_step(lay, recipe, seed, f"{method}/baseline",
+                                      str(lay.checkpoint(seed, set_, method, "baseline"))), base)
+                store = None
                 if {"contracam", "hardmix"} & set(set_arms):
-                    steps.append(localize_step(lay, recipe, seed, set_, method))
-                    steps.append(localization_eval_step(lay, seed, set_, f"contracam-{method}",
-                                                        lay.store(seed, set_, method, "contracam")))
+                    store = add(localize_step(lay, recipe, seed, set_, method), base)
+                    add(localization_eval_step(lay, seed, set_, f"contracam-{method}",
+                                               lay.store(seed, set_, method, "contracam")), store)
                 for arm in set_arms:
                     if arm == "baseline":
                         continue
-                    steps.append(pretrain_step(lay, recipe, seed, set_, method, arm))
-                    steps += eval_steps(lay, recipe, seed, set_, method, arm)
+                    needs = {"oracle": controls.get("oracle"), "random": controls.get("random"),
+                             "onestage": data}.get(arm, store)
+                    run = add(pretrain_step(lay, recipe, seed, set_, method, arm), needs)
+                    for ev in eval_steps(lay, recipe, seed, set_, method, arm):
+                        add(ev, run)
                     if set_ == "bg":
-                        steps.append(fg_probe_step(lay, recipe, seed, f"{method}/{arm}",
-                                                   str(lay.checkpoint(seed, set_, method, arm))))
+                        add(fg_probe_step(lay, recipe, seed, f"{method}/{arm}",
+                                          str(lay.checkpoint(seed, set_, method, arm))), run)
                     if arm == "onestage" and recipe.refresh_epochs():  # the masks its last refresh trained on
-                        steps.append(localization_eval_step(
+                        add(localization_eval_step(
                             lay, seed, set_, f"onestage-{method}",
-                            lay.refresh_store(seed, set_, method, recipe.refresh_epochs()[-1])))
+                            lay.refresh_store(seed, set_, method, recipe.refresh_epochs()[-1])), run)
     return steps
 
 
@@ -339,8 +365,12 @@ class StepFailed(RuntimeError):
     pass
 
 
+_RUNNING: Dict[int, subprocess.Popen] = {}  # the commands running now (terminated when the run stops)
+
+
 def run_step(lay: Layout, step: Step, threads: Optional[int] = None) -> float:
-    """Run one step (its output to its log file); returns its wall time. Raises StepFailed."""
+    """Run one step (its output to its log file); returns its wall time. ``threads``: the command's
+    ``OMP_NUM_THREADS`` (None: torch's default, every core). Raises StepFailed."""
     start = time.time()
     if step.func is not None:
         step.func()
@@ -354,11 +384,113 @@ def run_step(lay: Layout, step: Step, threads: Optional[int] = None) -> float:
     with open(log, "w") as fh:
         fh.write("$ " + shlex.join(step.argv) + "\n")
         fh.flush()
-        proc = subprocess.run(step.argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0 or not step.done.exists():
+        proc = subprocess.Popen(step.argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        _RUNNING[proc.pid] = proc
+        try:
+            returncode = proc.wait()
+        finally:
+            _RUNNING.pop(proc.pid, None)
+    if returncode != 0 or not step.done.exists():
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-        raise StepFailed(f"{step.label} failed (exit {proc.returncode}); log {log}: " + " | ".join(tail))
+        raise StepFailed(f"{step.label} failed (exit {returncode}); log {log}: " + " | ".join(tail))
     return time.time() - start
+
+
+def stop_running(grace: float = 30.0) -> None:
+    """Terminate the commands still running (SIGTERM, then SIGKILL after ``grace`` s): a stopped benchmark
+    leaves no training behind; the commands resume from their own checkpoints when the run is started again."""
+    procs = list(_RUNNING.values())
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.time() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class StepsFailed(StepFailed):
+    """Some steps failed; ``failures`` maps each failed step's label to its error, ``skipped`` lists the
+    steps that did not run because they need one of them."""
+
+    def __init__(self, failures: Dict[str, BaseException], skipped: List[str]):
+        self.failures, self.skipped = failures, skipped
+        first = next(iter(failures.values()))
+        more = f" (and {len(failures) - 1} more failed step(s))" if len(failures) > 1 else ""
+        super().__init__(f"{first}{more}; {len(skipped)} step(s) that need them did not run")
+
+
+def run_steps(lay: Layout, steps: Sequence[Step], jobs: int = 1, threads: Optional[int] = None,
+              on_done: Callable[[Step, float], None] = lambda step, seconds: None) -> None:
+    """Run the steps whose result file is missing, up to ``jobs`` at once, each once every step it names in
+    ``after`` has finished; of the ready steps, those with the longest chain of steps after them start first
+    (then plan order). In-process steps (``func``) run one at a time. ``on_done(step, seconds)`` is called as
+    each finishes. A failed step does not stop the others: the steps that need it (directly or not) are
+    skipped, everything else runs, and StepsFailed is raised at the end. Interrupted (KeyboardInterrupt):
+    the running commands are terminated (rerunning continues where it stopped)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    labels = {s.label for s in steps}
+    unknown = sorted({a for s in steps for a in s.after} - labels)
+    if unknown:
+        raise ValueError(f"steps name unknown steps in 'after': {unknown}")
+    finished = {s.label for s in steps if s.done.exists()}
+    # longest chain of typical step costs from each step to the end: ready steps on a long chain start first,
+    # so the last seed's stage 1 -> localize -> stage 2 chain does not run alone at the end
+    cost = {"pretrain": 3.0, "localize": 1.5, "eval": 0.3, "generate": 0.1}
+    after_me: Dict[str, List[str]] = {s.label: [] for s in steps}
+    for s in steps:
+        for a in s.after:
+            after_me[a].append(s.label)
+    chain: Dict[str, float] = {}
+    for s in reversed(steps):  # plan order: a step's inputs come before it
+        chain[s.label] = cost.get(s.stage, 1.0) + max((chain[n] for n in after_me[s.label]), default=0.0)
+    order = {s.label: i for i, s in enumerate(steps)}
+    pending = sorted((s for s in steps if s.label not in finished), key=lambda s: (-chain[s.label], order[s.label]))
+    running: Dict[object, Step] = {}
+    failures: Dict[str, BaseException] = {}
+    blocked: set = set()
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
+        while pending or running:
+            for step in list(pending):
+                if any(a in blocked for a in step.after):
+                    pending.remove(step)
+                    blocked.add(step.label)
+            for step in list(pending):
+                if len(running) >= max(1, jobs):
+                    break
+                if not all(a in finished for a in step.after):
+                    continue
+                if step.func is not None and any(r.func is not None for r in running.values()):
+                    continue
+                pending.remove(step)
+                running[pool.submit(run_step, lay, step, threads)] = step
+            if not running:
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                step = running.pop(fut)
+                try:
+                    seconds = fut.result()
+                except Exception as exc:  # noqa: BLE001 - reported with the others at the end
+                    failures[step.label] = exc
+                    blocked.add(step.label)
+                    continue
+                finished.add(step.label)
+                on_done(step, seconds)
+    except BaseException:
+        stop_running()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    if failures:
+        raise StepsFailed(failures, [s.label for s in steps if s.label in blocked and s.label not in failures])
+    if pending:
+        raise StepFailed("steps could not start (a step they need did not finish): "
+                         + ", ".join(s.label for s in pending))
 
 
 def read_json(path: Path) -> Optional[dict]:

@@ -86,10 +86,12 @@ def _per_image_iou(path: Path) -> Optional[Dict[str, float]]:
     return {r["path"]: r.get("iou@0.5", r.get("iou")) for r in data["rows"]}
 
 
-def collect(lay: Layout, seeds, sets, methods, arms) -> dict:
-    """Every metric per (set, method, arm) and seed, aggregated; localization per (set, what)."""
+def collect(lay: Layout, seeds, cells) -> dict:
+    """Every metric per (set, method, arm) of ``cells`` ((set, method) -> arms, protocol.Cells) and seed,
+    aggregated; localization per (set, what). Results of other cells in the folder are not read."""
     from scenebias.protocol import FG_PROBE_REFERENCES
 
+    sets = list(dict.fromkeys(s for s, _ in cells))
     out: dict = {"train": {}, "localization": {}, "object_probe_reference": {}}
     if "bg" in sets:
         for ref in FG_PROBE_REFERENCES:
@@ -98,8 +100,9 @@ def collect(lay: Layout, seeds, sets, methods, arms) -> dict:
             if stat["n"]:
                 out["object_probe_reference"][ref] = stat
     for set_ in sets:
+        methods = [m for s_, m in cells if s_ == set_]
         for method in methods:
-            for arm in arms:
+            for arm in cells[(set_, method)]:
                 if arm == "hardmix" and set_ != "bg":
                     continue
                 per_seed = []
@@ -122,8 +125,9 @@ def collect(lay: Layout, seeds, sets, methods, arms) -> dict:
                 keys = next(m for m in per_seed if m).keys()
                 out["train"][f"{set_}/{method}/{arm}"] = {
                     "per_seed": per_seed, **{k: mean_se([m[k] if m else None for m in per_seed]) for k in keys}}
-        whats = (["gaussian", "whole_image", "oracle", "random"] + [f"contracam-{m}" for m in methods]
-                 + [f"onestage-{m}" for m in methods])
+        whats = (["gaussian", "whole_image", "oracle", "random"]
+                 + [f"contracam-{m}" for m in methods if "contracam" in cells[(set_, m)]]
+                 + [f"onestage-{m}" for m in methods if "onestage" in cells[(set_, m)]])
         for what in whats:
             per_seed = [_loc_metrics(lay.localization(seed, set_, what) / "eval_localization.json") for seed in seeds]
             if any(per_seed):
@@ -133,24 +137,25 @@ def collect(lay: Layout, seeds, sets, methods, arms) -> dict:
     return out
 
 
-def onestage_compute(timings: dict, seeds, sets, methods) -> dict:
+def onestage_compute(timings: dict, seeds, cells) -> dict:
     """Per ``set/method``: the one-stage run's wall time over the two-stage protocol's (stage-1 pretraining +
     ``occon-localize`` + stage-2 pretraining), per seed from ``timings.json``, aggregated (issue 21's "at
     <= 60 % of its compute"). Wall times of steps that may have shared the machine: a ratio, not a benchmark."""
     out = {}
-    for set_ in sets:
-        for method in methods:
-            ratios = []
-            for seed in seeds:
-                one = timings.get(f"pretrain {set_} {method} onestage seed{seed}")
-                two = [timings.get(f"pretrain {set_} {method} baseline seed{seed}"),
-                       timings.get(f"localize {set_} {method} seed{seed}"),
-                       timings.get(f"pretrain {set_} {method} contracam seed{seed}")]
-                ratios.append(None if one is None or None in two
-                              else one["seconds"] / sum(t["seconds"] for t in two))
-            stat = mean_se(ratios)
-            if stat["n"]:
-                out[f"{set_}/{method}"] = stat
+    for (set_, method), arms in cells.items():
+        if "onestage" not in arms:
+            continue
+        ratios = []
+        for seed in seeds:
+            one = timings.get(f"pretrain {set_} {method} onestage seed{seed}")
+            two = [timings.get(f"pretrain {set_} {method} baseline seed{seed}"),
+                   timings.get(f"localize {set_} {method} seed{seed}"),
+                   timings.get(f"pretrain {set_} {method} contracam seed{seed}")]
+            ratios.append(None if one is None or None in two
+                          else one["seconds"] / sum(t["seconds"] for t in two))
+        stat = mean_se(ratios)
+        if stat["n"]:
+            out[f"{set_}/{method}"] = stat
     return out
 
 
@@ -181,6 +186,8 @@ def targets(results: dict, methods: Sequence[str], sets: Sequence[str]) -> List[
 
     for set_ in sets:
         for method in methods:
+            if f"{set_}/{method}/baseline" not in results["train"]:
+                continue  # a cell this run did not train
             d = paired(results, f"{set_}/contracam-{method}", f"{set_}/gaussian", "miou", "localization")
             add(f"{set_}: ContraCAM ({METHOD_TITLES[method]} stage 1) mIoU@0.5 >= centred Gaussian + 0.10",
                 None if d["mean"] is None else d["mean"] >= 0.10, f"difference {fmt(d, signed=True)}")
@@ -221,6 +228,8 @@ def targets(results: dict, methods: Sequence[str], sets: Sequence[str]) -> List[
                     None if b["se"] is None else better * b["mean"] >= 2 * b["se"], f"− baseline {fmt(b, signed=True)}")
     if "ctx" in sets:
         for method in methods:
+            if f"ctx/{method}/baseline" not in results["train"]:
+                continue
             d = paired(results, f"ctx/{method}/contracam", f"ctx/{method}/baseline", "single_acc")
             ok = (d["mean"] >= 2 * d["se"]) if d["se"] is not None else None
             add(f"ctx, {METHOD_TITLES[method]}: single-object accuracy of OA-Crop (ContraCAM) above the baseline "
@@ -261,7 +270,8 @@ def figure(results: dict, meta: dict, path: Path) -> Optional[Path]:
     except ImportError:
         return None
     methods = meta["methods"]
-    panels = [(s, m) for s in meta["sets"] for m in methods]
+    panels = [(s, m) for s in meta["sets"] for m in methods
+              if any(k.startswith(f"{s}/{m}/") for k in results["train"])]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, (set_, method) in zip(axes[0], panels):
         arms = [a for a in meta["arms"] if f"{set_}/{method}/{a}" in results["train"]]
@@ -357,9 +367,13 @@ def findings(results: dict, methods: Sequence[str], sets: Sequence[str], arms: S
     return "\n".join(out)
 
 
-def describe(lay: Layout, seeds, recipe, methods, sets, arms, timings: dict, results: dict) -> dict:
+def describe(lay: Layout, seeds, recipe, cells, timings: dict, results: dict) -> dict:
     """The report's descriptive fields, read from the generated data and the run itself."""
     from scenebias.protocol import FG_PROBE_REFERENCES
+
+    sets = list(dict.fromkeys(s for s, _ in cells))
+    methods = list(dict.fromkeys(m for _, m in cells))
+    arms = [a for a in dict.fromkeys(a for c in cells.values() for a in c)]
 
     data_meta = read_json(lay.data(seeds[0]) / "meta.json") or {}
     names = data_meta.get("classes", [])

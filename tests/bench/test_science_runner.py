@@ -1,0 +1,135 @@
+"""bench/science.py's runner: which (set, method, arm) cells a size trains, and the step scheduler that runs
+independent steps ``--jobs`` at a time after the steps they read (issue: does it work? -- the standard size
+must fit 90 min on 2 cores)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+from scenebias import protocol  # noqa: E402
+
+
+def _science():
+    spec = importlib.util.spec_from_file_location("science_cli_runner", REPO / "bench" / "science.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_standard_size_trains_byol_on_the_background_set_and_narrowing_keeps_the_table():
+    science = _science()
+    cells = science.size_cells("standard")
+    assert cells[("bg", "mocov2")] == ("baseline", "contracam", "oracle", "random", "onestage")
+    assert cells[("bg", "byol")] == ("baseline", "contracam", "oracle")
+    assert ("ctx", "byol") not in cells and cells[("ctx", "mocov2")] == ("baseline", "contracam", "random")
+    assert set(science.size_cells("standard", sets=["ctx"])) == {("ctx", "mocov2")}
+    # a method and set named together run even where the table has no such cell (the set's arms of MoCo v2)
+    assert science.size_cells("standard", sets=["ctx"], methods=["byol"]) == {
+        ("ctx", "byol"): ("baseline", "contracam", "random")}
+    assert set(science.size_cells("quick", methods=["byol"])) == {("bg", "byol"), ("ctx", "byol")}
+    assert all(a == ("baseline", "oracle") for a in science.size_cells("standard", arms=["baseline", "oracle"]).values())
+    assert science.size_cells("full", sets=["ctx"], arms=["hardmix"]) == {}  # BG-HardMix: background set only
+
+
+def test_the_plan_names_what_each_step_reads_and_the_standard_plan_holds_33_pretrainings(tmp_path):
+    science = _science()
+    lay = protocol.Layout(tmp_path)
+    steps = protocol.plan(lay, protocol.Recipe(), (0, 1, 2), science.size_cells("standard"), lambda seed: None)
+    by = {s.label: s for s in steps}
+    assert sum(s.stage == "pretrain" for s in steps) == 33
+    assert by["pretrain bg byol contracam seed1"].after == ("localize bg byol seed1",)
+    assert by["localize bg byol seed1"].after == ("pretrain bg byol baseline seed1",)
+    assert by["pretrain bg mocov2 oracle seed2"].after == ("oracle store bg seed2",)
+    assert by["pretrain bg mocov2 onestage seed0"].after == ("data seed0",)
+    assert by["eval bgchallenge bg mocov2 random seed0"].after == ("pretrain bg mocov2 random seed0",)
+    seen = set()
+    for s in steps:  # plan order is a valid order
+        assert set(s.after) <= seen, s.label
+        seen.add(s.label)
+
+
+def _steps(tmp_path, log, fail=None, sleep=0.05):
+    """Five in-process steps: a -> (b, c) -> d, and e (independent); each records start/end."""
+    lock = threading.Lock()
+
+    def make(name):
+        def run():
+            with lock:
+                log.append(("start", name))
+            time.sleep(sleep)
+            if name == fail:
+                raise RuntimeError(f"{name} broke")
+            (tmp_path / name).write_text("ok")
+            with lock:
+                log.append(("end", name))
+        return run
+
+    spec = {"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c"), "e": ()}
+    return [protocol.Step("eval", name, tmp_path / name, func=make(name), after=after) for name, after in spec.items()]
+
+
+def test_run_steps_waits_for_the_steps_a_step_reads_and_skips_finished_ones(tmp_path):
+    log, done = [], []
+    protocol.run_steps(protocol.Layout(tmp_path), _steps(tmp_path, log), jobs=2,
+                       on_done=lambda step, seconds: done.append(step.label))
+    order = [name for kind, name in log if kind == "end"]
+    assert set(order) == set("abcde") and sorted(done) == list("abcde")
+    for before, after in (("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")):
+        assert order.index(before) < [n for k, n in log if k == "start"].index(after)
+    # finished steps (their result file exists) are not run again
+    log.clear()
+    (tmp_path / "d").unlink()
+    protocol.run_steps(protocol.Layout(tmp_path), _steps(tmp_path, log), jobs=2)
+    assert [name for kind, name in log if kind == "start"] == ["d"]
+
+
+def test_run_steps_runs_commands_side_by_side_and_in_process_steps_one_at_a_time(tmp_path):
+    """Two commands that each sleep 1 s finish in about 1 s with jobs=2 (side by side), 2 s with jobs=1."""
+    def cmd(name):
+        return protocol.Step("eval", name, tmp_path / name, argv=[
+            sys.executable, "-c", f"import time, pathlib; time.sleep(1); pathlib.Path({str(tmp_path / name)!r}).write_text('ok')"])
+
+    lay = protocol.Layout(tmp_path)
+    start = time.time()
+    protocol.run_steps(lay, [cmd("x"), cmd("y")], jobs=2)
+    together = time.time() - start
+    start = time.time()
+    protocol.run_steps(lay, [cmd("u"), cmd("v")], jobs=1)
+    alone = time.time() - start
+    assert together < alone - 0.5, (together, alone)
+    assert (tmp_path / "logs" / "x.log").read_text().startswith("$ ")
+    # in-process steps never overlap (they may not be thread-safe), even when both are ready
+    log = []
+    both = [s for s in _steps(tmp_path / "f", log) if s.label in ("a", "e")]
+    (tmp_path / "f").mkdir()
+    protocol.run_steps(lay, both, jobs=2)
+    assert [k for k, _ in log] == ["start", "end", "start", "end"]
+
+
+def test_a_failed_step_skips_the_steps_that_need_it_and_the_others_still_run(tmp_path):
+    """A long benchmark does not die on one broken step: what does not need it runs, then the error names it."""
+    log = []
+    with pytest.raises(protocol.StepsFailed, match="a broke") as info:
+        protocol.run_steps(protocol.Layout(tmp_path), _steps(tmp_path, log, fail="a"), jobs=2)
+    assert {name for kind, name in log if kind == "end"} == {"e"}
+    assert not {"b", "c", "d"} & {name for _, name in log}
+    assert list(info.value.failures) == ["a"] and sorted(info.value.skipped) == ["b", "c", "d"]
+    assert "3 step(s) that need them did not run" in str(info.value)
+    with pytest.raises(ValueError, match="unknown steps"):
+        protocol.run_steps(protocol.Layout(tmp_path), [protocol.Step("eval", "z", tmp_path / "z", after=("nope",))])
+
+
+def test_a_failed_command_names_its_log_and_jobs_below_one_is_a_usage_error(tmp_path, capsys):
+    step = protocol.Step("eval", "bad step", tmp_path / "never", argv=[sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(protocol.StepsFailed, match=r"bad step failed \(exit 3\); log .*bad_step.log"):
+        protocol.run_steps(protocol.Layout(tmp_path), [step])
+    assert _science().main(["--plan", "--jobs", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--jobs 0" in capsys.readouterr().err

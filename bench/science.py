@@ -290,6 +290,11 @@ def main(argv=None) -> int:
                          and not args.report_only else
                          f"{len(todo)} of {len(steps)} steps run by the last invocation in {wall / 60:.0f} min wall, "
                          f"{how}; the others reused from an earlier one" if todo and not args.report_only else None)
+    earlier = args.out / "results.json"
+    if meta["wall_text"] is None and earlier.is_file():  # nothing run now (--report-only): the run that ran them
+        before = json.loads(earlier.read_text())["meta"]
+        if before.get("cells") == meta["cells"] and before.get("seeds") == meta["seeds"]:
+            meta["wall_text"] = before.get("wall_text")
     meta.update(report.describe(lay, seeds, recipe, cells, timings, results))
     report.atomic_write(args.out / "results.json", json.dumps({"meta": meta, "results": results}, indent=1))
     print(report.summary_text(results, meta))

@@ -18,6 +18,7 @@ occon:
     image_size: null        # null: occon-localize's default
     batch_size: null        # null: occon-localize's default
     fraction: 1.0           # (0, 1]: a later refresh localizes this share of the batches, keeps the rest's masks
+    reuse_iou: null         # (0, 1]: keep the masks that moved less than this between the two refreshes before
 ```
 """
 from __future__ import annotations
@@ -64,6 +65,7 @@ class RefreshSettings:
     image_size: Optional[int] = None       # the refresh's ContraCAM input size (None: occon-localize's default)
     batch_size: Optional[int] = None       # the refresh's localization batch (None: occon-localize's default)
     fraction: float = 1.0                  # (0, 1]: share of the batches a later refresh localizes again
+    reuse_iou: Optional[float] = None      # (0, 1] or None: masks that barely moved are kept (docs/refresh.md)
 
     def problems(self) -> List[tuple]:
         """``(key, value, what)`` for every field out of range (keys relative to ``occon.refresh``)."""
@@ -82,6 +84,13 @@ class RefreshSettings:
                                                        "negatives) or null (occon-localize's default)"))
         if not 0.0 < self.fraction <= 1.0:
             out.append(("fraction", self.fraction, "must be in (0, 1] (1: every refresh localizes every image)"))
+        if self.reuse_iou is not None and not 0.0 < self.reuse_iou <= 1.0:
+            out.append(("reuse_iou", self.reuse_iou, "must be in (0, 1] (the IoU above which a mask counts as "
+                                                     "settled) or null (every refresh localizes every image)"))
+        if self.reuse_iou is not None and self.fraction < 1.0:
+            out.append(("reuse_iou", self.reuse_iou, f"and occon.refresh.fraction={self.fraction} both choose which "
+                                                     f"images a refresh keeps: set one of them (fraction=1.0 or "
+                                                     f"reuse_iou=null)"))
         return out
 
 
@@ -121,6 +130,7 @@ class RefreshConfig:
     image_size: Optional[int] = None
     batch_size: Optional[int] = None
     fraction: float = 1.0
+    reuse_iou: Optional[float] = None
 
     @property
     def groups(self) -> int:
@@ -207,7 +217,7 @@ def _plain(cfg: Any) -> dict:
 
 _BOOL_KEYS = ("enabled", "allow_v1_store", "oa_crop.enabled", "bg_mixup.enabled", "bg_mixup.hard", "refresh.enabled")
 _INT_KEYS = ("refresh.warmup_epochs", "refresh.every_epochs", "refresh.image_size", "refresh.batch_size")
-_UNIT_KEYS = ("bg_mixup.p_mix", "bg_mixup.hard_threshold", "refresh.fraction")
+_UNIT_KEYS = ("bg_mixup.p_mix", "bg_mixup.hard_threshold", "refresh.fraction", "refresh.reuse_iou")
 
 
 def _lookup(raw: dict, dotted: str, default: Any = None) -> Any:
@@ -318,7 +328,8 @@ def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> 
                                    "enabled: the refreshed store would never be used; enable one of them")
         r = settings.refresh
         refresh = RefreshConfig(warmup_epochs=r.warmup_epochs, every_epochs=r.every_epochs, preset=r.preset,
-                                image_size=r.image_size, batch_size=r.batch_size, fraction=float(r.fraction))
+                                image_size=r.image_size, batch_size=r.batch_size, fraction=float(r.fraction),
+                                reuse_iou=None if r.reuse_iou is None else float(r.reuse_iou))
     out = OcconConfig(
         store=Path(settings.store).expanduser() if settings.store else None,
         missing=settings.missing.name,

@@ -102,10 +102,13 @@ def model_fingerprint(spec: str, model: Optional[torch.nn.Module]) -> str:
     return digest.hexdigest()
 
 
-def make_batches(n_images: int, batch_size: int, seed: int) -> list[np.ndarray]:
-    """Seeded permutation cut into batches; the last one topped up from the permutation's start."""
+def make_batches(n_images: int, batch_size: int, seed: int, subset=None) -> list[np.ndarray]:
+    """Seeded permutation cut into batches; the last one topped up from the permutation's start.
+    ``subset`` (image indexes): only those, in the permutation's order (the same seed, the same order)."""
     order = np.random.default_rng(seed).permutation(n_images)
-    batches = [order[i:i + batch_size] for i in range(0, n_images, batch_size)]
+    if subset is not None:
+        order = order[np.isin(order, np.asarray(sorted(subset), dtype=order.dtype))]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if len(batches) > 1 and len(batches[-1]) < batch_size:
         short = batch_size - len(batches[-1])
         batches[-1] = np.concatenate([batches[-1], order[:short]])
@@ -298,14 +301,23 @@ class Carry:
     """Entries an update of a store keeps from its previous version instead of localizing them again
     (``occon.refresh.fraction``, :mod:`occon_plugin.train.refresh`).
 
-    The localization batches (the seeded permutation cut into ``batch_size`` pieces) are dealt into
-    ``groups`` groups by batch index ``b % groups``; the batches of group ``turn % groups`` are localized, and
-    every image of the other batches keeps the entry and mask of ``store`` (checked against the image file's
-    fingerprint: an image that changed is localized again, with its whole batch)."""
+    By batch (``occon.refresh.fraction``): the localization batches (the seeded permutation cut into
+    ``batch_size`` pieces) are dealt into ``groups`` groups by batch index ``b % groups``; the batches of group
+    ``turn % groups`` are localized, and every image of the other batches keeps the entry and mask of
+    ``store``. By image (``keep``, ``occon.refresh.reuse_iou``): the images named in ``keep`` keep theirs, and
+    the others are localized in batches of their own (the seeded permutation restricted to them; their
+    negatives are each other). Either way an entry is checked against the image file's fingerprint: an image
+    that changed is localized again."""
 
     store: Path   # the previous version: a complete store of the same images
-    groups: int   # >= 1 (1: nothing is carried)
+    groups: int   # >= 1 (1: nothing is carried by batch)
     turn: int     # >= 0
+    keep: Optional[frozenset] = None  # image paths (relative, as listed) whose entries are kept; then groups=1
+    rule: str = "fraction"            # what chose them, recorded in the manifest (carried_from.rule)
+
+    @property
+    def carries(self) -> bool:
+        return self.groups > 1 or bool(self.keep)
 
 
 def run_localize(s: LocalizeSettings, carry: Optional[Carry] = None) -> dict:
@@ -398,27 +410,28 @@ def _carry_entries(carry: Carry, writer: StoreWriter, images: ImageList, batches
     (written now or by the resumed run before) and the model fingerprint of the version they come from."""
     from occon_plugin.store import Store
 
-    if carry.groups <= 1:
+    if not carry.carries:
         return 0, None
     old = Store.open(carry.store)
+    if carry.keep:
+        kept_paths = [p for p in images.paths if p in carry.keep]
+    else:
+        kept_paths = [images.paths[i] for b, batch in enumerate(batches) if b % carry.groups != carry.turn % carry.groups
+                      for i in batch[:min(batch_size, len(images) - b * batch_size)]]
     n = 0
-    for b, batch in enumerate(batches):
-        if b % carry.groups == carry.turn % carry.groups:
+    for path in kept_paths:
+        entry = old.entries.get(path)
+        if entry is None:
             continue
-        for i in batch[:min(batch_size, len(images) - b * batch_size)]:
-            path = images.paths[i]
-            entry = old.entries.get(path)
-            if entry is None:
-                continue
-            if path in done:  # a resumed update: carried by the run that stopped
-                n += 1
-                continue
-            try:
-                png = old.mask_file(path).read_bytes() if entry.ok else None
-                writer.write(replace(entry), None, mask_png=png, fingerprint_read=entry.fingerprint)
-            except (ImageChangedError, OSError):  # changed since, or its mask is gone: localized again
-                continue
+        if path in done:  # a resumed update: carried by the run that stopped
             n += 1
+            continue
+        try:
+            png = old.mask_file(path).read_bytes() if entry.ok else None
+            writer.write(replace(entry), None, mask_png=png, fingerprint_read=entry.fingerprint)
+        except (ImageChangedError, OSError):  # changed since, or its mask is gone: localized again
+            continue
+        n += 1
     return n, old.manifest.get("model_sha256")
 
 
@@ -429,6 +442,7 @@ def _localize(s: LocalizeSettings, images: ImageList, model, device, writer: Sto
     done = writer.refresh_done()
 
     batches = make_batches(len(images), s.batch_size, s.seed)
+    n_order = len(images)  # images in the batches' permutation (the last batch's top-up is not written)
     resumed = len(done)
     carried, carried_model = 0, None
     if carry is not None:  # rank 0 writes the kept entries; every rank then reads them as done
@@ -436,9 +450,13 @@ def _localize(s: LocalizeSettings, images: ImageList, model, device, writer: Sto
             carried, carried_model = _carry_entries(carry, writer, images, batches, s.batch_size, done)
         _barrier(world)
         done = writer.refresh_done()
+        if carry.keep:  # the kept images are not localized: the others (and any that could not be kept) in batches
+            # of their own; the same batches when the update resumes (a kept image is in the store either way)
+            subset = [i for i, p in enumerate(images.paths) if p not in carry.keep or p not in done]
+            batches, n_order = make_batches(len(images), s.batch_size, s.seed, subset), len(subset)
     mine = []
     for b, batch in enumerate(batches):
-        n_members = min(s.batch_size, len(images) - b * s.batch_size)
+        n_members = min(s.batch_size, n_order - b * s.batch_size)
         if b % world == rank and any(images.paths[i] not in done for i in batch[:n_members]):
             mine.append((batch, n_members))
     todo = sum(sum(images.paths[i] not in done for i in batch[:n]) for batch, n in mine)
@@ -469,9 +487,9 @@ def _localize(s: LocalizeSettings, images: ImageList, model, device, writer: Sto
     seconds = time.perf_counter() - start
     _barrier(world)
     extra = {"changed_during_run": changed} if changed else {}
-    if carry is not None and carry.groups > 1:  # which entries come from the earlier version's model
-        extra["carried_from"] = {"store": str(carry.store), "model_sha256": carried_model,
-                                 "images": carried, "groups": carry.groups, "turn": carry.turn}
+    if carry is not None and carry.carries:  # which entries come from the earlier version's model
+        extra["carried_from"] = {"store": str(carry.store), "model_sha256": carried_model, "images": carried,
+                                 "rule": carry.rule, "groups": carry.groups, "turn": carry.turn}
     manifest = writer.close(listed=len(images), model=s.model, data=s.data.path, world_size=world,
                             device=str(device), software={"torch": torch.__version__}, **extra)
     _barrier(world)

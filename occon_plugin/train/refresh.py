@@ -13,6 +13,8 @@ Epochs ``< warmup_epochs`` train without OA-Crop / BG-Mixup (no store yet: the b
    With ``occon.refresh.fraction < 1`` a later refresh localizes one of ``ceil(1 / fraction)`` groups of the
    localization batches, in turn, and keeps the other images' entries from the version before
    (:class:`~occon_plugin.localize.runner.Carry`; the store's manifest records ``carried_from``);
+   with ``occon.refresh.reuse_iou`` a refresh after two others keeps the masks that barely moved between
+   those two (:func:`settled_images`) and localizes the other images, in batches of their own;
 3. records it in ``<run>/refresh/refresh.json`` (atomic) and only then switches the dataset to it
    (:meth:`~occon_plugin.augment.dataset.OcconPretrainDataset.use_store`) for the next epoch; the
    loader's workers are not persistent under ``occon.refresh``, so the next epoch's workers copy the
@@ -210,7 +212,8 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
             from occon_plugin.train.process import stop_run
 
             try:
-                check_version(store, self._rebuild_command(trainer, store))
+                check_version(store, self._rebuild_command(trainer, store),
+                              keeps_masks=refresh.groups > 1 or refresh.reuse_iou is not None)
                 self._data(trainer).use_store(store)
             except OcconError as err:
                 stop_run(err)
@@ -223,9 +226,10 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
                                                        ("batch_size", refresh.batch_size)) if v is not None)
             data = _train_data(cfg)
             root = f" data.image_root={data.image_root}" if data.image_root else ""
-            return (f"occon-localize data.path={data.path}{root} model={model_for(store)} preset={refresh.preset} "
-                    f"use_momentum={str(has_momentum_encoder(trainer.lightning_module)).lower()}{extra} "
-                    f"output_dir={store} resume=false")
+            command = (f"occon-localize data.path={data.path}{root} model={model_for(store)} preset={refresh.preset} "
+                       f"use_momentum={str(has_momentum_encoder(trainer.lightning_module)).lower()}{extra} "
+                       f"output_dir={store} resume=false")
+            return command
 
         def on_train_start(self, trainer, pl_module):
             # a checkpoint of an earlier plugin version carries no store: the record says which version the epoch uses
@@ -303,9 +307,13 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
             if refresh.batch_size is not None:
                 settings.batch_size = refresh.batch_size
             carry = None
-            earlier = [int(e) for e in read_record(self.out_dir)["refreshes"] if int(e) < epoch]
+            earlier = sorted(int(e) for e in read_record(self.out_dir)["refreshes"] if int(e) < epoch)
             if refresh.groups > 1 and earlier:  # a later refresh: one group of batches again, the rest kept
                 carry = Carry(store=folder / f"store-e{max(earlier)}", groups=refresh.groups, turn=len(earlier) - 1)
+            if refresh.reuse_iou is not None and len(earlier) >= 2:  # the masks that settled are kept
+                newer, older = folder / f"store-e{earlier[-1]}", folder / f"store-e{earlier[-2]}"
+                carry = Carry(store=newer, groups=1, turn=0, keep=settled_images(newer, older, refresh.reuse_iou),
+                              rule=f"reuse_iou={refresh.reuse_iou:g}")
             start = time.perf_counter()
             with _KeepRngs():
                 # the complete store is written (and closed) before the switch
@@ -341,15 +349,57 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
     return RefreshCallback()
 
 
+def settled_images(newer: Path, older: Path, min_iou: float) -> frozenset:
+    """``occon.refresh.reuse_iou``: the images whose mask barely moved between two store versions of one run.
+
+    An image is settled when both versions hold a mask for it, those masks binarized at 0.5 (the store's
+    8-bit value >= 128) overlap with IoU >= ``min_iou`` (both empty: IoU 1), and the two mask files are not
+    byte-identical: identical files mean the newer version kept the older one's mask (it was settled at the
+    last refresh), so that image is localized again now. Every image is thus localized at least every second
+    refresh, and a mask is never kept from a model more than one refresh old.
+
+    Args:
+        newer, older: store folders of the same images (``refresh/store-e<e>``).
+        min_iou: in (0, 1].
+    Returns:
+        The settled images' paths, as the stores list them (relative to the data root).
+    """
+    from occon_plugin.store import Store
+    from occon_plugin.store.reader import StoreError
+
+    a, b = Store.open(newer), Store.open(older)
+    keep = set()
+    for path, entry in a.entries.items():
+        other = b.entries.get(path)
+        if other is None or not entry.ok or not other.ok:
+            continue
+        try:
+            if a.mask_file(path).read_bytes() == b.mask_file(path).read_bytes():
+                continue
+            ma, mb = a.load_mask_u8(path) >= 128, b.load_mask_u8(path) >= 128
+        except (OSError, StoreError):  # unreadable: localized again
+            continue
+        if ma.shape != mb.shape:
+            continue
+        union = int(np.count_nonzero(ma | mb))
+        iou = np.count_nonzero(ma & mb) / union if union else 1.0
+        if iou >= min_iou:
+            keep.add(path)
+    return frozenset(keep)
+
+
 def model_for(store: Path) -> Path:
     """``refresh/store-e<e>`` -> ``refresh/model-e<e>.pt``, the weights it is made from."""
     return store.parent / (store.name.replace("store-e", "model-e", 1) + ".pt")
 
 
-def check_version(store: Path, rebuild: str) -> None:
+def check_version(store: Path, rebuild: str, keeps_masks: bool = False) -> None:
     """A store version a (resumed) run switches to is complete and was written from the weights saved beside it
     (the manifest's ``model_sha256`` is the sha256 of ``model-e<e>.pt``), not a store rebuilt by hand from other
     weights under the same name.
+
+    ``keeps_masks``: the run keeps masks between refreshes (``fraction < 1``, ``reuse_iou``); the message then
+    says that a rebuilt version localizes every image (close to, not the same as, the version it replaces).
 
     Raises:
         ConfigError: one line naming the store and ``rebuild`` (the command that writes it again correctly).
@@ -357,20 +407,23 @@ def check_version(store: Path, rebuild: str) -> None:
     from occon_plugin.errors import ConfigError
     from occon_plugin.localize.runner import model_fingerprint
 
+    caveat = (" (this run keeps some masks of the version before at each refresh; the rebuilt version localizes "
+              "every image, so it is close to, not the same as, the one it replaces)") if keeps_masks else ""
+
     manifest = store / "manifest.json"
     try:
         recorded = json.loads(manifest.read_text()).get("model_sha256")
     except (OSError, ValueError):
         raise ConfigError(f"{store}, the store version this run trains on, is missing or incomplete (no readable "
-                          f"manifest.json): write it again from the run's own weights with `{rebuild}`, then run "
-                          f"the same command again") from None
+                          f"manifest.json): write it again from the run's own weights with `{rebuild}`{caveat}, then "
+                          f"run the same command again") from None
     model = model_for(store)
     if not model.is_file():
         return  # a version from elsewhere (another run's folder): its own run checked it
     if recorded != model_fingerprint(str(model), None):  # the localizer's own fingerprint of a checkpoint file
         raise ConfigError(f"{store} was not written from {model.name} beside it (another model's store under this "
                           f"version's name): the run would train on other masks than it did; write it again with "
-                          f"`{rebuild}`, then run the same command again")
+                          f"`{rebuild}`{caveat}, then run the same command again")
 
 
 def has_momentum_encoder(module: Any) -> bool:

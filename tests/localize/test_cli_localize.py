@@ -130,6 +130,13 @@ def test_batches_are_a_seeded_permutation_topped_up():
     assert sorted(np.concatenate(batches)[:10].tolist()) == list(range(10))
     np.testing.assert_array_equal(batches[2][2:], batches[0][:2])  # top-up = start of the permutation
     assert all((a == b).all() for a, b in zip(batches, make_batches(10, 4, seed=3)))
+    # a subset (occon.refresh.reuse_iou): only those images, in the full permutation's order, topped up from them
+    order = np.concatenate(batches)[:10]
+    part = make_batches(10, 4, seed=3, subset=[1, 3, 5, 7, 9])
+    kept = [i for i in order.tolist() if i % 2]
+    assert [b.tolist() for b in part] == [kept[:4], kept[4:] + kept[:3]]
+    assert [b.tolist() for b in make_batches(10, 4, seed=3, subset=[6])] == [[6]]
+    assert make_batches(10, 4, seed=3, subset=[]) == []
 
 
 def test_reference_store_content(reference, photos):

@@ -200,8 +200,98 @@ def test_a_partial_update_keeps_the_other_batches_and_localizes_its_group_as_a_f
     manifest = json.loads((tmp_path / "part" / "manifest.json").read_text())
     old_manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
     assert manifest["carried_from"] == {"store": str(tmp_path / "old"), "model_sha256": old_manifest["model_sha256"],
-                                        "images": 4, "groups": 2, "turn": 0}
+                                        "images": 4, "rule": "fraction", "groups": 2, "turn": 0}
     assert manifest["model_sha256"] != old_manifest["model_sha256"] and manifest["counts"]["written"] == N_IMAGES
+
+
+def _binary_iou(a: Path, b: Path) -> float:
+    """IoU of two 8-bit mask PNGs binarized at 0.5 (value >= 128), both empty = 1."""
+    x, y = (np.asarray(Image.open(m)) >= 128 for m in (a, b))
+    union = np.count_nonzero(x | y)
+    return np.count_nonzero(x & y) / union if union else 1.0
+
+
+def test_settled_images_are_those_whose_mask_barely_moved_and_a_kept_copy_is_never_settled(full_run, tmp_path):
+    """``occon.refresh.reuse_iou``: an image is settled when its masks of two versions overlap with IoU >= the
+    threshold (binarized at 0.5); a byte-identical mask is a copy kept at the last refresh, so never settled."""
+    import shutil
+
+    from occon_plugin.localize.runner import run_localize
+    from occon_plugin.localize.settings import DataSettings, LocalizeSettings
+    from occon_plugin.store import Store
+    from occon_plugin.train.refresh import settled_images
+
+    root, data, folder, _, _ = full_run
+    for model, out in ((folder / "refresh" / "model-e0.pt", tmp_path / "old"), (folder / "final.ckpt", tmp_path / "new")):
+        run_localize(LocalizeSettings(data=DataSettings(path=str(data)), output_dir=str(out), model=str(model),
+                                      use_momentum=True, preset="bg_mixup", image_size=64, batch_size=4, device="cpu",
+                                      progress=False))
+    old, new = Store.open(tmp_path / "old"), Store.open(tmp_path / "new")
+    ious = {p: _binary_iou(new.mask_file(p), old.mask_file(p)) for p in new.entries}
+    assert len(ious) == N_IMAGES and len(set(ious.values())) > 1, ious  # the two models' masks differ
+    threshold = sorted(ious.values())[N_IMAGES // 2]
+    settled = settled_images(tmp_path / "new", tmp_path / "old", threshold)
+    assert settled == {p for p, iou in ious.items() if iou >= threshold}
+    assert 0 < len(settled) < N_IMAGES
+    assert settled_images(tmp_path / "new", tmp_path / "old", 1.0) == {p for p, iou in ious.items() if iou == 1.0}
+    shutil.copytree(tmp_path / "new", tmp_path / "copy")
+    assert settled_images(tmp_path / "copy", tmp_path / "new", 0.01) == frozenset()
+
+
+@pytest.mark.parametrize("n_keep", [3, N_IMAGES - 1])
+def test_a_reuse_update_keeps_the_named_images_and_localizes_the_others_in_batches_of_their_own(
+        full_run, tmp_path, n_keep):
+    """``Carry(keep=...)``: the kept images' entries and masks are the earlier version's byte for byte; the others
+    are localized with the new model (one left alone borrows a negative, and only its own entry is written)."""
+    from occon_plugin.images import list_images
+    from occon_plugin.localize.runner import Carry, run_localize
+    from occon_plugin.localize.settings import DataSettings, LocalizeSettings
+
+    root, data, folder, _, _ = full_run
+
+    def settings(model: Path, out: Path) -> LocalizeSettings:
+        return LocalizeSettings(data=DataSettings(path=str(data)), output_dir=str(out), model=str(model),
+                                use_momentum=True, preset="bg_mixup", image_size=64, batch_size=4, device="cpu",
+                                progress=False)
+
+    run_localize(settings(folder / "refresh" / "model-e0.pt", tmp_path / "old"))
+    paths = list_images(data).paths
+    keep = frozenset(paths[:n_keep])
+    summary = run_localize(settings(folder / "final.ckpt", tmp_path / "part"),
+                           carry=Carry(tmp_path / "old", groups=1, turn=0, keep=keep, rule="reuse_iou=0.5"))
+    assert summary["carried"] == n_keep and summary["written_ok"] == N_IMAGES - n_keep
+    for p in paths:
+        same = _store_bytes(tmp_path / "part", p) == _store_bytes(tmp_path / "old", p)
+        assert same == (p in keep) or (p not in keep and _store_bytes(tmp_path / "part", p)[1] ==
+                                       _store_bytes(tmp_path / "old", p)[1]), p
+    manifest = json.loads((tmp_path / "part" / "manifest.json").read_text())
+    assert manifest["carried_from"]["rule"] == "reuse_iou=0.5" and manifest["carried_from"]["images"] == n_keep
+    assert manifest["counts"]["written"] == N_IMAGES
+    # resumed with the same keep set: nothing is localized again
+    again = run_localize(settings(folder / "final.ckpt", tmp_path / "part"),
+                         carry=Carry(tmp_path / "old", groups=1, turn=0, keep=keep, rule="reuse_iou=0.5"))
+    assert again["written_ok"] == 0 and again["already_done"] == N_IMAGES
+
+
+def test_a_run_with_reuse_iou_keeps_the_settled_masks_from_the_third_refresh_on(tmp_path):
+    from occon_plugin.store import Store
+    from occon_plugin.train.refresh import settled_images
+
+    data = _photos(tmp_path / "data")
+    proc = _cli("occon_plugin.cli.pretrain", *_args(data, tmp_path / "t", "++name=reuse", "++max_epochs=4",
+                                                    "++occon.refresh.reuse_iou=0.3", "++occon.refresh.batch_size=4"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "t" / "mocov2_occon" / "reuse" / "refresh"
+    record = json.loads((folder / "refresh.json").read_text())
+    assert list(record["refreshes"]) == ["0", "1", "2"]
+    assert record["refreshes"]["0"]["carried"] == record["refreshes"]["1"]["carried"] == 0  # two versions needed
+    settled = settled_images(folder / "store-e1", folder / "store-e0", 0.3)
+    third = record["refreshes"]["2"]
+    assert third["carried"] == len(settled) and third["written_ok"] == N_IMAGES - len(settled)
+    for p in settled:
+        assert _store_bytes(folder / "store-e2", p) == _store_bytes(folder / "store-e1", p), p
+    assert Store.open(folder / "store-e2").manifest["carried_from"]["rule"] == "reuse_iou=0.3"
+    print(f"reuse_iou=0.3: {len(settled)} of {N_IMAGES} masks kept at the third refresh")
 
 
 def test_a_run_with_fraction_localizes_one_group_per_later_refresh(tmp_path):
@@ -488,6 +578,9 @@ def _one_line(text: str, code: int, *needles: str) -> str:
     (["++occon.refresh.preset=nope"], ["occon.refresh.preset='nope'", "bg_mixup"]),
     (["++occon.refresh.fraction=0"], ["occon.refresh.fraction=0", "(0, 1]"]),
     (["++occon.refresh.fraction=1.5"], ["occon.refresh.fraction=1.5", "[0, 1]"]),
+    (["++occon.refresh.reuse_iou=0"], ["occon.refresh.reuse_iou=0", "(0, 1]"]),
+    (["++occon.refresh.reuse_iou=0.5", "++occon.refresh.fraction=0.5"],
+     ["occon.refresh.reuse_iou=0.5", "fraction=0.5", "set one of them"]),
     (["++occon.refresh.warmup_epochs=2"], ["occon.refresh.warmup_epochs=2 >= max_epochs=2", "below max_epochs"]),
 ])
 def test_what_this_slice_does_not_do_is_one_line_exit_2(tmp_path, monkeypatch, capsys, extra, needles):

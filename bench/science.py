@@ -175,8 +175,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.out = args.out or REPO / "outputs" / f"science-{args.size}"
     seeds, _, recipe_changes, data_changes = SIZES[args.size]
-    seeds = tuple(args.seed) if args.seed else seeds
+    seeds = tuple(dict.fromkeys(args.seed)) if args.seed else seeds
     cells = size_cells(args.size, args.sets, args.methods, args.arms)
+    if not cells:
+        print("[science] error: no set x method x arm left to train (--arms hardmix runs on the bg set only)",
+              file=sys.stderr)
+        return 2
     sets = tuple(dict.fromkeys(s for s, _ in cells))
     methods = tuple(dict.fromkeys(m for _, m in cells))
     arms = tuple(a for a in ALL_ARMS + ("hardmix",) if any(a in c for c in cells.values()))
@@ -238,9 +242,14 @@ def main(argv=None) -> int:
     steps = protocol.plan(lay, recipe, seeds, cells, make_data)
     todo = [s for s in steps if not s.done.exists()]
     print(f"[science] {args.size}: seeds {list(seeds)}, "
-          + "; ".join(f"{set_} {method}: {list(a)}" for (set_, method), a in cells.items())
+          + "; ".join(f"{set_} {method}: {list(a)}" + ("" if "baseline" in a else " (+ its baseline: stage 1)")
+                      for (set_, method), a in cells.items())
           + f"; {len(steps)} steps, {len(todo)} to run, {jobs} at a time"
           + (f" ({threads} thread(s) each)" if threads else "") + f"; out {args.out}")
+    if args.report_only and len(todo) == len(steps):
+        print(f"[science] error: --report-only: {args.out} holds no finished step of this plan (nothing to report)",
+              file=sys.stderr)
+        return 2
     if args.plan:
         for s in steps:
             print(("  done " if s.done.exists() else "  todo ") + s.label)
@@ -268,6 +277,11 @@ def main(argv=None) -> int:
             protocol.run_steps(lay, steps, jobs=jobs, threads=threads, on_done=finished)
     except (protocol.StepFailed, GeneratorError) as exc:
         failed = exc
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"[science] stopped; the running commands were stopped too. Run the same command again to continue "
+              f"(finished steps are kept in {args.out})", file=sys.stderr)
+        return 130
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, before)
@@ -305,6 +319,10 @@ def main(argv=None) -> int:
         print(f"[science] error: {failed}" + (f"; {docs} not written (fix the step and rerun the same command: "
                                                "finished steps are kept)" if docs else ""), file=sys.stderr)
         return 1
+    if docs is not None and meta["not_run"] and args.docs is None:
+        print(f"[science] {docs} not written: {len(meta['not_run'])} steps of this plan have not run (rerun the same "
+              f"command to finish them, or name a page with --docs)")
+        docs = None
     if docs is not None:
         markdown.write_markdown(docs, results, meta, lay)
         print(f"[science] wrote {docs}")

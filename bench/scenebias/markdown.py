@@ -68,6 +68,20 @@ masks change the representation (the oracle arm). A missed target is reported as
 """
 
 
+# measurements of other commands that bear on this page (each with the command that regenerates it)
+SIDE = """## Other runs that bear on this page
+- **A longer stage 1 does not help.** The baseline at 45 epochs instead of 15, seed 0 (`python bench/science.py
+  --sets bg --methods mocov2 --arms baseline --seed 0 --epochs 45 --jobs 1 --docs <page>`, 2026-12-06): object
+  probe 0.477, BG-Gap 0.243, mixed_rand 0.118, against 0.508, 0.238 and 0.148 at 15 epochs (seed 0, same run
+  folder rules): three times the training makes the representation lean on the backgrounds more, not on the shapes.
+- **Run-to-run spread.** [docs/science-bg.md](science-bg.md) ran the background set's MoCo v2 baseline,
+  ContraCAM and oracle arms with the same data, seeds, recipe and BG-Mixup donor rule, one step at a time with
+  both cores (`--jobs 1`); this page ran two steps at a time with one thread each, so float sums differ in their
+  last bits and the trainings diverge from there. The two pages' rows of the same arm differ by that spread.
+- **One-stage training** was first measured in [docs/science-onestage.md](science-onestage.md) (BG-Mixup with one
+  donor per sample, the rule before 2026-12-06); this page's one-stage row is the current rule."""
+
+
 def _table(cols: list, rows: list) -> str:
     """A markdown table: header ``cols``, one line per row (a list of cell texts)."""
     return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -166,6 +180,8 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
               _loc_table(results, meta["sets"], meta["methods"]), ""]
     if meta.get("findings"):
         parts += ["## What the numbers say", "", meta["findings"], views_note(meta), ""]
+    if meta["size"] == "standard":
+        parts += [SIDE, ""]
     parts += ["## Cost", "", meta.get("cost_text", ""), ""]
     if meta.get("not_run"):
         parts += [f"**Not run** ({len(meta['not_run'])} steps of the command above; their rows are missing or have "

@@ -374,6 +374,8 @@ def run_step(lay: Layout, step: Step, threads: Optional[int] = None) -> float:
     start = time.time()
     if step.func is not None:
         step.func()
+        if not step.done.exists():
+            raise StepFailed(f"{step.label} failed: it ran but wrote no {step.done}")
         return time.time() - start
     log = lay.log(step)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -384,7 +386,8 @@ def run_step(lay: Layout, step: Step, threads: Optional[int] = None) -> float:
     with open(log, "w") as fh:
         fh.write("$ " + shlex.join(step.argv) + "\n")
         fh.flush()
-        proc = subprocess.Popen(step.argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        # its own process group: stopping the benchmark stops what the command started too (loader workers, ...)
+        proc = subprocess.Popen(step.argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         _RUNNING[proc.pid] = proc
         try:
             returncode = proc.wait()
@@ -399,16 +402,24 @@ def run_step(lay: Layout, step: Step, threads: Optional[int] = None) -> float:
 def stop_running(grace: float = 30.0) -> None:
     """Terminate the commands still running (SIGTERM, then SIGKILL after ``grace`` s): a stopped benchmark
     leaves no training behind; the commands resume from their own checkpoints when the run is started again."""
+    import signal
+
+    def signal_group(proc: subprocess.Popen, sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)  # the command and everything it started (run_step: its own session)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     procs = list(_RUNNING.values())
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
+        signal_group(proc, signal.SIGTERM)
     deadline = time.time() + grace
     for proc in procs:
         try:
             proc.wait(timeout=max(0.0, deadline - time.time()))
         except subprocess.TimeoutExpired:
             proc.kill()
+        signal_group(proc, signal.SIGKILL)  # what the command left behind
 
 
 class StepsFailed(StepFailed):
@@ -433,9 +444,17 @@ def run_steps(lay: Layout, steps: Sequence[Step], jobs: int = 1, threads: Option
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     labels = {s.label for s in steps}
+    if len(labels) != len(steps):
+        seen: set = set()
+        twice = sorted({s.label for s in steps if s.label in seen or seen.add(s.label)})
+        raise ValueError(f"steps share a label (each would run twice, at once): {twice}")
     unknown = sorted({a for s in steps for a in s.after} - labels)
     if unknown:
         raise ValueError(f"steps name unknown steps in 'after': {unknown}")
+    position = {s.label: i for i, s in enumerate(steps)}
+    backwards = [f"{s.label} (after {a})" for s in steps for a in s.after if position[a] >= position[s.label]]
+    if backwards:  # a cycle, or a step listed before a step it needs
+        raise ValueError(f"steps must come after the steps they need (no cycles): {backwards}")
     finished = {s.label for s in steps if s.done.exists()}
     # longest chain of typical step costs from each step to the end: ready steps on a long chain start first,
     # so the last seed's stage 1 -> localize -> stage 2 chain does not run alone at the end

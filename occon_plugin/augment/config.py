@@ -88,9 +88,9 @@ class RefreshSettings:
             out.append(("reuse_iou", self.reuse_iou, "must be in (0, 1] (the IoU above which a mask counts as "
                                                      "settled) or null (every refresh localizes every image)"))
         if self.reuse_iou is not None and self.fraction < 1.0:
-            out.append(("reuse_iou", self.reuse_iou, f"and occon.refresh.fraction={self.fraction} both choose which "
-                                                     f"images a refresh keeps: set one of them (fraction=1.0 or "
-                                                     f"reuse_iou=null)"))
+            out.append(("reuse_iou", self.reuse_iou, f"set together with occon.refresh.fraction={self.fraction}; both "
+                                                     f"choose which images a refresh keeps: set one of them "
+                                                     f"(fraction=1.0 or reuse_iou=null)"))
         return out
 
 
@@ -151,6 +151,15 @@ class RefreshConfig:
                 f"occon.refresh.warmup_epochs={self.warmup_epochs} >= max_epochs={int(max_epochs)}: no epoch would "
                 f"train with OA-Crop / BG-Mixup (the first refresh runs after epoch warmup_epochs - 1, none after "
                 f"the last epoch); set occon.refresh.warmup_epochs below max_epochs")
+        if self.reuse_iou is not None and max_epochs is not None and int(max_epochs) >= 1:
+            refreshes = sum(self.refreshes_after(e) for e in range(int(max_epochs) - 1))
+            if refreshes < 3:  # said, not silently ignored
+                import sys
+
+                print(f"[occon] note: occon.refresh.reuse_iou={self.reuse_iou:g} keeps masks from the third refresh on; "
+                      f"this run refreshes {refreshes} time(s) (max_epochs={int(max_epochs)}, warmup_epochs="
+                      f"{self.warmup_epochs}, every_epochs={self.every_epochs}), so every refresh localizes every image",
+                      file=sys.stderr, flush=True)
         return self
 
     def refreshes_after(self, epoch: int) -> bool:
@@ -218,6 +227,7 @@ def _plain(cfg: Any) -> dict:
 _BOOL_KEYS = ("enabled", "allow_v1_store", "oa_crop.enabled", "bg_mixup.enabled", "bg_mixup.hard", "refresh.enabled")
 _INT_KEYS = ("refresh.warmup_epochs", "refresh.every_epochs", "refresh.image_size", "refresh.batch_size")
 _UNIT_KEYS = ("bg_mixup.p_mix", "bg_mixup.hard_threshold", "refresh.fraction", "refresh.reuse_iou")
+_OPEN_AT_ZERO = ("refresh.fraction", "refresh.reuse_iou")
 
 
 def _lookup(raw: dict, dotted: str, default: Any = None) -> Any:
@@ -260,8 +270,10 @@ def _normalize(raw: dict) -> dict:
             number = float(value)
         except (TypeError, ValueError):
             raise OcconConfigError(f"occon.{key}={value!r} must be a number in [0, 1]") from None
-        if isinstance(value, bool) or not 0.0 <= number <= 1.0:
-            raise OcconConfigError(f"occon.{key}={value!r} must be in [0, 1]")
+        low_open = key in _OPEN_AT_ZERO  # 0 is no share / no overlap: refused by its own rule below
+        if isinstance(value, bool) or not (0.0 < number if low_open else 0.0 <= number) or not number <= 1.0:
+            raise OcconConfigError(f"occon.{key}={value!r} must be in {'(0, 1]' if low_open else '[0, 1]'}"
+                                   + (" or null" if key == "refresh.reuse_iou" else ""))
     return raw
 
 

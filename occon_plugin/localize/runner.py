@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from occon_plugin.errors import ConfigError, DataError, OcconError
-from occon_plugin.images import ImageList, ReadImage, list_images, read_image
+from occon_plugin.images import ImageList, ReadImage, file_fingerprint, list_images, read_image
 from occon_plugin.localize.finish import (STAGES, Finished, FinishPool, FinishRules, exit_if_importing_main,
                                           resolve_post_workers)
 from occon_plugin.localize.presets import apply_preset, preset
@@ -405,34 +405,41 @@ def _share_error(world: int, rank: int, error: OcconError | None) -> None:
 
 
 def _carry_entries(carry: Carry, writer: StoreWriter, images: ImageList, batches, batch_size: int,
-                   done: set) -> tuple[int, Optional[str]]:
-    """Write the entries :class:`Carry` keeps (those not in the store yet); returns how many the store holds
-    (written now or by the resumed run before) and the model fingerprint of the version they come from."""
+                   done: set) -> tuple[set, Optional[str]]:
+    """Write the entries :class:`Carry` keeps (those not in the store yet); returns the paths whose earlier
+    entry the store holds (written now or by the resumed run before) and the model fingerprint of the version
+    they come from. An image whose file no longer is the earlier entry's is not kept, also when resuming (its
+    entry in the store is then a new one: the same images are localized as by the update that stopped)."""
     from occon_plugin.store import Store
 
     if not carry.carries:
-        return 0, None
+        return set(), None
     old = Store.open(carry.store)
     if carry.keep:
         kept_paths = [p for p in images.paths if p in carry.keep]
     else:
         kept_paths = [images.paths[i] for b, batch in enumerate(batches) if b % carry.groups != carry.turn % carry.groups
                       for i in batch[:min(batch_size, len(images) - b * batch_size)]]
-    n = 0
+    kept = set()
     for path in kept_paths:
         entry = old.entries.get(path)
         if entry is None:
             continue
-        if path in done:  # a resumed update: carried by the run that stopped
-            n += 1
+        if path in done:  # a resumed update: carried by the run that stopped, unless the file changed since
+            try:
+                same = entry.fingerprint is None or file_fingerprint(Path(images.root) / path) == entry.fingerprint
+            except OSError:
+                same = False
+            if same:
+                kept.add(path)
             continue
         try:
             png = old.mask_file(path).read_bytes() if entry.ok else None
             writer.write(replace(entry), None, mask_png=png, fingerprint_read=entry.fingerprint)
         except (ImageChangedError, OSError):  # changed since, or its mask is gone: localized again
             continue
-        n += 1
-    return n, old.manifest.get("model_sha256")
+        kept.add(path)
+    return kept, old.manifest.get("model_sha256")
 
 
 def _localize(s: LocalizeSettings, images: ImageList, model, device, writer: StoreWriter, rank: int,
@@ -446,13 +453,19 @@ def _localize(s: LocalizeSettings, images: ImageList, model, device, writer: Sto
     resumed = len(done)
     carried, carried_model = 0, None
     if carry is not None:  # rank 0 writes the kept entries; every rank then reads them as done
+        kept: Optional[set] = None
         if rank == 0:
-            carried, carried_model = _carry_entries(carry, writer, images, batches, s.batch_size, done)
+            kept, carried_model = _carry_entries(carry, writer, images, batches, s.batch_size, done)
+            carried = len(kept)
+        if world > 1:  # every rank cuts the same batches
+            box = [kept]
+            torch.distributed.broadcast_object_list(box, src=0)
+            kept = box[0]
         _barrier(world)
         done = writer.refresh_done()
         if carry.keep:  # the kept images are not localized: the others (and any that could not be kept) in batches
-            # of their own; the same batches when the update resumes (a kept image is in the store either way)
-            subset = [i for i, p in enumerate(images.paths) if p not in carry.keep or p not in done]
+            # of their own; the same batches when the update resumes
+            subset = [i for i, p in enumerate(images.paths) if p not in kept]
             batches, n_order = make_batches(len(images), s.batch_size, s.seed, subset), len(subset)
     mine = []
     for b, batch in enumerate(batches):

@@ -312,6 +312,8 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
                 carry = Carry(store=folder / f"store-e{max(earlier)}", groups=refresh.groups, turn=len(earlier) - 1)
             if refresh.reuse_iou is not None and len(earlier) >= 2:  # the masks that settled are kept
                 newer, older = folder / f"store-e{earlier[-1]}", folder / f"store-e{earlier[-2]}"
+                for version in (newer, older):  # both must be there as written (else: the command that rebuilds one)
+                    check_version(version, self._rebuild_command(trainer, version), keeps_masks=True)
                 carry = Carry(store=newer, groups=1, turn=0, keep=settled_images(newer, older, refresh.reuse_iou),
                               rule=f"reuse_iou={refresh.reuse_iou:g}")
             start = time.perf_counter()
@@ -328,7 +330,7 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
             stats = {"store": store.name, "model": model_path.name, "preset": summary["preset"], "images": images,
                      "written_ok": written[0], "written_bad": written[1],
                      "already_done": int(summary["already_done"]), "carried": carried, "seconds": round(seconds, 3),
-                     "images_per_s": round((images - carried) / max(seconds, 1e-9), 2),  # of those localized
+                     "images_per_s": round(sum(written) / max(seconds, 1e-9), 2),  # of those localized by this call
                      "epoch_seconds": round(epoch_seconds, 3), "epoch_fraction": round(seconds / max(epoch_seconds, 1e-9), 3),
                      "localize_stage_seconds": summary.get("stage_seconds", {})}  # where the localizer's time went
             if rank == 0:

@@ -133,3 +133,43 @@ def test_a_failed_command_names_its_log_and_jobs_below_one_is_a_usage_error(tmp_
         protocol.run_steps(protocol.Layout(tmp_path), [step])
     assert _science().main(["--plan", "--jobs", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--jobs 0" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_stops_the_running_commands_and_what_they_started(tmp_path):
+    """Ctrl-C (or SIGTERM, which science.py turns into it) while a command runs: the command and a process it
+    started are both gone (the step runs in its own process group), and rerunning continues where it stopped."""
+    import _thread
+    import os
+
+    pids = tmp_path / "pids"
+    script = ("import os, subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+              "time.sleep(60)\n")
+    step = protocol.Step("pretrain", "long step", tmp_path / "never", argv=[sys.executable, "-c", script])
+
+    def interrupt():
+        deadline = time.time() + 20
+        while not pids.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        protocol.run_steps(protocol.Layout(tmp_path), [step])
+    started = [int(p) for p in pids.read_text().split()]
+    deadline = time.time() + 10
+    alive = started
+    while alive and time.time() < deadline:
+        alive = []
+        for pid in started:
+            try:
+                os.kill(pid, 0)
+                with open(f"/proc/{pid}/stat") as fh:  # a zombie (exited, not reaped by its parent) is gone too
+                    if fh.read().split()[2] != "Z":
+                        alive.append(pid)
+            except (ProcessLookupError, FileNotFoundError):
+                pass
+        time.sleep(0.1)
+    assert not alive, f"still running: {alive}"

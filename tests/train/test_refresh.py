@@ -273,6 +273,54 @@ def test_a_reuse_update_keeps_the_named_images_and_localizes_the_others_in_batch
     assert again["written_ok"] == 0 and again["already_done"] == N_IMAGES
 
 
+def test_a_reuse_update_resumed_after_a_kept_image_changed_is_the_uninterrupted_one(full_run, tmp_path):
+    """A kept image whose file changed since the earlier version is localized instead of kept; an update stopped
+    after its first batch and resumed writes the same store as the uninterrupted update (same batches: the
+    changed image is not taken for kept when resuming), and ``carried`` counts only what was kept."""
+    import shutil
+
+    from occon_plugin.images import list_images
+    from occon_plugin.localize import runner
+    from occon_plugin.localize.runner import Carry, run_localize
+    from occon_plugin.localize.settings import DataSettings, LocalizeSettings
+
+    root, data0, folder, _, _ = full_run
+    data = tmp_path / "data"
+    shutil.copytree(data0, data)
+
+    def settings(model: Path, out: Path) -> LocalizeSettings:
+        return LocalizeSettings(data=DataSettings(path=str(data)), output_dir=str(out), model=str(model),
+                                use_momentum=True, preset="bg_mixup", image_size=64, batch_size=4, device="cpu",
+                                progress=False, post_workers=0)
+
+    run_localize(settings(folder / "refresh" / "model-e0.pt", tmp_path / "old"))
+    paths = list_images(data).paths
+    order = runner.make_batches(len(paths), len(paths), 0)[0]
+    changed = paths[order[0]]
+    keep = frozenset([changed, paths[order[-1]], paths[order[-2]]])
+    Image.open(data / changed).save(data / changed, quality=50)  # the file changed since the earlier version
+    carry = Carry(tmp_path / "old", groups=1, turn=0, keep=keep, rule="reuse_iou=0.5")
+    full = run_localize(settings(folder / "final.ckpt", tmp_path / "full"), carry=carry)
+    assert full["carried"] == 2 and full["written_ok"] == N_IMAGES - 2
+
+    original, calls = runner._Localizer.run_batch, []
+
+    def stop_at_the_second_batch(self, batch, n):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, batch, n)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner._Localizer, "run_batch", stop_at_the_second_batch)
+        with pytest.raises(KeyboardInterrupt):
+            run_localize(settings(folder / "final.ckpt", tmp_path / "part"), carry=carry)
+    again = run_localize(settings(folder / "final.ckpt", tmp_path / "part"), carry=carry)
+    assert again["carried"] == 2
+    for p in paths:
+        assert _store_bytes(tmp_path / "part", p) == _store_bytes(tmp_path / "full", p), p
+
+
 def test_a_run_with_reuse_iou_keeps_the_settled_masks_from_the_third_refresh_on(tmp_path):
     from occon_plugin.store import Store
     from occon_plugin.train.refresh import settled_images
@@ -577,7 +625,7 @@ def _one_line(text: str, code: int, *needles: str) -> str:
     (["++occon.refresh.every_epochs=0"], ["occon.refresh.every_epochs=0", ">= 1"]),
     (["++occon.refresh.preset=nope"], ["occon.refresh.preset='nope'", "bg_mixup"]),
     (["++occon.refresh.fraction=0"], ["occon.refresh.fraction=0", "(0, 1]"]),
-    (["++occon.refresh.fraction=1.5"], ["occon.refresh.fraction=1.5", "[0, 1]"]),
+    (["++occon.refresh.fraction=1.5"], ["occon.refresh.fraction=1.5", "(0, 1]"]),
     (["++occon.refresh.reuse_iou=0"], ["occon.refresh.reuse_iou=0", "(0, 1]"]),
     (["++occon.refresh.reuse_iou=0.5", "++occon.refresh.fraction=0.5"],
      ["occon.refresh.reuse_iou=0.5", "fraction=0.5", "set one of them"]),

@@ -77,7 +77,9 @@ SIDE = """## Other runs that bear on this page
 - **Run-to-run spread.** [docs/science-bg.md](science-bg.md) ran the background set's MoCo v2 baseline,
   ContraCAM and oracle arms with the same data, seeds, recipe and BG-Mixup donor rule, one step at a time with
   both cores (`--jobs 1`); this page ran two steps at a time with one thread each, so float sums differ in their
-  last bits and the trainings diverge from there. The two pages' rows of the same arm differ by that spread.
+  last bits and the trainings diverge from there. The two pages' rows of the same arm differ by that spread: e.g.
+  ContraCAM − baseline BG-Gap there +0.010 ± 0.018, so a paired difference of about 0.01 here (with a standard
+  error from three close seeds) is within what a rerun changes, whatever its standard error says.
 - **One-stage training** was first measured in [docs/science-onestage.md](science-onestage.md) (BG-Mixup with one
   donor per sample, the rule before 2026-12-06); this page's one-stage row is the current rule."""
 

@@ -489,7 +489,8 @@ def run_steps(lay: Layout, steps: Sequence[Step], jobs: int = 1, threads: Option
                 running[pool.submit(run_step, lay, step, threads)] = step
             if not running:
                 break
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            # a timeout: the main thread returns to Python often enough to act on Ctrl-C / SIGTERM at once
+            done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in done:
                 step = running.pop(fut)
                 try:

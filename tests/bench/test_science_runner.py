@@ -155,9 +155,17 @@ def test_an_interrupted_run_stops_the_running_commands_and_what_they_started(tmp
         time.sleep(0.2)
         _thread.interrupt_main()
 
-    threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        protocol.run_steps(protocol.Layout(tmp_path), [step])
+    import signal
+
+    # Ctrl-C as Python's default handler takes it (an earlier test of the session may have left another SIGINT
+    # handler, and interrupt_main only calls whatever is installed)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            protocol.run_steps(protocol.Layout(tmp_path), [step])
+    finally:
+        signal.signal(signal.SIGINT, before)
     started = [int(p) for p in pids.read_text().split()]
     deadline = time.time() + 10
     alive = started

@@ -7,7 +7,7 @@ images localized, masks kept, refresh seconds; then the ratio of the summed refr
 and of the whole runs' wall times. The first two refreshes of both runs localize every image (two versions
 are needed before a mask can count as settled), so they are the same work and show the run-to-run noise.
 
-    python bench/refresh_reuse.py --data <out>/data/seed0/bg/original/train --out /tmp/reuse
+    python bench/refresh_reuse.py --data <out>/data/seed0/bg/original/train --out <tmp>
     # --data: any image folder; a scene-bias run's training set (python bench/science.py --plan shows --out)
 
 Wall times on a shared machine: run it alone.

@@ -4,7 +4,7 @@ core each, torch's default) vs side by side (``OMP_NUM_THREADS`` = cores / 2 eac
 Each run is the scene-bias benchmark's stage-1 command (``bench/scenebias/protocol.py``: ``occon-pretrain``, MoCo v2,
 its recipe, ``data.num_workers=2``) for ``--epochs`` epochs on ``--data`` (a science run's training folder).
 
-    python bench/science_jobs.py --data <science out>/data/seed0/bg/original/train --out /tmp/jobs
+    python bench/science_jobs.py --data <science out>/data/seed0/bg/original/train --out <tmp>
 
 Prints the wall time of each way and the ratio (one at a time / side by side). Wall times: run it alone.
 """

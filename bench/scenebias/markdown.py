@@ -81,7 +81,12 @@ SIDE = """## Other runs that bear on this page
   ContraCAM − baseline BG-Gap there +0.010 ± 0.018, so a paired difference of about 0.01 here (with a standard
   error from three close seeds) is within what a rerun changes, whatever its standard error says.
 - **One-stage training** was first measured in [docs/science-onestage.md](science-onestage.md) (BG-Mixup with one
-  donor per sample, the rule before 2026-12-06); this page's one-stage row is the current rule."""
+  donor per sample, the rule before 2026-12-06); this page's one-stage row is the current rule.
+- **Random masks (background set) and a BYOL oracle** ran in the standard run of 2026-12-06
+  ([docs/science-2026-12-06.md](science-2026-12-06.md), same recipe, seeds and rules, 33 pretrainings in 117 min):
+  MoCo v2 random-mask BG-Gap 0.248 ± 0.015 against the baseline's 0.252 ± 0.015 there; BYOL oracle 0.320 ± 0.006
+  against BYOL baseline 0.298 ± 0.041. They left the standard run so that it fits 90 minutes (`--arms` brings
+  them back)."""
 
 
 def _table(cols: list, rows: list) -> str:

@@ -192,6 +192,9 @@ def main(argv=None) -> int:
         print(f"[science] error: --jobs {jobs}: give 1 or more", file=sys.stderr)
         return 2
     threads = max(1, report.cpu_count() // jobs) if jobs > 1 else None
+    if jobs > report.cpu_count():
+        print(f"[science] note: --jobs {jobs} on {report.cpu_count()} cores: the steps share cores (1 thread each) "
+              f"and each takes longer; the wall times on the page are of this setting", file=sys.stderr)
     recipe = protocol.Recipe(**recipe_changes)
     if args.epochs:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)

@@ -373,7 +373,10 @@ def run_step(lay: Layout, step: Step, threads: Optional[int] = None) -> float:
     ``OMP_NUM_THREADS`` (None: torch's default, every core). Raises StepFailed."""
     start = time.time()
     if step.func is not None:
-        step.func()
+        try:
+            step.func()
+        except SystemExit as exc:  # a step's sys.exit must not end the benchmark (and the other running steps)
+            raise StepFailed(f"{step.label} failed: it exited with {exc.code!r}") from None
         if not step.done.exists():
             raise StepFailed(f"{step.label} failed: it ran but wrote no {step.done}")
         return time.time() - start

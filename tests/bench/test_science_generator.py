@@ -199,17 +199,7 @@ def test_control_stores_oracle_equals_ground_truth_random_keeps_areas(data, tmp_
     assert moved >= len(oracle) // 3  # at random places: most do not sit on the object
 
 
-def _science():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("science_cli", REPO / "bench" / "science.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_science_data_settings_are_typed_and_bad_ones_name_the_key():
-    science = _science()
+def test_science_data_settings_are_typed_and_bad_ones_name_the_key(science):
     assert science.data_settings(["obj_fill=flat", "obj_extent=0.4,0.6", "train_per_class=7", "bg_blur=0"]) == {
         "obj_fill": "flat", "obj_extent": (0.4, 0.6), "train_per_class": 7, "bg_blur": 0.0}
     for bad, says in (("nope=1", "nope=1: expected KEY=VALUE"), ("obj_extent=0.5", "2 comma-separated values"),
@@ -218,10 +208,9 @@ def test_science_data_settings_are_typed_and_bad_ones_name_the_key():
             science.data_settings([bad])
 
 
-def test_science_refuses_an_out_folder_of_a_run_with_other_settings(tmp_path, backgrounds, capsys):
+def test_science_refuses_an_out_folder_of_a_run_with_other_settings(tmp_path, backgrounds, capsys, science):
     """Finished steps are reused by file: a folder holding a run with other data or recipe settings is refused
     (else its data and trainings would silently stand for the new settings)."""
-    science = _science()
     out = tmp_path / "run"
     out.mkdir()
     same = json.loads(json.dumps({"data": __import__("dataclasses").asdict(SceneBiasConfig()),
@@ -243,10 +232,9 @@ def test_science_refuses_an_out_folder_of_a_run_with_other_settings(tmp_path, ba
     assert science.main(args + ["--data", "nope=1"]) == 2
 
 
-def test_science_occon_settings_reach_every_object_aware_arm_and_not_the_baseline(tmp_path, capsys):
+def test_science_occon_settings_reach_every_object_aware_arm_and_not_the_baseline(tmp_path, capsys, science):
     """``--occon bg_mixup.views=[0]``: every arm but the baseline trains with it; it is part of the recipe, so a
     folder of a run without it is refused; a key written with the ``occon.`` prefix is one clear error."""
-    science = _science()
     recipe = science.protocol.Recipe(occon=("bg_mixup.views=[0]",))
     lay = science.protocol.Layout(tmp_path)
     for arm in ("oracle", "contracam", "random", "hardmix"):
@@ -257,9 +245,8 @@ def test_science_occon_settings_reach_every_object_aware_arm_and_not_the_baselin
     assert "give KEY=VALUE below occon" in capsys.readouterr().err
 
 
-def test_the_report_says_which_donor_rule_its_runs_used():
+def test_the_report_says_which_donor_rule_its_runs_used(science):
     """Results written before the rule was recorded (no ``bg_mixup_donors``) drew one donor per sample."""
-    science = _science()
     now = science.markdown.views_note({"bg_mixup_donors": science.DONOR_RULE})
     before = science.markdown.views_note({})
     assert "its own background donor" in now and "one donor per sample" not in now
@@ -267,9 +254,8 @@ def test_the_report_says_which_donor_rule_its_runs_used():
     assert "`[0]`" in science.markdown.views_note({"recipe": {"occon": ["bg_mixup.views=[0]"]}})
 
 
-def test_a_narrowed_standard_run_does_not_replace_docs_science_md(capsys):
+def test_a_narrowed_standard_run_does_not_replace_docs_science_md(capsys, science):
     """Only the standard run as it is writes docs/science.md by default; one set, seed or arm names its report."""
-    science = _science()
     assert science.default_docs(science.parse_args([])) == science.REPO / "docs" / "science.md"
     assert science.default_docs(science.parse_args(["--quick"])) is None
     for narrowed in (["--sets", "bg"], ["--seed", "0"], ["--arms", "baseline"], ["--epochs", "45"],

@@ -3,7 +3,6 @@ independent steps ``--jobs`` at a time after the steps they read (issue: does it
 must fit 90 min on 2 cores)."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 import threading
 import time
@@ -17,15 +16,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from scenebias import protocol  # noqa: E402
 
 
-def _science():
-    spec = importlib.util.spec_from_file_location("science_cli_runner", REPO / "bench" / "science.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_standard_size_trains_byol_on_the_background_set_and_narrowing_keeps_the_table():
-    science = _science()
+def test_the_standard_size_trains_byol_on_the_background_set_and_narrowing_keeps_the_table(science):
     cells = science.size_cells("standard")
     assert cells[("bg", "mocov2")] == ("baseline", "contracam", "oracle", "onestage")
     assert cells[("bg", "byol")] == ("baseline", "contracam")
@@ -39,8 +30,7 @@ def test_the_standard_size_trains_byol_on_the_background_set_and_narrowing_keeps
     assert science.size_cells("full", sets=["ctx"], arms=["hardmix"]) == {}  # BG-HardMix: background set only
 
 
-def test_the_plan_names_what_each_step_reads_and_the_standard_plan_holds_27_pretrainings(tmp_path):
-    science = _science()
+def test_the_plan_names_what_each_step_reads_and_the_standard_plan_holds_27_pretrainings(tmp_path, science):
     lay = protocol.Layout(tmp_path)
     steps = protocol.plan(lay, protocol.Recipe(), (0, 1, 2), science.size_cells("standard"), lambda seed: None)
     by = {s.label: s for s in steps}
@@ -128,12 +118,21 @@ def test_a_failed_step_skips_the_steps_that_need_it_and_the_others_still_run(tmp
         protocol.run_steps(protocol.Layout(tmp_path), [protocol.Step("eval", "z", tmp_path / "z", after=("nope",))])
 
 
-def test_a_failed_command_names_its_log_and_jobs_below_one_is_a_usage_error(tmp_path, capsys):
+def test_a_failed_command_names_its_log_and_jobs_below_one_is_a_usage_error(tmp_path, capsys, science):
     step = protocol.Step("eval", "bad step", tmp_path / "never", argv=[sys.executable, "-c", "raise SystemExit(3)"])
     with pytest.raises(protocol.StepsFailed, match=r"bad step failed \(exit 3\); log .*bad_step.log"):
         protocol.run_steps(protocol.Layout(tmp_path), [step])
-    assert _science().main(["--plan", "--jobs", "0", "--out", str(tmp_path / "o")]) == 2
+    assert science.main(["--plan", "--jobs", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--jobs 0" in capsys.readouterr().err
+    # more steps at once than cores: allowed, with a note that the steps share cores
+    assert science.main(["--plan", "--jobs", "99", "--out", str(tmp_path / "o")]) == 0
+    assert "--jobs 99 on" in capsys.readouterr().err
+    # an in-process step that calls sys.exit fails like any step; the independent one still runs
+    quits = protocol.Step("generate", "quits", tmp_path / "q", func=lambda: sys.exit("no backgrounds"))
+    other = protocol.Step("generate", "other", tmp_path / "other", func=lambda: (tmp_path / "other").write_text("ok"))
+    with pytest.raises(protocol.StepsFailed, match="quits failed: it exited with 'no backgrounds'"):
+        protocol.run_steps(protocol.Layout(tmp_path), [quits, other], jobs=2)
+    assert (tmp_path / "other").exists()
 
 
 def test_an_interrupted_run_stops_the_running_commands_and_what_they_started(tmp_path):

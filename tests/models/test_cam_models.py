@@ -174,3 +174,21 @@ def test_bad_checkpoint_contents_are_named(tmp_path):
                 "projector": None, "projector_dims": None, "meta": {}}, path)
     with pytest.raises(CheckpointError, match="wrong.pt.*resnet18"):
         load_cam_model(str(path))
+
+
+def test_random_init_models_are_the_same_in_every_process_and_leave_the_callers_rng_alone():
+    """``model=random:resnet18`` is a reference on docs/science.md: two processes must read the same weights
+    (they did not: the object probe of the reference moved 0.482 -> 0.489 between two identical runs)."""
+    import subprocess
+    import sys
+
+    code = ("from occon_plugin.models.build import load_model; m = load_model('random:resnet18'); "
+            "print(repr(float(sum(p.detach().double().sum() for p in m.backbone.parameters()))))")
+    sums = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)}
+    assert len(sums) == 1, sums
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    load_model("random:resnet18")
+    assert torch.equal(torch.rand(3), expected)  # building it consumed none of the caller's draws

@@ -1,7 +1,8 @@
 """Cost of ContraCAM relative to a plain forward pass, measured side by side in one run.
 
 For each backbone and each expansion setting, times on one fixed batch of real photos:
-  plain forward (no_grad features + pool + head), ContraCAM T=1, T=iters, T=iters with early exit,
+  plain forward (no_grad features + pool + head), ContraCAM T=1, T=iters, T=iters with early exit, T=iters
+  with the backbone forward in bf16 autocast (``precision=bf16``),
 and prints each as a ratio to the plain forward (median over repeats; the variants run round-robin
 within each repeat so that load on a shared machine hits them alike; one warm-up round first).
 The dense CRF's time per image (``refine.method=crf`` at 224x224, pydensecrf's defaults) is printed too.
@@ -120,6 +121,8 @@ def bench_model(spec: str, x: torch.Tensor, args, device: torch.device) -> list[
             "ContraCAM T=1": lambda: contracam(model, x, iters=1, expand=expand),
             f"ContraCAM T={args.iters}": lambda: contracam(model, x, iters=args.iters, expand=expand),
             f"ContraCAM T={args.iters}, early exit tol={args.tol}": early,
+            f"ContraCAM T={args.iters}, precision=bf16": lambda: contracam(model, x, iters=args.iters, expand=expand,
+                                                                          precision="bf16"),
         }
         for fn in variants.values():  # warm-up
             fn()
@@ -174,7 +177,9 @@ E2E_ARMS = {
     "default, refine none": ["refine.method=none"],
     "default before issue 19": ["cam.iters=3", "refine.method=crf", "refine.crf.max_pixels=4000000"],
     "default, 1 thread": ["threads=1"],
+    "default, bf16": ["precision=bf16"],
     "paper": ["preset=paper"],
+    "paper, bf16": ["preset=paper", "precision=bf16"],
     "bg_mixup (T=1)": ["preset=bg_mixup"],
     "bg_mixup (T=1), post_workers=2": ["preset=bg_mixup", "post_workers=2"],
     "T=10 fixed, no refinement": ["cam.iters=10", "cam.early_exit_tol=0", "refine.method=none"],

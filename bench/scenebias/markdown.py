@@ -34,7 +34,7 @@ similar scenes, and within each group into photos for training and for validatio
 **Protocol** (`bench/scenebias/protocol.py`; every step a plugin command, logs under `<out>/logs/`): stage 1 =
 the host's own method ({methods}) from scratch on the set; `occon-localize model=<stage-1 final.ckpt>` (ContraCAM
 of the self-supervised model itself, `preset=auto`, which gives a user's ResNet checkpoint the paper's operator:
-T=10, expansion, dense CRF; `image_size={localize_size}`); stage 2 = `mocov2_occon` / `byol_occon` from scratch
+T=10, expansion, dense CRF; `image_size={localize_size}`, backbone forward in `precision={localize_precision}`); stage 2 = `mocov2_occon` / `byol_occon` from scratch
 with that store (background set: BG-Mixup, p_mix {p_mix}; contextual set: OA-Crop){controls};
 then the linear probes on the frozen backbones (L-BFGS, l2 chosen on a held-out split of the training folder).
 
@@ -165,6 +165,7 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
         ctx_objects=f"{d['ctx_objects'][0]}–{d['ctx_objects'][1]}", partners=meta.get("partners_text", "0–1, 2–3, …"),
         ctx_rho=d["ctx_rho"], single_train=d["single_train_per_class"], single_test=d["single_test_per_class"],
         methods=" / ".join(METHOD_TITLES[m] for m in meta["methods"]), localize_size=rc["localize_size"],
+        localize_precision=rc.get("localize_precision", "fp32"),
         p_mix="0.4 (MoCo v2) / 0.3 (BYOL)", recipe=meta.get("recipe_text", ""), queue=rc["queue_size"],
         epochs=rc["epochs"], n_train=d["train_per_class"] * d["classes"],
         references=meta.get("references_text", ""), controls=_controls_text(meta["arms"]),

@@ -65,6 +65,8 @@ class Recipe:
     blur_prob: float = 0.0            # a 23-px blur kernel on 64-px images erases the shapes
     num_workers: int = 2
     localize_size: int = 128          # occon-localize image_size (default 224): 2x the training scale
+    localize_precision: str = "bf16"  # occon-localize precision: the backbone forward in bf16 autocast, as the
+                                      # pretraining (precision above); the CAM in fp32 (docs/benchmarks.md)
     eval_fast: bool = False           # L-BFGS grid: full (45 l2 values), as the paper
     occon: Tuple[str, ...] = ()       # ``occon.*`` overrides of every object-aware arm, e.g. "bg_mixup.views=[0]"
 
@@ -184,7 +186,7 @@ def localize_step(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str
     store = lay.store(seed, set_, method, "contracam")
     argv = [str(BIN / "occon-localize"), f"data.path={train_images(lay.data(seed), set_)}",
             f"output_dir={store}", f"model={lay.checkpoint(seed, set_, method, 'baseline')}",
-            f"image_size={recipe.localize_size}", "progress=false"]
+            f"image_size={recipe.localize_size}", f"precision={recipe.localize_precision}", "progress=false"]
     return Step("localize", f"localize {set_} {method} seed{seed}", store / "index.jsonl", argv=argv)
 
 

@@ -27,6 +27,9 @@
   the masked image is bit-identical, so the result equals the fixed-T one.
 
 Cost: one forward up to the activations per iteration under no_grad, plus the (small) backward.
+**precision** (:data:`PRECISIONS`): the backbone forward up to the activations may run under autocast
+(``"bf16"`` / ``"fp16"``; measured: docs/benchmarks.md); the activations are cast
+back to the images' dtype before the score, its gradient and the CAM, which stay in full precision.
 :func:`contracam` is the paper's ContraCAM on this driver.
 """
 from __future__ import annotations
@@ -207,15 +210,42 @@ def default_sub_batch(device: torch.device) -> Optional[int]:
     return None if device.type == "cuda" else 8
 
 
-def batched_activations(model: CamModel, images: Tensor, sub_batch: Optional[int]) -> Activations:
+# name -> autocast dtype of the backbone forward (``precision``; None: none). A new one: a line here.
+PRECISIONS: Dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str) -> Optional[torch.dtype]:
+    """The autocast dtype of a :data:`PRECISIONS` name.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}; got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def _activations(model: CamModel, images: Tensor, autocast: Optional[torch.dtype]) -> Activations:
+    if autocast is None:
+        return model.activations(images)
+    with torch.autocast(images.device.type, dtype=autocast):
+        acts = model.activations(images)
+    return Activations(acts.maps.to(images.dtype),
+                       tuple(e.to(images.dtype) if e.is_floating_point() else e for e in acts.extra))
+
+
+def batched_activations(model: CamModel, images: Tensor, sub_batch: Optional[int],
+                        autocast: Optional[torch.dtype] = None) -> Activations:
     """``model.activations`` of ``images`` in chunks of ``sub_batch`` images (None or 0: all at once).
 
     Every image's activations depend on that image only (eval mode), so chunking changes nothing but
-    the memory the forward touches at a time; the scores still see the whole batch.
+    the memory the forward touches at a time; the scores still see the whole batch. ``autocast``: a dtype
+    (:data:`PRECISIONS`) the forward runs in under ``torch.autocast``; the activations come back in the
+    images' dtype.
     """
     if not sub_batch or images.shape[0] <= sub_batch:
-        return model.activations(images)
-    parts = [model.activations(images[i:i + sub_batch]) for i in range(0, images.shape[0], sub_batch)]
+        return _activations(model, images, autocast)
+    parts = [_activations(model, images[i:i + sub_batch], autocast) for i in range(0, images.shape[0], sub_batch)]
     return Activations(torch.cat([p.maps for p in parts]),
                        tuple(torch.cat(list(e)) for e in zip(*(p.extra for p in parts))))
 
@@ -268,17 +298,19 @@ def expansion(model: CamModel, enabled: bool, dilate: bool = False):
 def run_cam(model: CamModel, images: Tensor, score: ScoreFn, weights: WeightFn = weights_for(True),
             iters: int = 1, expand: bool = False, early_exit_tol: float | None = None,
             fill: str | tuple = "mean", min_batch: int = 1, closed_form: Optional[bool] = None,
-            sub_batch: Optional[int] | str = "auto", dilate: bool = False) -> CamResult:
+            sub_batch: Optional[int] | str = "auto", dilate: bool = False, precision: str = "fp32") -> CamResult:
     """Iterative CAM masks (B,1,H,W) in [0,1] for images (B,3,H,W) in [0,1]; masks come at the input size.
 
     score / weights: see the module doc; iters: T; expand: stride-1 last stage (inference-only expansion
     trick); early_exit_tol / fill: see the module doc; min_batch: the smallest batch the score makes
     sense for (2 for contrastive scores); dilate: with ``expand``, dilate the later convolutions
     (:func:`expansion`); sub_batch: images per backbone forward ("auto":
-    :func:`default_sub_batch`; None: the whole batch) — the negatives are always the whole batch.
-    Raises ValueError for bad inputs.
+    :func:`default_sub_batch`; None: the whole batch) — the negatives are always the whole batch;
+    precision: the backbone forward's autocast (:data:`PRECISIONS`; the CAM itself stays in the images' dtype).
+    Raises ValueError for bad inputs (an unknown ``precision`` included).
     """
     _check_inputs(images, iters, early_exit_tol, min_batch)
+    autocast = check_precision(precision)
     batch, _, height, width = images.shape
     device = images.device
     weight = next(model.parameters(), None)
@@ -304,12 +336,12 @@ def run_cam(model: CamModel, images: Tensor, score: ScoreFn, weights: WeightFn =
                 todo = (mask - encoded_with).abs().flatten(1).amax(1) > early_exit_tol
             if bool(todo.all()):
                 masked = images if t == 0 else images * (1 - mask) + fill_rgb * mask
-                acts = batched_activations(model, masked, sub_batch)
+                acts = batched_activations(model, masked, sub_batch, autocast)
                 encoded_with = mask.clone()
             elif bool(todo.any()):
                 idx = todo.nonzero().squeeze(1)
                 part = mask[idx]
-                new = batched_activations(model, images[idx] * (1 - part) + fill_rgb * part, sub_batch)
+                new = batched_activations(model, images[idx] * (1 - part) + fill_rgb * part, sub_batch, autocast)
                 acts = acts.index_copy(idx, new)  # out of place: history entries may share memory
                 encoded_with = encoded_with.index_copy(0, idx, part)
             iterations += todo.long()
@@ -323,11 +355,13 @@ def run_cam(model: CamModel, images: Tensor, score: ScoreFn, weights: WeightFn =
 
 def contracam(model: CamModel, images: Tensor, iters: int = 10, nsr: bool = True, temperature: float = 0.2,
               expand: bool = False, early_exit_tol: float | None = None,
-              fill: str | tuple = "mean", sub_batch: Optional[int] | str = "auto", dilate: bool = False) -> CamResult:
+              fill: str | tuple = "mean", sub_batch: Optional[int] | str = "auto", dilate: bool = False,
+              precision: str = "fp32") -> CamResult:
     """ContraCAM (paper Sec. 2.2): :func:`run_cam` with the contrastive score (Eq. 1/3, temperature tau)
     and ReLU-mean weights (``nsr=False``: plain mean, the ablation). Needs >= 2 images (the negatives).
 
-    iters: T (10 for boxes/segmentation, 1 for BG-Mixup masks).
+    iters: T (10 for boxes/segmentation, 1 for BG-Mixup masks); precision: the backbone forward's autocast
+    (:data:`PRECISIONS`).
 
     Returns :class:`CamResult`: masks (B,1,H,W) float in [0,1] at the input size, forwards per image.
 
@@ -338,4 +372,5 @@ def contracam(model: CamModel, images: Tensor, iters: int = 10, nsr: bool = True
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     return run_cam(model, images, ContrastiveScore(temperature), weights_for(nsr), iters=iters, expand=expand,
-                   early_exit_tol=early_exit_tol, fill=fill, min_batch=2, sub_batch=sub_batch, dilate=dilate)
+                   early_exit_tol=early_exit_tol, fill=fill, min_batch=2, sub_batch=sub_batch, dilate=dilate,
+                   precision=precision)

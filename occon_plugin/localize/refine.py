@@ -32,14 +32,15 @@ from occon_plugin.localize.refiners import RESOLUTIONS, RefineRun, refine
 from occon_plugin.store import mask_to_u8
 
 
-def cam_masks(model, images: Tensor, cam, sub_batch: Optional[int] = None) -> CamResult:
+def cam_masks(model, images: Tensor, cam, sub_batch: Optional[int] = None, precision: str = "fp32") -> CamResult:
     """ContraCAM of images (B,3,S,S) float in [0,1] with a resolved :class:`CamSettings` ``cam`` (no None left):
     the score ``cam.score`` (:data:`~occon_plugin.localize.engine.SCORES`) explained with the channel weights
     ``cam.weights`` (:data:`~occon_plugin.localize.cam.WEIGHTS`, ReLU'd with ``cam.nsr``) on the batch's
     own negatives (B >= 2).
 
     Returns masks (B,1,S,S) float in [0,1] and the forwards run per image (int64 (B,); both passes counted
-    with flip). ``sub_batch``: images per backbone forward (None: the engine's default for the device).
+    with flip). ``sub_batch``: images per backbone forward (None: the engine's default for the device);
+    ``precision``: the backbone forward's autocast (:data:`~occon_plugin.localize.engine.PRECISIONS`).
 
     Raises:
         ConfigError: an unknown ``cam.weights`` or ``cam.score``.
@@ -50,7 +51,7 @@ def cam_masks(model, images: Tensor, cam, sub_batch: Optional[int] = None) -> Ca
         raise ConfigError(f"cam.score={cam.score!r} is unknown: use one of {sorted(SCORES)}")
     weights = weights_for(bool(cam.nsr), cam.weights)
     kwargs = dict(iters=cam.iters, expand=cam.expand, dilate=bool(cam.dilate), early_exit_tol=cam.early_exit_tol,
-                  fill=cam.fill, min_batch=2, sub_batch=sub_batch or "auto")
+                  fill=cam.fill, min_batch=2, sub_batch=sub_batch or "auto", precision=precision)
     result = run_cam(model, images, SCORES[cam.score](cam), weights, **kwargs)
     if not cam.flip:
         return result

@@ -52,7 +52,8 @@ def result_settings(s: LocalizeSettings) -> dict:
             "box_margin": s.box_margin, "min_box_area": s.min_box_area,
             "min_box_area_before_margin": s.min_box_area_before_margin, "batch_size": s.batch_size,
             "image_size": s.image_size, "seed": s.seed,
-            **({"use_momentum": True} if s.use_momentum else {})}  # absent when false: older stores still resume
+            **({"use_momentum": True} if s.use_momentum else {}),  # absent when false: older stores still resume
+            **({"precision": s.precision} if s.precision != "fp32" else {})}  # likewise
 
 
 def keep_freed_memory() -> bool:
@@ -224,7 +225,7 @@ class _Localizer:
         x = torch.stack([to_model_input(img, self.s.image_size) for img in loaded]).to(self.device)
         self.cpu_seconds["model_input"] += time.thread_time() - cpu
         clock = self._lap("read", clock)
-        result = cam_masks(self.model, x, self.s.cam, sub_batch=self.s.sub_batch)
+        result = cam_masks(self.model, x, self.s.cam, sub_batch=self.s.sub_batch, precision=self.s.precision)
         self.batch_forwards.append(int(result.iterations.sum()))
         cams = result.mask[targets, 0].detach().float().cpu().numpy()
         guides: list = [None] * len(targets)

@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Tuple
 
 from occon_plugin.errors import ConfigError
 from occon_plugin.localize.cam import WEIGHTS
-from occon_plugin.localize.engine import SCORES
+from occon_plugin.localize.engine import PRECISIONS, SCORES
 from occon_plugin.localize.refiners import RefineSettings, check_refine
 
 Problem = Tuple[str, Any, str]  # (key, value, what it must be)
@@ -106,6 +106,7 @@ class LocalizeSettings:
     seed: int = 0
     threads: Optional[int] = None   # torch CPU threads (None: torch's default)
     sub_batch: Optional[int] = None  # images per backbone forward (None: 8 on CPU, the whole batch on GPU)
+    precision: str = "fp32"         # the backbone forward's autocast: fp32 (none), bf16, fp16 (engine.PRECISIONS)
     post_workers: Optional[int] = None  # processes for resize, refinement, boxes, PNG (None: the cores the backbone leaves free)
     overlays: bool = False
     soft_masks: bool = False        # also write soft/<image>.png: the mask before the refinement (same size, 8-bit)
@@ -121,6 +122,8 @@ class LocalizeSettings:
         out += [(f"cam.{k}", v, what) for k, v, what in self.cam.problems()]
         if not (isinstance(self.preset, str) and self.preset):
             out.append(("preset", self.preset, "use auto or a preset name"))
+        if self.precision not in PRECISIONS:
+            out.append(("precision", self.precision, f"use one of {', '.join(PRECISIONS)}"))
         if self.post_workers is not None and self.post_workers < 0:
             out.append(("post_workers", self.post_workers, "must be >= 0 (0: in the main process) or null (the "
                                                            "cores the backbone leaves free)"))

@@ -25,7 +25,7 @@ LOCALIZE_CASES = {
     "threads=0": "threads=0", "sub_batch=0": "sub_batch=0", "post_workers=-1": "post_workers=-1",
     "device=tpu": "device='tpu'", "data.workers=0": "data.workers=0", "model=no-such-model": "no-such-model",
     "data.path=": "data.path", "use_momentum=true": "use_momentum=true, but model='efficientnet-lite0' has one encoder",
-    "use_momentum=maybe": "use_momentum",
+    "use_momentum=maybe": "use_momentum", "precision=fp64": "precision='fp64'",
 }
 
 

@@ -149,6 +149,37 @@ def test_sub_batched_forwards_give_the_same_masks(batch, lite0):
         contracam(lite0, batch, iters=1, sub_batch=0)
 
 
+def test_bf16_autocast_runs_the_backbone_in_bf16_and_keeps_the_cam_in_fp32(batch, lite0):
+    """``precision=bf16``: the convolutions run in bfloat16 (a hook sees their outputs), the masks come back
+    float32 in [0,1], close to the fp32 masks but not equal to them (the option really changes the forward)."""
+    seen = []
+    conv = next(m for m in lite0.modules() if isinstance(m, nn.Conv2d))
+    hook = conv.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    try:
+        full = contracam(lite0, batch, iters=2, precision="fp32").mask
+        assert set(seen) == {torch.float32}
+        seen.clear()
+        half = contracam(lite0, batch, iters=2, precision="bf16").mask
+        assert set(seen) == {torch.bfloat16}
+    finally:
+        hook.remove()
+    assert half.dtype == torch.float32 and float(half.min()) >= 0.0 and float(half.max()) <= 1.0
+    diff = (half - full).abs()
+    assert 0.0 < float(diff.max()) and float(diff.mean()) < 0.05
+    with pytest.raises(ValueError, match="precision"):
+        contracam(lite0, batch, iters=1, precision="fp64")
+
+
+def test_precision_is_recorded_only_when_it_changes_the_forward():
+    """A store written with bf16 records it (a resume with another precision is refused like any changed
+    setting); fp32 stores keep the settings record of older stores, which therefore still resume."""
+    from occon_plugin.localize.runner import result_settings
+    from occon_plugin.localize.settings import LocalizeSettings
+
+    assert "precision" not in result_settings(LocalizeSettings(output_dir="x"))
+    assert result_settings(LocalizeSettings(output_dir="x", precision="bf16"))["precision"] == "bf16"
+
+
 def test_default_preset_lands_on_the_object_of_bundled_photos(lite0):
     """No ../shared data: scikit-image's photos with hand-drawn object boxes (fractions of width/height)."""
     import skimage.data

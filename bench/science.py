@@ -38,7 +38,7 @@ from scenebias import markdown, protocol, report  # noqa: E402
 from scenebias.generate import DEFAULT_BACKGROUNDS, GeneratorError, SceneBiasConfig, generate  # noqa: E402
 from occon_plugin.augment.semantics import DONOR_RULE  # noqa: E402
 
-ALL_ARMS = ("baseline", "contracam", "oracle", "random", "onestage")
+ALL_ARMS = ("baseline", "contracam", "oracle", "random", "onestage", "onestage2x")
 SIZES = {
     # name: (seeds, {method: {set: arms}}, recipe changes, data changes)
     "quick": ((0,), {"mocov2": {"bg": ("baseline", "contracam", "oracle", "random"),
@@ -196,6 +196,14 @@ def main(argv=None) -> int:
     if jobs > report.cpu_count():
         print(f"[science] note: --jobs {jobs} on {report.cpu_count()} cores: the steps share cores (1 thread each) "
               f"and each takes longer; the wall times on the page are of this setting", file=sys.stderr)
+    bad_seeds = [seed for seed in seeds if seed < 0]
+    if bad_seeds:
+        print(f"[science] error: --seed {bad_seeds[0]}: seeds are integers >= 0", file=sys.stderr)
+        return 2
+    if args.epochs is not None and args.epochs < 1:
+        print(f"[science] error: --epochs {args.epochs}: give 1 or more (pretraining epochs of every arm)",
+              file=sys.stderr)
+        return 2
     recipe = protocol.Recipe(**recipe_changes)
     if args.epochs:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)

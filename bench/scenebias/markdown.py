@@ -141,7 +141,8 @@ def _loc_table(results: dict, sets, methods) -> str:
               "random": "random ellipses, same areas", **{f"contracam-{m}": f"ContraCAM of the {METHOD_TITLES[m]} "
                                                           "stage-1 model" for m in methods},
               **{f"onestage-{m}": f"one-stage {METHOD_TITLES[m]}: its last refresh (ContraCAM of the model being "
-                                  "trained)" for m in methods}}
+                                  "trained)" for m in methods},
+              **{f"onestage2x-{m}": f"one-stage {METHOD_TITLES[m]}, 2x epochs: its last refresh" for m in methods}}
     for set_ in sets:
         for what, title in titles.items():
             r = results["localization"].get(f"{set_}/{what}")
@@ -178,6 +179,10 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
                  f"trained (the refresh's default preset `bg_mixup`: T=1, no refinement; `image_size={rc['localize_size']}`) "
                  f"after every {every} epochs (never after the last); its localization row is the store of its last "
                  f"refresh. Its compute is compared by wall time with the two-stage protocol's three steps.\n")
+    if "onestage2x" in meta["arms"]:
+        text += (f"**One-stage arm at 2x epochs** (`onestage2x`): the one-stage arm trained for {2 * rc['epochs']} epochs, "
+                 f"the two-stage protocol's total (stage 1 + stage 2), with its refreshes likewise at every third of "
+                 f"them: the comparison at equal total epochs.\n")
     parts = [text, DESIGN]
     parts += ["## Targets (the paper's predictions, as the issue states them)", "",
               "| target | | measured |", "|---|---|---|"]

@@ -15,6 +15,8 @@ hardmix       (bg set) BG-HardMix: the ContraCAM store with the mask binarized (
 onestage      ``mocov2_occon`` / ``byol_occon`` from scratch with no store and ``occon.refresh`` on: plain
               training for the first third of the epochs, then ContraCAM of the model being trained
               (``occon.refresh`` defaults: preset ``bg_mixup``) refreshed every third (issue 21)
+onestage2x    the same for twice the epochs: the two-stage protocol's total (stage 1 + stage 2), issue 21's
+              "at equal total epochs"
 ============  ===========================================================================================
 
 Every arm uses one training recipe (:class:`Recipe`); they differ only in their ``occon`` section. Each
@@ -41,7 +43,9 @@ from PIL import Image
 BIN = Path(sys.executable).parent
 METHODS = {"mocov2": ("mocov2plus", "mocov2_occon"), "byol": ("byol", "byol_occon")}
 SET_YAMLS = {"bg": "imagenet-9", "ctx": "coco"}  # the shipped YAMLs: BG-Mixup on, resp. OA-Crop on
-ARMS = ("baseline", "contracam", "oracle", "random", "hardmix", "onestage")
+ARMS = ("baseline", "contracam", "oracle", "random", "hardmix", "onestage", "onestage2x")
+# one-stage arms (occon.refresh, no store, no stage 1) -> their epochs as a multiple of the recipe's
+ONESTAGE_EPOCHS = {"onestage": 1, "onestage2x": 2}
 
 
 @dataclass(frozen=True)
@@ -70,19 +74,23 @@ class Recipe:
     eval_fast: bool = False           # L-BFGS grid: full (45 l2 values), as the paper
     occon: Tuple[str, ...] = ()       # ``occon.*`` overrides of every object-aware arm, e.g. "bg_mixup.views=[0]"
 
-    @property
-    def refresh_every(self) -> int:
-        """The one-stage arm's ``occon.refresh.warmup_epochs`` and ``every_epochs``: a third of the epochs
+    def arm_epochs(self, arm: str = "baseline") -> int:
+        """The epochs an arm trains: the recipe's, times :data:`ONESTAGE_EPOCHS` for a one-stage arm."""
+        return self.epochs * ONESTAGE_EPOCHS.get(arm, 1)
+
+    def refresh_every(self, arm: str = "onestage") -> int:
+        """A one-stage arm's ``occon.refresh.warmup_epochs`` and ``every_epochs``: a third of its epochs
         (15 epochs: plain epochs 0-4, refreshes at the end of epochs 4 and 9). Fixed before any one-stage run."""
-        return max(1, round(self.epochs / 3))
+        return max(1, round(self.arm_epochs(arm) / 3))
 
-    def refresh_epochs(self) -> List[int]:
-        """The epochs at whose end the one-stage arm refreshes its store (never after the last epoch)."""
-        return list(range(self.refresh_every - 1, self.epochs - 1, self.refresh_every))
+    def refresh_epochs(self, arm: str = "onestage") -> List[int]:
+        """The epochs at whose end a one-stage arm refreshes its store (never after its last epoch)."""
+        every = self.refresh_every(arm)
+        return list(range(every - 1, self.arm_epochs(arm) - 1, every))
 
-    def pretrain_overrides(self, method: str) -> List[str]:
+    def pretrain_overrides(self, method: str, arm: str = "baseline") -> List[str]:
         lr, wd, tau = self.lr[method], self.weight_decay[method], self.base_tau[method]
-        out = [f"++max_epochs={self.epochs}", f"++optimizer.batch_size={self.batch_size}",
+        out = [f"++max_epochs={self.arm_epochs(arm)}", f"++optimizer.batch_size={self.batch_size}",
                f"++optimizer.lr={lr}", f"++optimizer.weight_decay={wd}", f"++precision={self.precision}",
                f"++backbone.name={self.backbone}", f"++augmentations.0.crop_size={self.crop}",
                f"++augmentations.0.gaussian_blur.prob={self.blur_prob}", f"++augmentations.0.rrc.crop_min_scale={self.crop_min_scale}", f"++data.num_workers={self.num_workers}",
@@ -134,9 +142,9 @@ class Layout:
             return self.root / "stores" / f"seed{seed}" / set_ / "random"
         return self.root / "stores" / f"seed{seed}" / set_ / method / "contracam"
 
-    def refresh_store(self, seed: int, set_: str, method: str, epoch: int) -> Path:
-        """The store the one-stage arm's refresh at the end of ``epoch`` wrote (docs/refresh.md)."""
-        return self.checkpoint(seed, set_, method, "onestage").parent / "refresh" / f"store-e{epoch}"
+    def refresh_store(self, seed: int, set_: str, method: str, epoch: int, arm: str = "onestage") -> Path:
+        """The store a one-stage arm's refresh at the end of ``epoch`` wrote (docs/refresh.md)."""
+        return self.checkpoint(seed, set_, method, arm).parent / "refresh" / f"store-e{epoch}"
 
     def evals(self, seed: int, set_: str, method: str, arm: str) -> Path:
         return self.root / "evals" / f"seed{seed}" / set_ / method / arm
@@ -164,13 +172,13 @@ def pretrain_step(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str
     argv = [str(BIN / "occon-pretrain"), "--config-name", f"{SET_YAMLS[set_]}/{host_method}",
             f"++name={arm}", f"++seed={seed}", f"++data.train_path={train_images(lay.data(seed), set_)}",
             f"++checkpoint.dir={lay.run_dir(seed, set_, method, arm)}", "++auto_resume.enabled=true",
-            *recipe.pretrain_overrides(method)]
+            *recipe.pretrain_overrides(method, arm)]
     if set_ == "ctx":
         argv.append("++data.no_labels=true")
-    if arm == "onestage":  # no stage 1: the run localizes with the model it trains (occon.refresh)
+    if arm in ONESTAGE_EPOCHS:  # no stage 1: the run localizes with the model it trains (occon.refresh)
         argv += ["++occon.store=null", "++occon.refresh.enabled=true",
-                 f"++occon.refresh.warmup_epochs={recipe.refresh_every}",
-                 f"++occon.refresh.every_epochs={recipe.refresh_every}",
+                 f"++occon.refresh.warmup_epochs={recipe.refresh_every(arm)}",
+                 f"++occon.refresh.every_epochs={recipe.refresh_every(arm)}",
                  f"++occon.refresh.image_size={recipe.localize_size}"]
     elif arm != "baseline":
         argv.append(f"++occon.store={lay.store(seed, set_, method, arm)}")
@@ -349,17 +357,17 @@ def plan(lay: Layout, recipe: Recipe, seeds: Sequence[int], cells: Cells,
                     if arm == "baseline":
                         continue
                     needs = {"oracle": controls.get("oracle"), "random": controls.get("random"),
-                             "onestage": data}.get(arm, store)
+                             **{a: data for a in ONESTAGE_EPOCHS}}.get(arm, store)
                     run = add(pretrain_step(lay, recipe, seed, set_, method, arm), needs)
                     for ev in eval_steps(lay, recipe, seed, set_, method, arm):
                         add(ev, run)
                     if set_ == "bg":
                         add(fg_probe_step(lay, recipe, seed, f"{method}/{arm}",
                                           str(lay.checkpoint(seed, set_, method, arm))), run)
-                    if arm == "onestage" and recipe.refresh_epochs():  # the masks its last refresh trained on
+                    if arm in ONESTAGE_EPOCHS and recipe.refresh_epochs(arm):  # the masks its last refresh trained on
                         add(localization_eval_step(
-                            lay, seed, set_, f"onestage-{method}",
-                            lay.refresh_store(seed, set_, method, recipe.refresh_epochs()[-1])), run)
+                            lay, seed, set_, f"{arm}-{method}",
+                            lay.refresh_store(seed, set_, method, recipe.refresh_epochs(arm)[-1], arm)), run)
     return steps
 
 

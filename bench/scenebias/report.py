@@ -15,12 +15,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from scenebias.protocol import Layout, read_json
+from scenebias.protocol import ONESTAGE_EPOCHS, Layout, read_json
 
 BG_VARIANTS = ("original", "only_fg", "only_bg_t", "mixed_same", "mixed_rand", "mixed_next")
 ARM_TITLES = {"baseline": "baseline (no object-aware aug.)", "contracam": "ContraCAM of stage 1",
               "oracle": "oracle (ground-truth masks)", "random": "random masks, same areas",
-              "hardmix": "BG-HardMix (ContraCAM)", "onestage": "one-stage (occon.refresh, no stage 1)"}
+              "hardmix": "BG-HardMix (ContraCAM)", "onestage": "one-stage (occon.refresh, no stage 1)",
+              "onestage2x": "one-stage, 2x epochs (two-stage's total)"}
 METHOD_TITLES = {"mocov2": "MoCo v2", "byol": "BYOL"}
 
 
@@ -127,7 +128,7 @@ def collect(lay: Layout, seeds, cells) -> dict:
                     "per_seed": per_seed, **{k: mean_se([m[k] if m else None for m in per_seed]) for k in keys}}
         whats = (["gaussian", "whole_image", "oracle", "random"]
                  + [f"contracam-{m}" for m in methods if "contracam" in cells[(set_, m)]]
-                 + [f"onestage-{m}" for m in methods if "onestage" in cells[(set_, m)]])
+                 + [f"{a}-{m}" for a in ONESTAGE_EPOCHS for m in methods if a in cells[(set_, m)]])
         for what in whats:
             per_seed = [_loc_metrics(lay.localization(seed, set_, what) / "eval_localization.json") for seed in seeds]
             if any(per_seed):
@@ -138,25 +139,30 @@ def collect(lay: Layout, seeds, cells) -> dict:
 
 
 def onestage_compute(timings: dict, seeds, cells) -> dict:
-    """Per ``set/method``: the one-stage run's wall time over the two-stage protocol's (stage-1 pretraining +
-    ``occon-localize`` + stage-2 pretraining), per seed from ``timings.json``, aggregated (issue 21's "at
-    <= 60 % of its compute"). Wall times of steps that may have shared the machine: a ratio, not a benchmark."""
+    """Per ``set/method`` (the ``onestage`` arm) and ``set/method/onestage2x``: the one-stage run's wall time
+    over the two-stage protocol's (stage-1 pretraining + ``occon-localize`` + stage-2 pretraining), per seed
+    from ``timings.json``, aggregated (issue 21's "at <= 60 % of its compute"). Wall times of steps that may
+    have shared the machine: a ratio, not a benchmark."""
     out = {}
     for (set_, method), arms in cells.items():
-        if "onestage" not in arms:
-            continue
-        ratios = []
-        for seed in seeds:
-            one = timings.get(f"pretrain {set_} {method} onestage seed{seed}")
-            two = [timings.get(f"pretrain {set_} {method} baseline seed{seed}"),
-                   timings.get(f"localize {set_} {method} seed{seed}"),
-                   timings.get(f"pretrain {set_} {method} contracam seed{seed}")]
-            ratios.append(None if one is None or None in two
-                          else one["seconds"] / sum(t["seconds"] for t in two))
-        stat = mean_se(ratios)
-        if stat["n"]:
-            out[f"{set_}/{method}"] = stat
+        for arm in ONESTAGE_EPOCHS:
+            if arm in arms:
+                stat = _compute_ratio(timings, seeds, set_, method, arm)
+                if stat["n"]:
+                    out[f"{set_}/{method}" + ("" if arm == "onestage" else f"/{arm}")] = stat
     return out
+
+
+def _compute_ratio(timings: dict, seeds, set_: str, method: str, arm: str) -> dict:
+    ratios = []
+    for seed in seeds:
+        one = timings.get(f"pretrain {set_} {method} {arm} seed{seed}")
+        two = [timings.get(f"pretrain {set_} {method} baseline seed{seed}"),
+               timings.get(f"localize {set_} {method} seed{seed}"),
+               timings.get(f"pretrain {set_} {method} contracam seed{seed}")]
+        ratios.append(None if one is None or None in two
+                      else one["seconds"] / sum(t["seconds"] for t in two))
+    return mean_se(ratios)
 
 
 def paired(results: dict, key_a: str, key_b: str, metric: str, section: str = "train") -> dict:
@@ -213,16 +219,19 @@ def targets(results: dict, methods: Sequence[str], sets: Sequence[str]) -> List[
                         "oracle gap not below the baseline's" if frac is None else f"{frac:.2f} of it")
     for set_, metric, name, better in (("bg", "bg_gap", "BG-Gap", -1), ("ctx", "single_acc", "single-object accuracy", 1)):
         for method in methods if set_ in sets else ():
-            one, two = f"{set_}/{method}/onestage", f"{set_}/{method}/contracam"
-            if one not in results["train"] or two not in results["train"]:
+            two = f"{set_}/{method}/contracam"
+            ones = [a for a in ONESTAGE_EPOCHS if f"{set_}/{method}/{a}" in results["train"]]
+            if not ones or two not in results["train"]:
                 continue
-            d = paired(results, one, two, metric)
-            add(f"{set_}, {METHOD_TITLES[method]}: one-stage {name} within 1 s.e. of two-stage (paired)",
-                None if d["se"] is None else abs(d["mean"]) <= d["se"], f"one-stage − two-stage {fmt(d, signed=True)}")
-            c = results.get("compute", {}).get(f"{set_}/{method}")
-            add(f"{set_}, {METHOD_TITLES[method]}: one-stage at <= 60 % of two-stage's compute (wall time)",
-                None if not c else c["mean"] <= 0.6, f"{fmt(c, 2)} of it" if c else "step times not recorded")
-            for arm in ("onestage", "contracam"):
+            for arm in ones:
+                which = "one-stage" if arm == "onestage" else "one-stage at 2x epochs (equal total epochs)"
+                d = paired(results, f"{set_}/{method}/{arm}", two, metric)
+                add(f"{set_}, {METHOD_TITLES[method]}: {which} {name} within 1 s.e. of two-stage (paired)",
+                    None if d["se"] is None else abs(d["mean"]) <= d["se"], f"{arm} − two-stage {fmt(d, signed=True)}")
+                c = results.get("compute", {}).get(f"{set_}/{method}" + ("" if arm == "onestage" else f"/{arm}"))
+                add(f"{set_}, {METHOD_TITLES[method]}: {which} at <= 60 % of two-stage's compute (wall time)",
+                    None if not c else c["mean"] <= 0.6, f"{fmt(c, 2)} of it" if c else "step times not recorded")
+            for arm in ones + ["contracam"]:
                 b = paired(results, f"{set_}/{method}/{arm}", f"{set_}/{method}/baseline", metric)
                 add(f"{set_}, {METHOD_TITLES[method]}: {ARM_TITLES[arm]} better than the baseline ({name}, >= 2 s.e.)",
                     None if b["se"] is None else better * b["mean"] >= 2 * b["se"], f"− baseline {fmt(b, signed=True)}")
@@ -354,9 +363,11 @@ def findings(results: dict, methods: Sequence[str], sets: Sequence[str], arms: S
                 out.append(f"  - {ARM_TITLES[arm]}: single-object accuracy {_significance(d)}; partner confusion "
                            f"{_significance(pc)}.")
         for set_, metric, name in (("bg", "bg_gap", "BG-Gap"), ("ctx", "single_acc", "single-object accuracy")):
-            if f"{set_}/{method}/onestage" in results["train"] and f"{set_}/{method}/contracam" in results["train"]:
-                d = paired(results, f"{set_}/{method}/onestage", f"{set_}/{method}/contracam", metric)
-                out.append(f"- **One-stage − two-stage ({title}, {set_} set):** {name} {_significance(d)}.")
+            for arm in ONESTAGE_EPOCHS:
+                if f"{set_}/{method}/{arm}" in results["train"] and f"{set_}/{method}/contracam" in results["train"]:
+                    d = paired(results, f"{set_}/{method}/{arm}", f"{set_}/{method}/contracam", metric)
+                    which = "One-stage" if arm == "onestage" else "One-stage at 2x epochs"
+                    out.append(f"- **{which} − two-stage ({title}, {set_} set):** {name} {_significance(d)}.")
         for set_ in sets:
             cc = results["localization"].get(f"{set_}/contracam-{method}")
             ga = results["localization"].get(f"{set_}/gaussian")

@@ -245,6 +245,15 @@ def test_science_occon_settings_reach_every_object_aware_arm_and_not_the_baselin
     assert "give KEY=VALUE below occon" in capsys.readouterr().err
 
 
+def test_zero_or_negative_epochs_and_negative_seeds_are_usage_errors(tmp_path, capsys, science):
+    """``--epochs 0`` used to fall back to the size's epochs silently; a negative seed failed inside a step."""
+    for argv, said in ((["--epochs", "0"], "--epochs 0: give 1 or more"), (["--epochs", "-3"], "--epochs -3"),
+                       (["--seed", "0", "-1"], "--seed -1: seeds are integers >= 0")):
+        assert science.main(["--plan", "--out", str(tmp_path / "x"), *argv]) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_the_report_says_which_donor_rule_its_runs_used(science):
     """Results written before the rule was recorded (no ``bg_mixup_donors``) drew one donor per sample."""
     now = science.markdown.views_note({"bg_mixup_donors": science.DONOR_RULE})

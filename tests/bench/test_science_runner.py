@@ -47,6 +47,33 @@ def test_the_plan_names_what_each_step_reads_and_the_standard_plan_holds_24_pret
         seen.add(s.label)
 
 
+def test_the_equal_epochs_one_stage_arm_trains_twice_the_epochs_and_refreshes_at_its_thirds(tmp_path):
+    """``onestage2x`` (issue 21's "equal total epochs"): the two-stage total (2 x 15), plain epochs 0-9, refreshes
+    after epochs 9 and 19; it reads only the data; its localization row is its own last refresh; the compute
+    ratio is its own row, next to the one-stage arm's."""
+    from scenebias import report
+
+    lay, recipe = protocol.Layout(tmp_path), protocol.Recipe()
+    steps = protocol.plan(lay, recipe, (0,), {("bg", "mocov2"): ("baseline", "contracam", "onestage", "onestage2x")},
+                          lambda seed: None)
+    by = {s.label: s for s in steps}
+    long, short = by["pretrain bg mocov2 onestage2x seed0"], by["pretrain bg mocov2 onestage seed0"]
+    assert long.after == ("data seed0",)
+    assert "++max_epochs=30" in long.argv and "++occon.refresh.every_epochs=10" in long.argv
+    assert "++occon.refresh.warmup_epochs=10" in long.argv and "++name=onestage2x" in long.argv
+    assert "++max_epochs=15" in short.argv and "++occon.refresh.every_epochs=5" in short.argv
+    assert recipe.refresh_epochs("onestage2x") == [9, 19] and recipe.refresh_epochs() == [4, 9]
+    loc = by["eval localization bg onestage2x-mocov2 seed0"]
+    assert any(a.endswith("/onestage2x/refresh/store-e19") for a in loc.argv) and loc.after == (long.label,)
+    timings = {label: {"seconds": sec} for label, sec in (
+        ("pretrain bg mocov2 baseline seed0", 100.0), ("localize bg mocov2 seed0", 50.0),
+        ("pretrain bg mocov2 contracam seed0", 100.0), ("pretrain bg mocov2 onestage seed0", 125.0),
+        ("pretrain bg mocov2 onestage2x seed0", 250.0))}
+    ratios = report.onestage_compute(timings, (0,), {("bg", "mocov2"): ("baseline", "contracam", "onestage",
+                                                                       "onestage2x")})
+    assert ratios["bg/mocov2"]["mean"] == 0.5 and ratios["bg/mocov2/onestage2x"]["mean"] == 1.0
+
+
 def _steps(tmp_path, log, fail=None, sleep=0.05):
     """Five in-process steps: a -> (b, c) -> d, and e (independent); each records start/end."""
     lock = threading.Lock()

@@ -19,6 +19,7 @@ occon:
     batch_size: null        # null: occon-localize's default
     fraction: 1.0           # (0, 1]: a later refresh localizes this share of the batches, keeps the rest's masks
     reuse_iou: null         # (0, 1]: keep the masks that moved less than this between the two refreshes before
+    precision: fp32         # the refresh's backbone forward: fp32 | bf16 | fp16 (occon-localize precision=)
 ```
 """
 from __future__ import annotations
@@ -66,6 +67,7 @@ class RefreshSettings:
     batch_size: Optional[int] = None       # the refresh's localization batch (None: occon-localize's default)
     fraction: float = 1.0                  # (0, 1]: share of the batches a later refresh localizes again
     reuse_iou: Optional[float] = None      # (0, 1] or None: masks that barely moved are kept (docs/refresh.md)
+    precision: str = "fp32"                # the refresh's backbone forward (occon-localize ``precision``)
 
     def problems(self) -> List[tuple]:
         """``(key, value, what)`` for every field out of range (keys relative to ``occon.refresh``)."""
@@ -73,7 +75,7 @@ class RefreshSettings:
         for key in ("warmup_epochs", "every_epochs"):
             if getattr(self, key) < 1:
                 out.append((key, getattr(self, key), "must be an integer >= 1"))
-        # the preset's name is checked against the localizer's table where the run starts
+        # the preset's and the precision's names are checked against the localizer's tables where the run starts
         # (occon_plugin.train.refresh.check_preset: importing the localizer here would close an import circle)
         if not (isinstance(self.preset, str) and self.preset):
             out.append(("preset", self.preset, "use auto or a preset name of occon-localize"))
@@ -131,6 +133,7 @@ class RefreshConfig:
     batch_size: Optional[int] = None
     fraction: float = 1.0
     reuse_iou: Optional[float] = None
+    precision: str = "fp32"
 
     @property
     def groups(self) -> int:
@@ -341,7 +344,8 @@ def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> 
         r = settings.refresh
         refresh = RefreshConfig(warmup_epochs=r.warmup_epochs, every_epochs=r.every_epochs, preset=r.preset,
                                 image_size=r.image_size, batch_size=r.batch_size, fraction=float(r.fraction),
-                                reuse_iou=None if r.reuse_iou is None else float(r.reuse_iou))
+                                reuse_iou=None if r.reuse_iou is None else float(r.reuse_iou),
+                                precision=r.precision)
     out = OcconConfig(
         store=Path(settings.store).expanduser() if settings.store else None,
         missing=settings.missing.name,

@@ -79,16 +79,20 @@ def store_for_epoch(record: dict, epoch: int) -> Optional[str]:
 
 
 def check_preset(refresh: RefreshConfig) -> None:
-    """``occon.refresh.preset`` names a preset of the localizer (or ``auto``).
+    """``occon.refresh.preset`` names a preset of the localizer (or ``auto``), ``occon.refresh.precision`` one of
+    its precisions.
 
     Raises:
-        ConfigError: one line naming the key and the presets there are.
+        ConfigError: one line naming the key and the values there are.
     """
     from occon_plugin.errors import ConfigError
+    from occon_plugin.localize.engine import PRECISIONS
     from occon_plugin.localize.presets import PRESETS
 
     if refresh.preset != "auto" and refresh.preset not in PRESETS:
         raise ConfigError(f"occon.refresh.preset={refresh.preset!r}: use auto or one of {', '.join(sorted(PRESETS))}")
+    if refresh.precision not in PRECISIONS:
+        raise ConfigError(f"occon.refresh.precision={refresh.precision!r}: use one of {', '.join(PRECISIONS)}")
 
 
 def _same_weights(path: Path, state_dict: dict) -> bool:
@@ -224,6 +228,7 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
             """The occon-localize command that writes ``store`` again from the run's own weights."""
             extra = "".join(f" {k}={v}" for k, v in (("image_size", refresh.image_size),
                                                        ("batch_size", refresh.batch_size)) if v is not None)
+            extra += f" precision={refresh.precision}" if refresh.precision != "fp32" else ""
             data = _train_data(cfg)
             root = f" data.image_root={data.image_root}" if data.image_root else ""
             command = (f"occon-localize data.path={data.path}{root} model={model_for(store)} preset={refresh.preset} "
@@ -300,7 +305,7 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
             settings = LocalizeSettings(
                 data=_train_data(cfg),
                 output_dir=str(store), model=str(model_path), preset=refresh.preset,
-                use_momentum=has_momentum_encoder(pl_module),
+                use_momentum=has_momentum_encoder(pl_module), precision=refresh.precision,
                 device=str(pl_module.device), progress=False, resume=True)
             if refresh.image_size is not None:
                 settings.image_size = refresh.image_size

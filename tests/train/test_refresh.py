@@ -343,11 +343,13 @@ def test_a_run_with_reuse_iou_keeps_the_settled_masks_from_the_third_refresh_on(
 
 
 def test_a_run_with_fraction_localizes_one_group_per_later_refresh(tmp_path):
+    """(With ``occon.refresh.precision=bf16``: every version records it, the carried one too.)"""
     from occon_plugin.store import Store
 
     data = _photos(tmp_path / "data")
     proc = _cli("occon_plugin.cli.pretrain", *_args(data, tmp_path / "t", "++name=frac", "++max_epochs=3",
-                                                    "++occon.refresh.fraction=0.5", "++occon.refresh.batch_size=4"))
+                                                    "++occon.refresh.fraction=0.5", "++occon.refresh.batch_size=4",
+                                                    "++occon.refresh.precision=bf16"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "t" / "mocov2_occon" / "frac" / "refresh"
     record = json.loads((folder / "refresh.json").read_text())
@@ -357,6 +359,7 @@ def test_a_run_with_fraction_localizes_one_group_per_later_refresh(tmp_path):
     assert second["carried"] == N_IMAGES // 2 and second["written_ok"] == N_IMAGES // 2
     assert "4 of 8 images localized, 4 kept from store-e0" in proc.stdout + proc.stderr
     assert Store.open(folder / "store-e1").manifest["carried_from"]["images"] == N_IMAGES // 2
+    assert all(Store.open(folder / f"store-e{e}").manifest["settings"]["precision"] == "bf16" for e in (0, 1))
 
 
 def test_under_ddp_two_processes_write_the_store_one_process_writes(tmp_path):
@@ -624,6 +627,7 @@ def _one_line(text: str, code: int, *needles: str) -> str:
     (["++occon.store=/somewhere"], ["occon.store=/somewhere", "drop occon.store"]),
     (["++occon.refresh.every_epochs=0"], ["occon.refresh.every_epochs=0", ">= 1"]),
     (["++occon.refresh.preset=nope"], ["occon.refresh.preset='nope'", "bg_mixup"]),
+    (["++occon.refresh.precision=fp64"], ["occon.refresh.precision='fp64'", "bf16"]),
     (["++occon.refresh.fraction=0"], ["occon.refresh.fraction=0", "(0, 1]"]),
     (["++occon.refresh.fraction=1.5"], ["occon.refresh.fraction=1.5", "(0, 1]"]),
     (["++occon.refresh.reuse_iou=0"], ["occon.refresh.reuse_iou=0", "(0, 1]"]),

@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 from scenebias import markdown, protocol, report  # noqa: E402
-from scenebias.generate import DEFAULT_BACKGROUNDS, GeneratorError, SceneBiasConfig, generate  # noqa: E402
+from scenebias.generate import (DEFAULT_BACKGROUNDS, PHOTO_EXTENSIONS, GeneratorError, SceneBiasConfig,  # noqa: E402
+                                generate, list_photos)
 from occon_plugin.augment.semantics import DONOR_RULE  # noqa: E402
 
 ALL_ARMS = ("baseline", "contracam", "oracle", "random", "onestage", "onestage2x")
@@ -136,7 +137,8 @@ def data_settings(items) -> dict:
             else:
                 out[key] = type(default)(value)
         except ValueError as exc:
-            raise GeneratorError(f"--data {item}: {key} takes {type(default).__name__} value(s) like "
+            kind = type(default[0] if isinstance(default, tuple) else default).__name__
+            raise GeneratorError(f"--data {item}: {key} takes {kind} value(s) like "
                                  f"{','.join(map(str, default)) if isinstance(default, tuple) else default} ({exc})")
     return out
 
@@ -222,11 +224,27 @@ def main(argv=None) -> int:
     except GeneratorError as exc:
         print(f"[science] error: {exc}", file=sys.stderr)
         return 2
+    cfg = SceneBiasConfig(**data_cfg)
+    # a training batch larger than the data: every pretraining would stop (occon-pretrain), after the data and
+    # the object probes had run
+    short = [f"{key}={n}: {n * per} images" for set_, key, n, per in (
+        ("bg", "train_per_class", cfg.train_per_class, cfg.classes), ("ctx", "ctx_scenes", cfg.ctx_scenes, 1))
+        if set_ in sets and n * per < recipe.batch_size]
+    if short:
+        print(f"[science] error: --data {short[0]} for a training batch of {recipe.batch_size}: give at least "
+              f"{recipe.batch_size} training images per set", file=sys.stderr)
+        return 2
     backgrounds = args.backgrounds or DEFAULT_BACKGROUNDS
     missing = [str(b) for b in backgrounds if not Path(b).is_dir()]
     if missing:
         print(f"[science] error: background folder(s) {missing} not found: pass --backgrounds <folders of photos>",
               file=sys.stderr)
+        return 2
+    photos = len(list_photos(backgrounds))
+    if photos < 2 * cfg.classes:  # else the data step fails, after the run folder was made
+        print(f"[science] error: --backgrounds: {photos} photos ({', '.join(PHOTO_EXTENSIONS)}) in "
+              f"{[str(b) for b in backgrounds]}; the generator needs at least {2 * cfg.classes} (2 per background "
+              f"group): pass --backgrounds <folders of photos>", file=sys.stderr)
         return 2
     lay = protocol.Layout(args.out)
     # one --out folder holds one experiment: finished steps are reused only under the same settings
@@ -247,15 +265,29 @@ def main(argv=None) -> int:
             print(f"[science] error: {args.out} holds a run with other settings ({', '.join(changed)}): its finished "
                   f"steps would be reused; pass another --out (or delete that folder)", file=sys.stderr)
             return 2
-    elif not args.plan:
+    elif not args.plan and not args.report_only:  # --report-only of a folder without a run makes nothing
         args.out.mkdir(parents=True, exist_ok=True)
         report.atomic_write(known, json.dumps(settings, indent=1))
+
+    lock = None
+    if not args.plan and not args.report_only:  # two runs in one folder would train the same steps at once
+        import fcntl
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        lock = open(args.out / ".lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            print(f"[science] error: another bench/science.py runs in {args.out}: wait for it (or stop it), or "
+                  f"pass another --out", file=sys.stderr)
+            return 2
 
     def make_data(seed: int) -> None:
         generate(lay.data(seed), SceneBiasConfig(seed=seed, **data_cfg), backgrounds)
 
     steps = protocol.plan(lay, recipe, seeds, cells, make_data)
-    todo = [s for s in steps if not s.done.exists()]
+    todo = [s for s in steps if not protocol.step_done(s)]
     print(f"[science] {args.size}: seeds {list(seeds)}, "
           + "; ".join(f"{set_} {method}: {list(a)}" + ("" if "baseline" in a else " (+ its baseline: stage 1)")
                       for (set_, method), a in cells.items())
@@ -267,7 +299,7 @@ def main(argv=None) -> int:
         return 2
     if args.plan:
         for s in steps:
-            print(("  done " if s.done.exists() else "  todo ") + s.label)
+            print(("  done " if protocol.step_done(s) else "  todo ") + s.label)
         return 0
     from tqdm import tqdm
 
@@ -311,7 +343,7 @@ def main(argv=None) -> int:
             "jobs": jobs, "threads_per_step": threads, "recipe": protocol.recipe_dict(recipe), "data": dataclasses.asdict(
                 SceneBiasConfig(**data_cfg)), "wall_seconds_this_run": round(wall), "timings": timings,
             "machine": f"{platform.machine()}, {report.cpu_count()} cores, Python {platform.python_version()}",
-            "device": args.device, "not_run": [st.label for st in steps if not st.done.exists()],
+            "device": args.device, "not_run": [st.label for st in steps if not protocol.step_done(st)],
             "bg_mixup_donors": DONOR_RULE}
     meta["command"] = shown_command(argv if argv is not None else sys.argv[1:])
     how = f"{jobs} steps at a time" + (f", {threads} thread(s) each" if threads else "")

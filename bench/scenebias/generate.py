@@ -96,6 +96,22 @@ class SceneBiasConfig:
             raise GeneratorError(f"obj_fill={self.obj_fill!r}: flat or photo")
         if not 2 <= self.ctx_objects[0] <= self.ctx_objects[1] <= 6:
             raise GeneratorError(f"ctx_objects={self.ctx_objects}: 2 <= min <= max <= 6")
+        for name in ("train_per_class", "val_per_class", "ctx_scenes", "single_train_per_class",
+                     "single_test_per_class"):
+            if getattr(self, name) < 1:
+                raise GeneratorError(f"{name}={getattr(self, name)}: at least 1")
+        for name in ("obj_extent", "bg_crop", "ctx_extent"):
+            lo, hi = getattr(self, name)
+            if not 0.0 < lo <= hi <= 1.0:
+                raise GeneratorError(f"{name}={lo},{hi}: 0 < lo <= hi <= 1 (a share of the image side)")
+        for name in ("obj_saturation", "obj_value"):
+            lo, hi = getattr(self, name)
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise GeneratorError(f"{name}={lo},{hi}: 0 <= lo <= hi <= 1")
+        if not 0.0 < self.bg_val_fraction < 1.0:
+            raise GeneratorError(f"bg_val_fraction={self.bg_val_fraction}: between 0 and 1 (exclusive)")
+        if not self.bg_blur >= 0.0:
+            raise GeneratorError(f"bg_blur={self.bg_blur}: 0 or more (pixels)")
 
     @property
     def class_names(self) -> List[str]:
@@ -158,7 +174,8 @@ def photo_features(p: np.ndarray) -> np.ndarray:
 
 
 def group_photos(photos: List[Photo], k: int, seed: int, val_fraction: float) -> None:
-    """Assign ``photo.group`` (k-means on :func:`photo_features`, balanced: sizes differ by at most one)
+    """Assign ``photo.group`` (k-means on :func:`photo_features`, balanced: at most ceil(N / K) photos per
+    group, and at least 2; the shipped dev sets: 116-118 per group)
     and ``photo.split`` (per group, ``val_fraction`` of the photos, at least one, for validation)."""
     from scipy.optimize import linear_sum_assignment
     from sklearn.cluster import KMeans
@@ -171,7 +188,15 @@ def group_photos(photos: List[Photo], k: int, seed: int, val_fraction: float) ->
     centres = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(feats).cluster_centers_
     cap = math.ceil(len(photos) / k)
     cost = ((feats[:, None, :] - centres[None]) ** 2).sum(-1)           # (N, K)
-    rows, cols = linear_sum_assignment(np.repeat(cost, cap, axis=1))    # balanced: each centre `cap` slots
+    slots = np.repeat(cost, cap, axis=1)                                # each centre `cap` slots
+    rows, cols = linear_sum_assignment(slots)                           # sizes <= cap, not >= cap - 1
+    if np.bincount(cols // cap, minlength=k).min() < 2:
+        # a group too small for a training and a validation photo (13 photos for 6 groups gave groups of 1):
+        # each centre's first N // K slots are filled before any other (cheaper by more than any cost
+        # difference), so sizes are N // K or one more. Only then: where every group had 2 photos, the groups
+        # (and so the data of runs made before) stay as they were
+        slots[:, np.arange(k * cap) % cap < len(photos) // k] -= float(cost.max() - cost.min()) + 1.0
+        rows, cols = linear_sum_assignment(slots)
     for r, c in zip(rows, cols):
         photos[r].group = int(c // cap)
     # Order groups by mean lightness so group ids are stable and readable (0 = darkest).
@@ -460,8 +485,11 @@ def generate(out: Path, cfg: SceneBiasConfig, backgrounds: Optional[Sequence[Pat
     digest = config_digest(cfg, keys)
     meta_path = out / "meta.json"
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("digest") == digest and set(meta.get("sets", [])) >= set(sets):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError:  # cut short or overwritten: generated again
+            meta = {}
+        if isinstance(meta, dict) and meta.get("digest") == digest and set(meta.get("sets", [])) >= set(sets):
             return meta
     if out.exists() and any(out.iterdir()):
         import shutil

@@ -215,6 +215,7 @@ def write_markdown(path: Path, results: dict, meta: dict, lay: Layout) -> None:
     fig = figure(results, meta, path.parent / "img" / f"{path.stem}.png")  # docs/science.md: img/science.png
     text = render(results, meta, targets(results, meta["methods"], meta["sets"]),
                   fig.relative_to(path.parent).as_posix() if fig else None)
+    path.parent.mkdir(parents=True, exist_ok=True)  # --docs into a folder not made yet
     atomic_write(path, text)
 
 

@@ -387,7 +387,7 @@ def run_step(lay: Layout, step: Step, threads: Optional[int] = None) -> float:
             step.func()
         except SystemExit as exc:  # a step's sys.exit must not end the benchmark (and the other running steps)
             raise StepFailed(f"{step.label} failed: it exited with {exc.code!r}") from None
-        if not step.done.exists():
+        if not step_done(step):
             raise StepFailed(f"{step.label} failed: it ran but wrote no {step.done}")
         return time.time() - start
     log = lay.log(step)
@@ -406,7 +406,7 @@ def run_step(lay: Layout, step: Step, threads: Optional[int] = None) -> float:
             returncode = proc.wait()
         finally:
             _RUNNING.pop(proc.pid, None)
-    if returncode != 0 or not step.done.exists():
+    if returncode != 0 or not step_done(step):
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise StepFailed(f"{step.label} failed (exit {returncode}); log {log}: " + " | ".join(tail))
     return time.time() - start
@@ -468,7 +468,7 @@ def run_steps(lay: Layout, steps: Sequence[Step], jobs: int = 1, threads: Option
     backwards = [f"{s.label} (after {a})" for s in steps for a in s.after if position[a] >= position[s.label]]
     if backwards:  # a cycle, or a step listed before a step it needs
         raise ValueError(f"steps must come after the steps they need (no cycles): {backwards}")
-    finished = {s.label for s in steps if s.done.exists()}
+    finished = {s.label for s in steps if step_done(s)}
     # longest chain of typical step costs from each step to the end: ready steps on a long chain start first,
     # so the last seed's stage 1 -> localize -> stage 2 chain does not run alone at the end
     cost = {"pretrain": 3.0, "localize": 1.5, "eval": 0.3, "generate": 0.1}
@@ -527,7 +527,24 @@ def run_steps(lay: Layout, steps: Sequence[Step], jobs: int = 1, threads: Option
 
 
 def read_json(path: Path) -> Optional[dict]:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A result file's content; None when it is missing or not a JSON object (a truncated or garbage file: its
+    step counts as not done, :func:`step_done`, and is redone, never read as numbers)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def step_done(step: Step) -> bool:
+    """Whether a step's result is there: its file exists, and a JSON result parses (an evaluation's with its
+    ``summary``). A result file cut short or overwritten leaves its step to run again."""
+    if step.done.suffix != ".json":
+        return step.done.exists()
+    data = read_json(step.done)
+    return data is not None and (step.stage != "eval" or isinstance(data.get("summary"), dict))
 
 
 def recipe_dict(recipe: Recipe) -> dict:

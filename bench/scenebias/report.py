@@ -281,6 +281,8 @@ def figure(results: dict, meta: dict, path: Path) -> Optional[Path]:
     methods = meta["methods"]
     panels = [(s, m) for s in meta["sets"] for m in methods
               if any(k.startswith(f"{s}/{m}/") for k in results["train"])]
+    if not panels:  # no training evaluated yet (--report-only of a run stopped early): no figure
+        return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, (set_, method) in zip(axes[0], panels):
         arms = [a for a in meta["arms"] if f"{set_}/{method}/{a}" in results["train"]]

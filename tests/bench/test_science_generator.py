@@ -272,3 +272,24 @@ def test_a_narrowed_standard_run_does_not_replace_docs_science_md(capsys, scienc
         assert science.default_docs(science.parse_args(narrowed)) is None, narrowed
         assert "docs/science.md not written" in capsys.readouterr().out
     assert science.default_docs(science.parse_args(["--sets", "ctx", "bg"])) is not None
+
+
+def test_counts_and_ranges_out_of_bounds_and_unbalanced_groups_are_caught(tmp_path, backgrounds):
+    """A zero count or a crop/extent beyond the image used to pass the check and fail (or write empty sets)
+    inside the run; 13 photos for 6 groups gave groups of one photo (no training background)."""
+    for bad, says in (({"train_per_class": 0}, "train_per_class=0: at least 1"),
+                      ({"single_test_per_class": -2}, "single_test_per_class=-2"),
+                      ({"bg_crop": (0.5, 3.0)}, r"bg_crop=0.5,3.0: 0 < lo <= hi <= 1"),
+                      ({"obj_extent": (0.7, 0.5)}, "obj_extent=0.7,0.5"),
+                      ({"bg_val_fraction": 1.0}, "bg_val_fraction=1.0")):
+        with pytest.raises(gen.GeneratorError, match=says):
+            SceneBiasConfig(**{**TINY, **bad}).check()
+    thirteen = tmp_path / "thirteen"
+    thirteen.mkdir()
+    for p in sorted(backgrounds.iterdir())[:13]:
+        (thirteen / p.name).write_bytes(p.read_bytes())
+    meta = gen.generate(tmp_path / "d", SceneBiasConfig(**TINY), [thirteen])
+    assert sorted(Counter(v["group"] for v in meta["photos"].values()).values()) == [2, 2, 2, 2, 2, 3]
+    # a meta.json cut short: generated again, not a JSON traceback
+    (tmp_path / "d" / "meta.json").write_text('{"digest": "ab')
+    assert gen.generate(tmp_path / "d", SceneBiasConfig(**TINY), [thirteen])["digest"] == meta["digest"]

@@ -208,3 +208,63 @@ def test_an_interrupted_run_stops_the_running_commands_and_what_they_started(tmp
                 pass
         time.sleep(0.1)
     assert not alive, f"still running: {alive}"
+
+
+def test_a_result_file_cut_short_or_garbage_is_not_a_finished_step(tmp_path):
+    """A step is skipped when its result file exists: a truncated or garbage eval JSON was reused, and the
+    report then stopped with a JSON traceback; now the step counts as not done (and is redone)."""
+    done = tmp_path / "eval_linear.json"
+    step = protocol.Step("eval", "eval x", done, func=lambda: done.write_text('{"summary": {"test_acc": 0.5}}'))
+    for text in ('{"summary": {"test_a', "garbage", "[1, 2]", "{}"):
+        done.write_text(text)
+        assert not protocol.step_done(step) and protocol.read_json(done) in (None, {})
+    protocol.run_steps(protocol.Layout(tmp_path), [step])
+    assert protocol.step_done(step) and protocol.read_json(done)["summary"]["test_acc"] == 0.5
+    assert protocol.step_done(protocol.Step("pretrain", "p", done))  # other files: existing is enough
+
+
+def test_usage_errors_found_before_the_run_folder_is_made(tmp_path, capsys, science):
+    """A batch larger than the training set, too few background photos, and --report-only of an empty folder
+    are one line and exit 2 before anything is written (they used to fail in the data or pretraining step)."""
+    out = tmp_path / "o"
+    assert science.main(["--quick", "--out", str(out), "--data", "train_per_class=12"]) == 2
+    assert "--data train_per_class=12: 72 images for a training batch of 128" in capsys.readouterr().err
+    assert science.main(["--quick", "--sets", "ctx", "--out", str(out), "--data", "ctx_scenes=40"]) == 2
+    assert "--data ctx_scenes=40" in capsys.readouterr().err
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "notes.txt").write_text("not a photo")
+    assert science.main(["--quick", "--out", str(out), "--backgrounds", str(photos)]) == 2
+    assert "--backgrounds: 0 photos" in capsys.readouterr().err
+    from PIL import Image
+
+    for i in range(12):  # enough photos: the check comes to the folder
+        Image.new("RGB", (8, 8), (20 * i, 0, 0)).save(photos / f"p{i}.png")
+    assert science.main(["--quick", "--report-only", "--out", str(out), "--backgrounds", str(photos)]) == 2
+    assert "holds no finished step" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_report_of_a_run_without_a_finished_training_has_no_figure(tmp_path, science):
+    """--report-only --docs of a run stopped before any training was evaluated stopped in matplotlib
+    (a figure of 0 panels)."""
+    meta = {"methods": ["mocov2"], "sets": ["bg"], "arms": ["baseline"]}
+    assert science.report.figure({"train": {}}, meta, tmp_path / "img" / "x.png") is None
+
+
+def test_a_second_run_in_the_folder_of_a_running_one_is_refused(tmp_path, capsys, science):
+    """Two processes with one --out ran the same steps at once (same checkpoints, logs and stores)."""
+    import fcntl
+
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(12):
+        Image.new("RGB", (8, 8), (20 * i, 0, 0)).save(photos / f"p{i}.png")
+    out = tmp_path / "o"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:  # what the running one holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert science.main(["--quick", "--out", str(out), "--backgrounds", str(photos)]) == 2
+    assert "another bench/science.py runs in" in capsys.readouterr().err

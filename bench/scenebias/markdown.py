@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-from scenebias.protocol import Layout
+from scenebias.protocol import Layout, Recipe
 from scenebias.report import ARM_TITLES, BG_VARIANTS, METHOD_TITLES, atomic_write, figure, fmt, paired, targets
 
 HEADER = """# Does it debias? The paper's protocol on a controlled scene-bias benchmark
@@ -173,7 +173,7 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
         fill=("filled with a patch of another photo" if d.get("obj_fill") == "photo" else "one random colour")
         + (f"; backgrounds blurred with radius {d['bg_blur']:g} px" if d.get("bg_blur") else ""))
     if "onestage" in meta["arms"]:
-        every = max(1, round(rc["epochs"] / 3))
+        every = Recipe(epochs=rc["epochs"]).refresh_every()  # the schedule the run used (protocol.py)
         text += (f"**One-stage arm** (`occon.refresh`, docs/refresh.md): `mocov2_occon` / `byol_occon` from scratch with no "
                  f"store and no stage 1: epochs 0–{every - 1} without BG-Mixup / OA-Crop, then ContraCAM of the model being "
                  f"trained (the refresh's default preset `bg_mixup`: T=1, no refinement; `image_size={rc['localize_size']}`) "

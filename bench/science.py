@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Dict, NamedTuple, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -40,22 +41,42 @@ from scenebias.generate import (DEFAULT_BACKGROUNDS, PHOTO_EXTENSIONS, Generator
 from occon_plugin.augment.semantics import DONOR_RULE  # noqa: E402
 
 ALL_ARMS = ("baseline", "contracam", "oracle", "random", "onestage", "onestage2x")
+
+
+class Size(NamedTuple):
+    """One size of the benchmark: ``--quick``, the standard run, ``--onestage``, ``--full``."""
+
+    seeds: Tuple[int, ...]
+    table: Dict[str, Dict[str, Tuple[str, ...]]]  # method -> set -> arms
+    recipe: dict = {}                             # Recipe changes
+    data: dict = {}                               # SceneBiasConfig changes
+    final: Tuple[Tuple[str, str, str], ...] = ()  # (set, method, arm) whose final model is localized too
+    docs: Optional[str] = None                    # the page it writes (under docs/) when not narrowed
+
+
 SIZES = {
-    # name: (seeds, {method: {set: arms}}, recipe changes, data changes)
-    "quick": ((0,), {"mocov2": {"bg": ("baseline", "contracam", "oracle", "random"),
-                                "ctx": ("baseline", "contracam", "oracle", "random")}},
-              {"epochs": 8}, {"train_per_class": 100, "ctx_scenes": 600}),
+    "quick": Size((0,), {"mocov2": {"bg": ("baseline", "contracam", "oracle", "random"),
+                                    "ctx": ("baseline", "contracam", "oracle", "random")}},
+                  {"epochs": 8}, {"train_per_class": 100, "ctx_scenes": 600}),
     # what fits 90 min on 2 cores (24 pretrainings, ~4.7 min each with two side by side): the arms the issue's
     # targets compare. Background set: MoCo v2 baseline / ContraCAM / oracle (the gap ContraCAM should close) /
     # one-stage (issue 21); contextual set: baseline / ContraCAM (OA-Crop's gain); BYOL on the background set:
     # baseline and ContraCAM ("same direction"). The controls that only tell something once ContraCAM gains
     # (random masks or boxes) and the BYOL oracle ran in the 2026-12-06 standard run (33 pretrainings, 117 min):
     # docs/science-2026-12-06.md. Everything else: --arms, or --full
-    "standard": ((0, 1, 2), {"mocov2": {"bg": ("baseline", "contracam", "oracle", "onestage"),
-                                        "ctx": ("baseline", "contracam")},
-                             "byol": {"bg": ("baseline", "contracam")}}, {}, {}),
-    "full": ((0, 1, 2, 3, 4), {m: {"bg": ALL_ARMS + ("hardmix",), "ctx": ALL_ARMS} for m in ("mocov2", "byol")},
-             {"epochs": 200}, {}),
+    "standard": Size((0, 1, 2), {"mocov2": {"bg": ("baseline", "contracam", "oracle", "onestage"),
+                                            "ctx": ("baseline", "contracam")},
+                                 "byol": {"bg": ("baseline", "contracam")}}, docs="science.md"),
+    # issue 21's comparison: one-stage vs two-stage vs baseline on both sets and both methods, one-stage also at
+    # the two-stage protocol's total epochs, and ContraCAM of the final models (MoCo v2, background set). With
+    # the standard run's --out it reuses its steps: 9 pretrainings and 9 localizations more (~55 min on 2 cores)
+    "onestage": Size((0, 1, 2), {"mocov2": {"bg": ("baseline", "contracam", "onestage", "onestage2x"),
+                                            "ctx": ("baseline", "contracam", "onestage")},
+                                 "byol": {"bg": ("baseline", "contracam", "onestage")}},
+                     final=(("bg", "mocov2", "contracam"), ("bg", "mocov2", "onestage"),
+                            ("bg", "mocov2", "onestage2x")), docs="science-onestage.md"),
+    "full": Size((0, 1, 2, 3, 4), {m: {"bg": ALL_ARMS + ("hardmix",), "ctx": ALL_ARMS} for m in ("mocov2", "byol")},
+                 {"epochs": 200}),
 }
 
 
@@ -64,7 +85,7 @@ def size_cells(size: str, sets=None, methods=None, arms=None) -> protocol.Cells:
     ``--arms`` replaces the arms of every cell. A set or method named on the command line that the table
     lacks for a cell gets that set's arms of the table's first method (``--methods byol --sets ctx`` runs
     BYOL on the contextual set)."""
-    table = SIZES[size][1]
+    table = SIZES[size].table
     first = next(iter(table.values()))
     out: protocol.Cells = {}
     for set_ in sets or ("bg", "ctx"):
@@ -79,6 +100,13 @@ def size_cells(size: str, sets=None, methods=None, arms=None) -> protocol.Cells:
     return out
 
 
+def final_cells(size: Size, cells: protocol.Cells, every: bool = False) -> Tuple[Tuple[str, str, str], ...]:
+    """The ``(set, method, arm)`` whose final model is localized too: the size's, those of ``cells`` only (a
+    narrowed run keeps the ones it still trains); ``every`` (``--localize-final``): every arm but the baseline."""
+    return tuple((s, m, a) for (s, m), arms in cells.items() for a in arms
+                 if a != "baseline" and (every or (s, m, a) in size.final))
+
+
 def default_jobs(device: str) -> int:
     """Steps at a time: one on a GPU (it runs one training well), else two (each with half the cores)."""
     return 1 if device == "cuda" else min(2, report.cpu_count())
@@ -89,6 +117,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_const", dest="size", const="quick")
+    size.add_argument("--onestage", action="store_const", dest="size", const="onestage",
+                      help="issue 21's one-stage study (docs/science-onestage.md); give the standard run's --out "
+                           "to reuse its steps")
     size.add_argument("--full", action="store_const", dest="size", const="full")
     ap.set_defaults(size="standard")
     ap.add_argument("--seed", type=int, nargs="+", default=None, help="seeds (default: by size)")
@@ -111,6 +142,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None, help="working folder (default: outputs/science-<size>)")
     ap.add_argument("--docs", type=Path, default=None,
                     help="write the report here (default: docs/science.md for the standard size, else none)")
+    ap.add_argument("--localize-final", action="store_true",
+                    help="also localize every object-aware arm's final model (occon-localize with the stage-1 "
+                         "settings) and score it: one localization per arm and seed more")
     ap.add_argument("--plan", action="store_true", help="print the steps and exit")
     ap.add_argument("--report-only", action="store_true",
                     help="run nothing: write the report from the steps finished so far (the others are listed)")
@@ -144,21 +178,24 @@ def data_settings(items) -> dict:
 
 
 def default_docs(args: argparse.Namespace) -> Path | None:
-    """docs/science.md for the standard size as it is; a narrowed run (other seeds, methods, sets, arms,
-    epochs, data or occon settings) writes no report unless ``--docs`` names one: it must not replace the
+    """The size's page (``docs/science.md`` for the standard size, ``docs/science-onestage.md`` for
+    ``--onestage``) as it is; a narrowed or changed run (other seeds, methods, sets, arms, epochs, data, occon
+    settings or final localizations) writes no report unless ``--docs`` names one: it must not replace the
     page with a part of it."""
-    if args.size != "standard":
+    page = SIZES[args.size].docs
+    if page is None:
         return None
     narrowed = [flag for flag, value in (("--seed", args.seed), ("--methods", args.methods), ("--arms", args.arms),
                                          ("--epochs", args.epochs), ("--rho", args.rho), ("--data", args.data),
                                          ("--occon", args.occon), ("--backgrounds", args.backgrounds),
+                                         ("--localize-final", args.localize_final),
                                          ("--device", args.device != "cpu" or None))
                 if value] + (["--sets"] if args.sets and set(args.sets) != {"bg", "ctx"} else [])
     if narrowed:
-        print(f"[science] docs/science.md not written: {' '.join(narrowed)} narrow or change the standard run "
+        print(f"[science] docs/{page} not written: {' '.join(narrowed)} narrow or change the {args.size} run "
               f"(name a report with --docs)")
         return None
-    return REPO / "docs" / "science.md"
+    return REPO / "docs" / page
 
 
 def shown_command(argv) -> str:
@@ -180,9 +217,11 @@ def shown_command(argv) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.out = args.out or REPO / "outputs" / f"science-{args.size}"
-    seeds, _, recipe_changes, data_changes = SIZES[args.size]
-    seeds = tuple(dict.fromkeys(args.seed)) if args.seed else seeds
+    size = SIZES[args.size]
+    recipe_changes, data_changes = size.recipe, size.data
+    seeds = tuple(dict.fromkeys(args.seed)) if args.seed else size.seeds
     cells = size_cells(args.size, args.sets, args.methods, args.arms)
+    final = final_cells(size, cells, every=args.localize_final)
     if not cells:
         print("[science] error: no set x method x arm left to train (--arms hardmix runs on the bg set only)",
               file=sys.stderr)
@@ -286,7 +325,7 @@ def main(argv=None) -> int:
     def make_data(seed: int) -> None:
         generate(lay.data(seed), SceneBiasConfig(seed=seed, **data_cfg), backgrounds)
 
-    steps = protocol.plan(lay, recipe, seeds, cells, make_data)
+    steps = protocol.plan(lay, recipe, seeds, cells, make_data, final=final)
     todo = [s for s in steps if not protocol.step_done(s)]
     print(f"[science] {args.size}: seeds {list(seeds)}, "
           + "; ".join(f"{set_} {method}: {list(a)}" + ("" if "baseline" in a else " (+ its baseline: stage 1)")
@@ -340,6 +379,7 @@ def main(argv=None) -> int:
     results["compute"] = report.onestage_compute(timings, seeds, cells)
     meta = {"size": args.size, "seeds": list(seeds), "methods": list(methods), "sets": list(sets),
             "arms": list(arms), "cells": [[set_, method, list(a)] for (set_, method), a in cells.items()],
+            "final": [list(f) for f in final],
             "jobs": jobs, "threads_per_step": threads, "recipe": protocol.recipe_dict(recipe), "data": dataclasses.asdict(
                 SceneBiasConfig(**data_cfg)), "wall_seconds_this_run": round(wall), "timings": timings,
             "machine": f"{platform.machine()}, {report.cpu_count()} cores, Python {platform.python_version()}",
@@ -354,7 +394,8 @@ def main(argv=None) -> int:
     earlier = args.out / "results.json"
     if meta["wall_text"] is None and earlier.is_file():  # nothing run now (--report-only): the run that ran them
         before = json.loads(earlier.read_text())["meta"]
-        if before.get("cells") == meta["cells"] and before.get("seeds") == meta["seeds"]:
+        if (before.get("cells") == meta["cells"] and before.get("seeds") == meta["seeds"]
+                and before.get("final", []) == meta["final"]):
             meta["wall_text"] = before.get("wall_text")
     meta.update(report.describe(lay, seeds, recipe, cells, timings, results))
     report.atomic_write(args.out / "results.json", json.dumps({"meta": meta, "results": results}, indent=1))

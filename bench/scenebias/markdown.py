@@ -79,8 +79,10 @@ SIDE = """## Other runs that bear on this page
   last bits and the trainings diverge from there. The two pages' rows of the same arm differ by that spread: e.g.
   ContraCAM − baseline BG-Gap there +0.010 ± 0.018, so a paired difference of about 0.01 here (with a standard
   error from three close seeds) is within what a rerun changes, whatever its standard error says.
-- **One-stage training** was first measured in [docs/science-onestage.md](science-onestage.md) (BG-Mixup with one
-  donor per sample, the rule before 2026-12-06); this page's one-stage row is the current rule.
+- **One-stage training** on both sets, with BYOL, at the two-stage protocol's total epochs and with ContraCAM
+  of the final models: [docs/science-onestage.md](science-onestage.md) (`python bench/science.py --onestage`, which
+  reuses this run's steps); first measured in [docs/science-onestage-2026-12-06.md](science-onestage-2026-12-06.md)
+  (BG-Mixup with one donor per sample, the rule before 2026-12-06).
 - **Random masks and boxes, and a BYOL oracle** ran in the standard run of 2026-12-06
   ([docs/science-2026-12-06.md](science-2026-12-06.md), same recipe, seeds and rules, 33 pretrainings in 117 min):
   MoCo v2 BG-Gap with random masks 0.248 ± 0.015 against the baseline's 0.252 ± 0.015 there; contextual set,
@@ -142,7 +144,9 @@ def _loc_table(results: dict, sets, methods) -> str:
                                                           "stage-1 model" for m in methods},
               **{f"onestage-{m}": f"one-stage {METHOD_TITLES[m]}: its last refresh (ContraCAM of the model being "
                                   "trained)" for m in methods},
-              **{f"onestage2x-{m}": f"one-stage {METHOD_TITLES[m]}, 2x epochs: its last refresh" for m in methods}}
+              **{f"onestage2x-{m}": f"one-stage {METHOD_TITLES[m]}, 2x epochs: its last refresh" for m in methods},
+              **{f"final-{a}-{m}": f"ContraCAM of the final {METHOD_TITLES[m]} model: {ARM_TITLES[a]}"
+                 for m in methods for a in ARM_TITLES if a != "baseline"}}
     for set_ in sets:
         for what, title in titles.items():
             r = results["localization"].get(f"{set_}/{what}")
@@ -183,6 +187,11 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
         text += (f"**One-stage arm at 2x epochs** (`onestage2x`): the one-stage arm trained for {2 * rc['epochs']} epochs, "
                  f"the two-stage protocol's total (stage 1 + stage 2), with its refreshes likewise at every third of "
                  f"them: the comparison at equal total epochs.\n")
+    if meta.get("final"):
+        named = ", ".join(f"{METHOD_TITLES[m]} {ARM_TITLES[a]} ({s})" for s, m, a in meta["final"])
+        text += (f"**ContraCAM of the final models**: `occon-localize` of the final checkpoint of {named}, with the "
+                 f"stage-1 settings above, scored like the stores (rows \"ContraCAM of the final ... model\" of the "
+                 f"localization table): does object-aware training leave a better localizer than stage 1?\n")
     parts = [text, DESIGN]
     parts += ["## Targets (the paper's predictions, as the issue states them)", "",
               "| target | | measured |", "|---|---|---|"]

@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -146,6 +146,10 @@ class Layout:
         """The store a one-stage arm's refresh at the end of ``epoch`` wrote (docs/refresh.md)."""
         return self.checkpoint(seed, set_, method, arm).parent / "refresh" / f"store-e{epoch}"
 
+    def final_store(self, seed: int, set_: str, method: str, arm: str) -> Path:
+        """The store ``occon-localize`` wrote from an arm's final checkpoint (``plan(final=...)``)."""
+        return self.root / "stores" / f"seed{seed}" / set_ / method / f"final-{arm}"
+
     def evals(self, seed: int, set_: str, method: str, arm: str) -> Path:
         return self.root / "evals" / f"seed{seed}" / set_ / method / arm
 
@@ -190,12 +194,16 @@ def pretrain_step(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str
                 argv=argv)
 
 
-def localize_step(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str) -> Step:
-    store = lay.store(seed, set_, method, "contracam")
+def localize_step(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str, arm: str = "baseline") -> Step:
+    """``occon-localize`` of an arm's final checkpoint on the set's training images, with the recipe's
+    settings (``preset=auto``). ``arm="baseline"``: the stage-1 model, whose store the two-stage arms train on;
+    another arm: ContraCAM of that arm's final model (:meth:`Layout.final_store`), for its localization row only."""
+    store = lay.store(seed, set_, method, "contracam") if arm == "baseline" else lay.final_store(seed, set_, method, arm)
     argv = [str(BIN / "occon-localize"), f"data.path={train_images(lay.data(seed), set_)}",
-            f"output_dir={store}", f"model={lay.checkpoint(seed, set_, method, 'baseline')}",
+            f"output_dir={store}", f"model={lay.checkpoint(seed, set_, method, arm)}",
             f"image_size={recipe.localize_size}", f"precision={recipe.localize_precision}", "progress=false"]
-    return Step("localize", f"localize {set_} {method} seed{seed}", store / "index.jsonl", argv=argv)
+    label = f"localize {set_} {method} seed{seed}" if arm == "baseline" else f"localize final {set_} {method} {arm} seed{seed}"
+    return Step("localize", label, store / "index.jsonl", argv=argv)
 
 
 def eval_steps(lay: Layout, recipe: Recipe, seed: int, set_: str, method: str, arm: str) -> List[Step]:
@@ -311,9 +319,12 @@ def cells_of(sets: Sequence[str], methods: Sequence[str], arms: Sequence[str]) -
 
 
 def plan(lay: Layout, recipe: Recipe, seeds: Sequence[int], cells: Cells,
-         generate: Callable[[int], None]) -> List[Step]:
+         generate: Callable[[int], None], final: Collection[Tuple[str, str, str]] = ()) -> List[Step]:
     """Every step, in an order where each step's inputs come first; ``Step.after`` names the steps whose
-    results it reads (:func:`run_steps` runs a step only after them)."""
+    results it reads (:func:`run_steps` runs a step only after them). ``final``: the ``(set, method, arm)``
+    of ``cells`` (not the baseline: its final model is stage 1, localized anyway) whose final checkpoint is
+    also localized with the stage-1 settings and scored (localization row ``final-<arm>-<method>``): does
+    object-aware training leave a better localizer?"""
     steps: List[Step] = []
 
     def add(step: Step, *after: Step) -> Step:
@@ -364,6 +375,10 @@ def plan(lay: Layout, recipe: Recipe, seeds: Sequence[int], cells: Cells,
                     if set_ == "bg":
                         add(fg_probe_step(lay, recipe, seed, f"{method}/{arm}",
                                           str(lay.checkpoint(seed, set_, method, arm))), run)
+                    if (set_, method, arm) in final:
+                        loc = add(localize_step(lay, recipe, seed, set_, method, arm), run)
+                        add(localization_eval_step(lay, seed, set_, f"final-{arm}-{method}",
+                                                   lay.final_store(seed, set_, method, arm)), loc)
                     if arm in ONESTAGE_EPOCHS and recipe.refresh_epochs(arm):  # the masks its last refresh trained on
                         add(localization_eval_step(
                             lay, seed, set_, f"{arm}-{method}",

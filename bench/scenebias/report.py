@@ -128,7 +128,8 @@ def collect(lay: Layout, seeds, cells) -> dict:
                     "per_seed": per_seed, **{k: mean_se([m[k] if m else None for m in per_seed]) for k in keys}}
         whats = (["gaussian", "whole_image", "oracle", "random"]
                  + [f"contracam-{m}" for m in methods if "contracam" in cells[(set_, m)]]
-                 + [f"{a}-{m}" for a in ONESTAGE_EPOCHS for m in methods if a in cells[(set_, m)]])
+                 + [f"{a}-{m}" for a in ONESTAGE_EPOCHS for m in methods if a in cells[(set_, m)]]
+                 + [f"final-{a}-{m}" for m in methods for a in cells[(set_, m)] if a != "baseline"])
         for what in whats:
             per_seed = [_loc_metrics(lay.localization(seed, set_, what) / "eval_localization.json") for seed in seeds]
             if any(per_seed):
@@ -372,6 +373,14 @@ def findings(results: dict, methods: Sequence[str], sets: Sequence[str], arms: S
                     out.append(f"- **{which} − two-stage ({title}, {set_} set):** {name} {_significance(d)}.")
         for set_ in sets:
             cc = results["localization"].get(f"{set_}/contracam-{method}")
+            for arm in arms:  # ContraCAM of an arm's final model against that of stage 1 (the baseline's)
+                fin = results["localization"].get(f"{set_}/final-{arm}-{method}")
+                if cc and fin:
+                    d = paired(results, f"{set_}/final-{arm}-{method}", f"{set_}/contracam-{method}", "miou",
+                               "localization")
+                    out.append(f"- **ContraCAM of the final {ARM_TITLES[arm]} model ({title}, {set_} set):** "
+                               f"mIoU@0.5 {fmt(fin['miou'])} vs stage 1's {fmt(cc['miou'])}: difference "
+                               f"{_significance(d)}.")
             ga = results["localization"].get(f"{set_}/gaussian")
             if cc and ga:
                 d = paired(results, f"{set_}/contracam-{method}", f"{set_}/gaussian", "miou", "localization")

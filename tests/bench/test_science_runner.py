@@ -74,6 +74,45 @@ def test_the_equal_epochs_one_stage_arm_trains_twice_the_epochs_and_refreshes_at
     assert ratios["bg/mocov2"]["mean"] == 0.5 and ratios["bg/mocov2/onestage2x"]["mean"] == 1.0
 
 
+def test_the_onestage_size_adds_one_stage_cells_and_localizes_the_final_models_it_names(tmp_path, science):
+    """``--onestage`` (issue 21): one-stage on both sets and both methods, 2x epochs on the background set's
+    MoCo v2, and ContraCAM of the final two-stage / one-stage MoCo v2 models with the stage-1 settings (same
+    command as stage 1's localization but the arm's checkpoint, its own store folder, its own row); a narrowed
+    run keeps only the final localizations of cells it still trains; ``--localize-final`` names every arm."""
+    from scenebias import report
+
+    cells = science.size_cells("onestage")
+    assert cells == {("bg", "mocov2"): ("baseline", "contracam", "onestage", "onestage2x"),
+                     ("bg", "byol"): ("baseline", "contracam", "onestage"),
+                     ("ctx", "mocov2"): ("baseline", "contracam", "onestage")}
+    final = science.final_cells(science.SIZES["onestage"], cells)
+    assert final == (("bg", "mocov2", "contracam"), ("bg", "mocov2", "onestage"), ("bg", "mocov2", "onestage2x"))
+    assert science.final_cells(science.SIZES["onestage"], science.size_cells("onestage", sets=["ctx"])) == ()
+    assert science.final_cells(science.SIZES["standard"], science.size_cells("standard")) == ()
+    every = science.final_cells(science.SIZES["standard"], science.size_cells("standard"), every=True)
+    assert ("ctx", "mocov2", "contracam") in every and not any(a == "baseline" for _, _, a in every)
+
+    lay, recipe = protocol.Layout(tmp_path), protocol.Recipe()
+    steps = protocol.plan(lay, recipe, (0,), cells, lambda seed: None, final=final)
+    by = {s.label: s for s in steps}
+    stage1, fin = by["localize bg mocov2 seed0"], by["localize final bg mocov2 onestage seed0"]
+    assert fin.after == ("pretrain bg mocov2 onestage seed0",)
+    assert f"model={lay.checkpoint(0, 'bg', 'mocov2', 'onestage')}" in fin.argv
+    assert f"output_dir={lay.final_store(0, 'bg', 'mocov2', 'onestage')}" in fin.argv
+    same = [a for a in stage1.argv if not a.startswith(("model=", "output_dir="))]
+    assert [a for a in fin.argv if not a.startswith(("model=", "output_dir="))] == same
+    row = by["eval localization bg final-onestage-mocov2 seed0"]
+    assert row.after == (fin.label,) and f"predictions={lay.final_store(0, 'bg', 'mocov2', 'onestage')}" in row.argv
+    assert "localize final bg byol onestage seed0" not in by and "localize final bg mocov2 baseline seed0" not in by
+    assert sum(s.stage == "pretrain" for s in steps) == 10 and sum(s.stage == "localize" for s in steps) == 6
+    # the report reads the rows: a result written where the row's step writes it comes back under its name
+    res = tmp_path / "localization" / "seed0" / "bg" / "final-onestage-mocov2" / "eval_localization.json"
+    res.parent.mkdir(parents=True)
+    res.write_text('{"summary": {"mask_miou@0.5": 0.4, "max_box_acc_v2": 0.5}}')
+    got = report.collect(lay, (0,), cells)["localization"]["bg/final-onestage-mocov2"]
+    assert got["miou"]["mean"] == 0.4 and got["maxboxacc"]["mean"] == 0.5
+
+
 def _steps(tmp_path, log, fail=None, sleep=0.05):
     """Five in-process steps: a -> (b, c) -> d, and e (independent); each records start/end."""
     lock = threading.Lock()

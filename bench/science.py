@@ -2,6 +2,7 @@
 
     python bench/science.py            # standard: 3 seeds, MoCo v2 (both sets) and BYOL (bg) -> docs/science.md
     python bench/science.py --quick    # 1 seed, MoCo v2, both sets (iteration; prints, writes under --out)
+    python bench/science.py --onestage --out <the standard run's out>   # issue 21: -> docs/science-onestage.md
     python bench/science.py --full     # 5 seeds, every arm incl. BG-HardMix, longer training (GPU or long CPU run)
     python bench/science.py --sets bg --arms baseline oracle --docs <page.md>   # a part: names its own report
 
@@ -177,6 +178,30 @@ def data_settings(items) -> dict:
     return out
 
 
+def occon_problem(items) -> Optional[str]:
+    """Why the ``--occon KEY=VALUE`` items are not a valid ``occon`` section for the plugin (its own parser:
+    unknown keys, types, ranges), or None: found before any step runs, not at the first object-aware
+    pretraining. Whether the section fits each arm (a store, a refresh) is checked by the commands."""
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from occon_plugin.augment.config import occon_settings
+    from occon_plugin.errors import ConfigError
+    from occon_plugin.train.refresh import check_preset
+
+    try:
+        settings = occon_settings(OmegaConf.to_container(OmegaConf.from_dotlist(list(items))))
+        check_preset(settings.refresh)  # the one-stage arms' refresh: preset and precision names
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:  # a value that is not YAML, e.g. "[0"
+        return f"{' '.join(items)}: not KEY=VALUE with a YAML value ({str(exc).splitlines()[0]})"
+    except ConfigError as exc:
+        return str(exc)
+    for key, value, what in settings.refresh.problems():
+        return f"occon.refresh.{key}={value!r}: {what}"
+    return None
+
+
 def default_docs(args: argparse.Namespace) -> Path | None:
     """The size's page (``docs/science.md`` for the standard size, ``docs/science-onestage.md`` for
     ``--onestage``) as it is; a narrowed or changed run (other seeds, methods, sets, arms, epochs, data, occon
@@ -253,6 +278,10 @@ def main(argv=None) -> int:
         if bad:
             print(f"[science] error: --occon {bad[0]!r}: give KEY=VALUE below occon, e.g. bg_mixup.views=[0]",
                   file=sys.stderr)
+            return 2
+        problem = occon_problem(args.occon)
+        if problem:
+            print(f"[science] error: --occon: {problem}", file=sys.stderr)
             return 2
         recipe = dataclasses.replace(recipe, occon=tuple(args.occon))
     if args.device == "cuda":
@@ -373,7 +402,7 @@ def main(argv=None) -> int:
             signal.signal(signal.SIGTERM, before)
     bar.close()
     wall = time.time() - started
-    results = report.collect(lay, seeds, cells)
+    results = report.collect(lay, seeds, cells, final)
     # the report's times are those of this plan's steps (a folder may also hold steps of other arms)
     timings = {label: t for label, t in timings.items() if label in {st.label for st in steps}}
     results["compute"] = report.onestage_compute(timings, seeds, cells)
@@ -402,10 +431,13 @@ def main(argv=None) -> int:
     print(report.summary_text(results, meta))
     docs = args.docs or default_docs(args)
     if failed is not None:
-        for label, exc in getattr(failed, "failures", {}).items():
-            print(f"[science] failed: {exc}", file=sys.stderr)
-        print(f"[science] error: {failed}" + (f"; {docs} not written (fix the step and rerun the same command: "
-                                               "finished steps are kept)" if docs else ""), file=sys.stderr)
+        failures = getattr(failed, "failures", {})
+        for label, exc in failures.items():  # a step's own error (an in-process step's) gets its label
+            print(f"[science] failed: {exc if str(exc).startswith(label) else f'{label}: {exc}'}", file=sys.stderr)
+        what = (f"{len(failures)} step(s) failed (above); {len(failed.skipped)} step(s) that need them did not run"
+                if failures else str(failed))  # each failure once
+        print(f"[science] error: {what}" + (f"; {docs} not written (fix the step and rerun the same command: "
+                                            "finished steps are kept)" if docs else ""), file=sys.stderr)
         return 1
     if docs is not None and meta["not_run"] and args.docs is None:
         print(f"[science] {docs} not written: {len(meta['not_run'])} steps of this plan have not run (rerun the same "

@@ -145,7 +145,7 @@ def _loc_table(results: dict, sets, methods) -> str:
               **{f"onestage-{m}": f"one-stage {METHOD_TITLES[m]}: its last refresh (ContraCAM of the model being "
                                   "trained)" for m in methods},
               **{f"onestage2x-{m}": f"one-stage {METHOD_TITLES[m]}, 2x epochs: its last refresh" for m in methods},
-              **{f"final-{a}-{m}": f"ContraCAM of the final {METHOD_TITLES[m]} model: {ARM_TITLES[a]}"
+              **{f"final-{a}-{m}": f"ContraCAM (preset auto) of the final {METHOD_TITLES[m]} `{a}` model"
                  for m in methods for a in ARM_TITLES if a != "baseline"}}
     for set_ in sets:
         for what, title in titles.items():
@@ -178,20 +178,23 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
         + (f"; backgrounds blurred with radius {d['bg_blur']:g} px" if d.get("bg_blur") else ""))
     if "onestage" in meta["arms"]:
         every = Recipe(epochs=rc["epochs"]).refresh_every()  # the schedule the run used (protocol.py)
-        text += (f"**One-stage arm** (`occon.refresh`, docs/refresh.md): `mocov2_occon` / `byol_occon` from scratch with no "
+        text += (f"\n**One-stage arm** (`occon.refresh`, docs/refresh.md): `mocov2_occon` / `byol_occon` from scratch with no "
                  f"store and no stage 1: epochs 0–{every - 1} without BG-Mixup / OA-Crop, then ContraCAM of the model being "
                  f"trained (the refresh's default preset `bg_mixup`: T=1, no refinement; `image_size={rc['localize_size']}`) "
                  f"after every {every} epochs (never after the last); its localization row is the store of its last "
                  f"refresh. Its compute is compared by wall time with the two-stage protocol's three steps.\n")
     if "onestage2x" in meta["arms"]:
-        text += (f"**One-stage arm at 2x epochs** (`onestage2x`): the one-stage arm trained for {2 * rc['epochs']} epochs, "
+        text += (f"\n**One-stage arm at 2x epochs** (`onestage2x`): the one-stage arm trained for {2 * rc['epochs']} epochs, "
                  f"the two-stage protocol's total (stage 1 + stage 2), with its refreshes likewise at every third of "
                  f"them: the comparison at equal total epochs.\n")
     if meta.get("final"):
-        named = ", ".join(f"{METHOD_TITLES[m]} {ARM_TITLES[a]} ({s})" for s, m, a in meta["final"])
-        text += (f"**ContraCAM of the final models**: `occon-localize` of the final checkpoint of {named}, with the "
-                 f"stage-1 settings above, scored like the stores (rows \"ContraCAM of the final ... model\" of the "
-                 f"localization table): does object-aware training leave a better localizer than stage 1?\n")
+        named = ", ".join(f"{METHOD_TITLES[m]} `{a}` ({s} set)" for s, m, a in meta["final"])
+        text += (f"\n**ContraCAM of the final models**: `occon-localize` of the final checkpoint of the arms {named} "
+                 f"(`contracam`: the two-stage protocol's stage-2 model), with the stage-1 settings above "
+                 f"(`preset=auto`), scored like the stores (rows \"ContraCAM (preset auto) of the final ... model\" of "
+                 f"the localization table): does object-aware training leave a better localizer than stage 1? (A "
+                 f"one-stage arm's last-refresh row is another preset, `bg_mixup`, of the model at that refresh, before "
+                 f"its last epochs.)\n")
     parts = [text, DESIGN]
     parts += ["## Targets (the paper's predictions, as the issue states them)", "",
               "| target | | measured |", "|---|---|---|"]

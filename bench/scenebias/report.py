@@ -87,9 +87,10 @@ def _per_image_iou(path: Path) -> Optional[Dict[str, float]]:
     return {r["path"]: r.get("iou@0.5", r.get("iou")) for r in data["rows"]}
 
 
-def collect(lay: Layout, seeds, cells) -> dict:
+def collect(lay: Layout, seeds, cells, final=()) -> dict:
     """Every metric per (set, method, arm) of ``cells`` ((set, method) -> arms, protocol.Cells) and seed,
-    aggregated; localization per (set, what). Results of other cells in the folder are not read."""
+    aggregated; localization per (set, what), with the final models' rows of ``final`` ((set, method, arm),
+    ``protocol.plan``'s). Results of other cells or final localizations in the folder are not read."""
     from scenebias.protocol import FG_PROBE_REFERENCES
 
     sets = list(dict.fromkeys(s for s, _ in cells))
@@ -129,7 +130,7 @@ def collect(lay: Layout, seeds, cells) -> dict:
         whats = (["gaussian", "whole_image", "oracle", "random"]
                  + [f"contracam-{m}" for m in methods if "contracam" in cells[(set_, m)]]
                  + [f"{a}-{m}" for a in ONESTAGE_EPOCHS for m in methods if a in cells[(set_, m)]]
-                 + [f"final-{a}-{m}" for m in methods for a in cells[(set_, m)] if a != "baseline"])
+                 + [f"final-{a}-{m}" for m in methods for a in cells[(set_, m)] if (set_, m, a) in final])
         for what in whats:
             per_seed = [_loc_metrics(lay.localization(seed, set_, what) / "eval_localization.json") for seed in seeds]
             if any(per_seed):
@@ -378,9 +379,15 @@ def findings(results: dict, methods: Sequence[str], sets: Sequence[str], arms: S
                 if cc and fin:
                     d = paired(results, f"{set_}/final-{arm}-{method}", f"{set_}/contracam-{method}", "miou",
                                "localization")
-                    out.append(f"- **ContraCAM of the final {ARM_TITLES[arm]} model ({title}, {set_} set):** "
+                    out.append(f"- **ContraCAM (preset auto) of the final `{arm}` model ({title}, {set_} set):** "
                                f"mIoU@0.5 {fmt(fin['miou'])} vs stage 1's {fmt(cc['miou'])}: difference "
                                f"{_significance(d)}.")
+                    last = results["localization"].get(f"{set_}/{arm}-{method}") if arm in ONESTAGE_EPOCHS else None
+                    if last:  # a one-stage arm's own last refresh: another preset, another epoch
+                        out.append(f"  - Its last refresh's store (preset `bg_mixup`: T=1, no refinement, of the model at "
+                                   f"that refresh, before its last epochs) scores {fmt(last['miou'])}: the two rows differ in the "
+                                   f"preset and in the model, and which of the two makes the difference is not "
+                                   f"measured here.")
             ga = results["localization"].get(f"{set_}/gaussian")
             if cc and ga:
                 d = paired(results, f"{set_}/contracam-{method}", f"{set_}/gaussian", "miou", "localization")

@@ -143,13 +143,16 @@ def png_size(data: bytes) -> tuple[int, int, int, int] | None:
     return struct.unpack(">IIBB", data[16:26])
 
 
-def decode_mask_png(path: Path) -> np.ndarray:
-    """A stored mask file -> (H, W) uint8 array in [0, 255].
+def decode_mask_png(path: Path, data: bytes | None = None) -> np.ndarray:
+    """A stored mask file -> (H, W) uint8 array in [0, 255]. ``data``: the file's bytes when the caller has
+    read them already (``path`` then only names it in the error).
 
     Raises:
+        OSError: the file cannot be read.
         ValueError: the file is not an 8-bit grayscale PNG (callers turn it into the store's one-line error)."""
-    data = np.fromfile(path, dtype=np.uint8)  # not cv2.imread: it mishandles non-ASCII paths
-    mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # not cv2.imread: it mishandles non-ASCII paths
+    buf = np.fromfile(path, dtype=np.uint8) if data is None else np.frombuffer(data, dtype=np.uint8)
+    mask = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if mask is None or mask.ndim != 2 or mask.dtype != np.uint8:
         raise ValueError(f"mask file {path} is not an 8-bit grayscale PNG")
     return mask

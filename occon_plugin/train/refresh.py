@@ -48,7 +48,7 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -61,6 +61,24 @@ RECORD_FILE = "refresh.json"
 
 def refresh_dir(out_dir: Path) -> Path:
     return Path(out_dir) / REFRESH_DIR
+
+
+def earlier_versions(out_dir: Path, epoch: int) -> List[Tuple[int, Path]]:
+    """The store versions of the refreshes before ``epoch``, oldest first, as ``(refresh epoch, store folder)``:
+    what ``fraction`` and ``reuse_iou`` keep masks from. The run folder's own (``refresh.json``), and where
+    the run trained on another folder's version (solo-learn main resumes into a new run folder; the record names
+    the borrowed version by its path), that folder's refreshes too, its own where both have one: a resumed
+    host run keeps masks as the uninterrupted one would instead of localizing every image again."""
+    own = refresh_dir(out_dir)
+    record = read_record(out_dir)
+    # the record names its own versions by name ("store-e4"), another folder's by path
+    folders = [Path(v).parent for v in record["epochs"].values() if v and Path(v).parent not in (Path("."), own)]
+    found: Dict[int, Path] = {}
+    for folder in [*dict.fromkeys(folders), own]:  # borrowed folders first: the run's own versions win
+        for e in (record if folder == own else read_record(folder.parent))["refreshes"]:
+            if int(e) < epoch:
+                found[int(e)] = folder / f"store-e{int(e)}"
+    return sorted(found.items())
 
 
 def read_record(out_dir: Path) -> dict:
@@ -312,11 +330,11 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
             if refresh.batch_size is not None:
                 settings.batch_size = refresh.batch_size
             carry = None
-            earlier = sorted(int(e) for e in read_record(self.out_dir)["refreshes"] if int(e) < epoch)
+            earlier = [version for _, version in earlier_versions(self.out_dir, epoch)]
             if refresh.groups > 1 and earlier:  # a later refresh: one group of batches again, the rest kept
-                carry = Carry(store=folder / f"store-e{max(earlier)}", groups=refresh.groups, turn=len(earlier) - 1)
+                carry = Carry(store=earlier[-1], groups=refresh.groups, turn=len(earlier) - 1)
             if refresh.reuse_iou is not None and len(earlier) >= 2:  # the masks that settled are kept
-                newer, older = folder / f"store-e{earlier[-1]}", folder / f"store-e{earlier[-2]}"
+                newer, older = earlier[-1], earlier[-2]
                 for version in (newer, older):  # both must be there as written (else: the command that rebuilds one)
                     check_version(version, self._rebuild_command(trainer, version), keeps_masks=True)
                 carry = Carry(store=newer, groups=1, turn=0, keep=settled_images(newer, older, refresh.reuse_iou),
@@ -383,7 +401,7 @@ def mask_ious(newer: Path, older: Path) -> dict:
         ``{path: float in [0, 1] or None}``, paths as the stores list them.
     """
     from occon_plugin.store import Store
-    from occon_plugin.store.reader import StoreError
+    from occon_plugin.store.format import decode_mask_png
 
     a, b = Store.open(newer), Store.open(older)
     out: dict = {}
@@ -391,14 +409,16 @@ def mask_ious(newer: Path, older: Path) -> dict:
         other = b.entries.get(path)
         if other is None or not entry.ok or not other.ok:
             continue
-        try:
-            if a.mask_file(path).read_bytes() == b.mask_file(path).read_bytes():
+        try:  # each file read once: compared as bytes, decoded only when they differ
+            file_a, file_b = a.mask_file(path), b.mask_file(path)
+            bytes_a, bytes_b = file_a.read_bytes(), file_b.read_bytes()
+            if bytes_a == bytes_b:
                 out[path] = None
                 continue
-            ma, mb = a.load_mask_u8(path) >= 128, b.load_mask_u8(path) >= 128
-        except (OSError, StoreError):  # unreadable: localized again
+            ma, mb = decode_mask_png(file_a, bytes_a) >= 128, decode_mask_png(file_b, bytes_b) >= 128
+        except (OSError, ValueError):  # unreadable: localized again
             continue
-        if ma.shape != mb.shape:
+        if ma.shape != mb.shape or ma.shape != (entry.height, entry.width):  # not the size the index says
             continue
         union = int(np.count_nonzero(ma | mb))
         out[path] = np.count_nonzero(ma & mb) / union if union else 1.0

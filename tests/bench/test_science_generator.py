@@ -245,6 +245,24 @@ def test_science_occon_settings_reach_every_object_aware_arm_and_not_the_baselin
     assert "give KEY=VALUE below occon" in capsys.readouterr().err
 
 
+def test_science_occon_settings_go_through_the_plugins_parser_before_any_step(tmp_path, capsys, science):
+    """An unknown key, a value out of range, a refresh preset or precision the localizer lacks, or a value that
+    is not YAML used to pass ``--plan`` and fail at the first object-aware pretraining: one line, exit 2,
+    nothing written (the plugin's own parser and tables, so the bench cannot drift from them)."""
+    for item, said in (("bg_mixup.nosuch=1", "unknown key occon.bg_mixup.nosuch; allowed: occon.bg_mixup.enabled"),
+                       ("bg_mixup.p_mix=3", "occon.bg_mixup.p_mix=3 must be in [0, 1]"),
+                       ("refresh.precision=fp64", "occon.refresh.precision='fp64': use one of fp32, bf16, fp16"),
+                       ("refresh.preset=nope", "occon.refresh.preset='nope': use auto or one of"),
+                       ("refresh.fraction=2", "occon.refresh.fraction=2 must be in (0, 1]"),
+                       ("bg_mixup.views=[0", "bg_mixup.views=[0: not KEY=VALUE with a YAML value")):
+        assert science.main(["--plan", "--out", str(tmp_path / "x"), "--occon", item]) == 2, item
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], (item, err)
+    assert not (tmp_path / "x").exists()
+    assert science.main(["--plan", "--out", str(tmp_path / "x"), "--occon", "bg_mixup.views=[0]",
+                         "refresh.reuse_iou=0.7"]) == 0
+
+
 def test_zero_or_negative_epochs_and_negative_seeds_are_usage_errors(tmp_path, capsys, science):
     """``--epochs 0`` used to fall back to the size's epochs silently; a negative seed failed inside a step."""
     for argv, said in ((["--epochs", "0"], "--epochs 0: give 1 or more"), (["--epochs", "-3"], "--epochs -3"),

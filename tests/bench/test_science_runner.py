@@ -109,8 +109,18 @@ def test_the_onestage_size_adds_one_stage_cells_and_localizes_the_final_models_i
     res = tmp_path / "localization" / "seed0" / "bg" / "final-onestage-mocov2" / "eval_localization.json"
     res.parent.mkdir(parents=True)
     res.write_text('{"summary": {"mask_miou@0.5": 0.4, "max_box_acc_v2": 0.5}}')
-    got = report.collect(lay, (0,), cells)["localization"]["bg/final-onestage-mocov2"]
+    got = report.collect(lay, (0,), cells, final)["localization"]["bg/final-onestage-mocov2"]
     assert got["miou"]["mean"] == 0.4 and got["maxboxacc"]["mean"] == 0.5
+    # a plan without that final localization (the standard run in the same folder) does not report the row
+    assert "bg/final-onestage-mocov2" not in report.collect(lay, (0,), cells)["localization"]
+    # the findings compare each final model with stage 1; only a one-stage arm's line names its last refresh
+    row = {"per_seed": [], "miou": {"mean": 0.3, "se": 0.01, "n": 3, "values": []},
+           "maxboxacc": {"mean": 0.3, "se": 0.01, "n": 3, "values": []}}
+    results = {"train": {}, "localization": {k: row for k in ("bg/contracam-mocov2", "bg/final-contracam-mocov2",
+                                                               "bg/final-onestage-mocov2", "bg/onestage-mocov2")}}
+    text = report.findings(results, ["mocov2"], ["bg"], ["baseline", "contracam", "onestage"], 6).splitlines()
+    at = {arm: next(i for i, line in enumerate(text) if f"final `{arm}` model" in line) for arm in ("contracam", "onestage")}
+    assert "last refresh" not in text[at["contracam"] + 1] and "last refresh" in text[at["onestage"] + 1]
 
 
 def _steps(tmp_path, log, fail=None, sleep=0.05):
@@ -307,3 +317,23 @@ def test_a_second_run_in_the_folder_of_a_running_one_is_refused(tmp_path, capsys
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert science.main(["--quick", "--out", str(out), "--backgrounds", str(photos)]) == 2
     assert "another bench/science.py runs in" in capsys.readouterr().err
+
+
+def test_a_failed_step_is_reported_once_and_the_run_exits_1(tmp_path, capsys, science):
+    """The data step fails (12 files named like photos that are not images): its error is printed once (it
+    used to be printed a second time in the closing line), the closing line counts the failed and the skipped
+    steps, no page is written, exit 1."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(12):
+        (photos / f"p{i}.jpg").write_bytes(b"not a jpeg")
+    docs = tmp_path / "page.md"
+    assert science.main(["--quick", "--sets", "bg", "--arms", "baseline", "--jobs", "1", "--out",
+                         str(tmp_path / "out"), "--backgrounds", str(photos), "--docs", str(docs)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    failed = [line for line in err if line.startswith("[science] failed: ")]
+    assert len(failed) == 1 and "data seed0" in failed[0]
+    cause = failed[0].split("[science] failed: ", 1)[1]
+    assert sum(cause in line for line in err) == 1, err
+    assert "[science] error: 1 step(s) failed (above);" in err[-1] and "step(s) that need them did not run" in err[-1]
+    assert f"{docs} not written" in err[-1] and not docs.exists()

@@ -745,3 +745,25 @@ def test_a_hand_built_trainer_gets_the_refresh_step_from_the_method(tmp_path):
     # no Checkpointer: <checkpoint.dir>/<method>/occon_refresh-<name>, the run's own place
     record = json.loads((tmp_path / "ck" / "mocov2_occon" / "occon_refresh-byhand" / "refresh" / "refresh.json").read_text())
     assert record["epochs"] == {"0": None, "1": "store-e0"}
+
+
+def test_the_earlier_versions_of_a_host_run_resumed_into_a_new_folder_include_the_borrowed_folders(tmp_path):
+    """solo-learn main resumes into a new run folder: the refreshes before the resume are in the old folder,
+    whose version the new record names by path. ``fraction`` / ``reuse_iou`` keep masks from both folders'
+    versions (the new folder's where both have one), as the uninterrupted run would: before, the resumed run
+    saw no earlier refresh and localized every image again at its next two refreshes."""
+    from occon_plugin.train.refresh import earlier_versions
+
+    def record(folder: Path, refreshes, epochs) -> Path:
+        (folder / "refresh").mkdir(parents=True)
+        (folder / "refresh" / "refresh.json").write_text(json.dumps(
+            {"refreshes": {str(e): {"store": f"store-e{e}"} for e in refreshes}, "epochs": epochs}))
+        return folder / "refresh"
+
+    old = record(tmp_path / "run3", [0, 1, 2], {"0": None, "1": "store-e0", "2": "store-e1"})  # killed in epoch 3
+    new = record(tmp_path / "run4", [2], {"2": str(old / "store-e1"), "3": "store-e2"})  # resumed from epoch 2
+    assert earlier_versions(tmp_path / "run4", 2) == [(0, old / "store-e0"), (1, old / "store-e1")]
+    assert earlier_versions(tmp_path / "run4", 3) == [(0, old / "store-e0"), (1, old / "store-e1"),
+                                                     (2, new / "store-e2")]  # its own e2, not the killed run's
+    assert earlier_versions(tmp_path / "run3", 2) == [(0, old / "store-e0"), (1, old / "store-e1")]
+    assert earlier_versions(tmp_path / "none", 5) == []

@@ -41,7 +41,7 @@ from scenebias.generate import (DEFAULT_BACKGROUNDS, PHOTO_EXTENSIONS, Generator
                                 generate, list_photos)
 from occon_plugin.augment.semantics import DONOR_RULE  # noqa: E402
 
-ALL_ARMS = ("baseline", "contracam", "oracle", "random", "onestage", "onestage2x")
+ALL_ARMS = ("baseline", "contracam", "oracle", "random", "onestage", "onestage2x", "onestage3x")
 
 
 class Size(NamedTuple):
@@ -71,7 +71,7 @@ SIZES = {
     # issue 21's comparison: one-stage vs two-stage vs baseline on both sets and both methods, one-stage also at
     # the two-stage protocol's total epochs, and ContraCAM of the final models (MoCo v2, background set). With
     # the standard run's --out it reuses its steps: 9 pretrainings and 9 localizations more (~55 min on 2 cores)
-    "onestage": Size((0, 1, 2), {"mocov2": {"bg": ("baseline", "contracam", "onestage", "onestage2x"),
+    "onestage": Size((0, 1, 2), {"mocov2": {"bg": ("baseline", "contracam", "onestage", "onestage2x", "onestage3x"),
                                             "ctx": ("baseline", "contracam", "onestage")},
                                  "byol": {"bg": ("baseline", "contracam", "onestage")}},
                      final=(("bg", "mocov2", "contracam"), ("bg", "mocov2", "onestage"),

@@ -21,7 +21,8 @@ BG_VARIANTS = ("original", "only_fg", "only_bg_t", "mixed_same", "mixed_rand", "
 ARM_TITLES = {"baseline": "baseline (no object-aware aug.)", "contracam": "ContraCAM of stage 1",
               "oracle": "oracle (ground-truth masks)", "random": "random masks, same areas",
               "hardmix": "BG-HardMix (ContraCAM)", "onestage": "one-stage (occon.refresh, no stage 1)",
-              "onestage2x": "one-stage, 2x epochs (two-stage's total)"}
+              "onestage2x": "one-stage, 2x epochs (two-stage's total)",
+              "onestage3x": "one-stage, 3x epochs (about two-stage's compute)"}
 METHOD_TITLES = {"mocov2": "MoCo v2", "byol": "BYOL"}
 
 
@@ -226,7 +227,8 @@ def targets(results: dict, methods: Sequence[str], sets: Sequence[str]) -> List[
             if not ones or two not in results["train"]:
                 continue
             for arm in ones:
-                which = "one-stage" if arm == "onestage" else "one-stage at 2x epochs (equal total epochs)"
+                which = "one-stage" if arm == "onestage" else f"one-stage at {ONESTAGE_EPOCHS[arm]}x epochs" + (
+                    " (equal total epochs)" if ONESTAGE_EPOCHS[arm] == 2 else "")
                 d = paired(results, f"{set_}/{method}/{arm}", two, metric)
                 add(f"{set_}, {METHOD_TITLES[method]}: {which} {name} within 1 s.e. of two-stage (paired)",
                     None if d["se"] is None else abs(d["mean"]) <= d["se"], f"{arm} − two-stage {fmt(d, signed=True)}")
@@ -370,7 +372,7 @@ def findings(results: dict, methods: Sequence[str], sets: Sequence[str], arms: S
             for arm in ONESTAGE_EPOCHS:
                 if f"{set_}/{method}/{arm}" in results["train"] and f"{set_}/{method}/contracam" in results["train"]:
                     d = paired(results, f"{set_}/{method}/{arm}", f"{set_}/{method}/contracam", metric)
-                    which = "One-stage" if arm == "onestage" else "One-stage at 2x epochs"
+                    which = "One-stage" if arm == "onestage" else f"One-stage at {ONESTAGE_EPOCHS[arm]}x epochs"
                     out.append(f"- **{which} − two-stage ({title}, {set_} set):** {name} {_significance(d)}.")
         for set_ in sets:
             cc = results["localization"].get(f"{set_}/contracam-{method}")

@@ -82,7 +82,7 @@ def test_the_onestage_size_adds_one_stage_cells_and_localizes_the_final_models_i
     from scenebias import report
 
     cells = science.size_cells("onestage")
-    assert cells == {("bg", "mocov2"): ("baseline", "contracam", "onestage", "onestage2x"),
+    assert cells == {("bg", "mocov2"): ("baseline", "contracam", "onestage", "onestage2x", "onestage3x"),
                      ("bg", "byol"): ("baseline", "contracam", "onestage"),
                      ("ctx", "mocov2"): ("baseline", "contracam", "onestage")}
     final = science.final_cells(science.SIZES["onestage"], cells)
@@ -104,7 +104,11 @@ def test_the_onestage_size_adds_one_stage_cells_and_localizes_the_final_models_i
     row = by["eval localization bg final-onestage-mocov2 seed0"]
     assert row.after == (fin.label,) and f"predictions={lay.final_store(0, 'bg', 'mocov2', 'onestage')}" in row.argv
     assert "localize final bg byol onestage seed0" not in by and "localize final bg mocov2 baseline seed0" not in by
-    assert sum(s.stage == "pretrain" for s in steps) == 10 and sum(s.stage == "localize" for s in steps) == 6
+    assert sum(s.stage == "pretrain" for s in steps) == 11 and sum(s.stage == "localize" for s in steps) == 6
+    # the equal-compute arm: 3 x 15 epochs, refreshes after epochs 14 and 29, not localized at the end
+    eq = by["pretrain bg mocov2 onestage3x seed0"]
+    assert "++max_epochs=45" in eq.argv and "++occon.refresh.every_epochs=15" in eq.argv
+    assert recipe.refresh_epochs("onestage3x") == [14, 29] and "localize final bg mocov2 onestage3x seed0" not in by
     # the report reads the rows: a result written where the row's step writes it comes back under its name
     res = tmp_path / "localization" / "seed0" / "bg" / "final-onestage-mocov2" / "eval_localization.json"
     res.parent.mkdir(parents=True)

@@ -178,10 +178,21 @@ def data_settings(items) -> dict:
     return out
 
 
+# occon keys the protocol sets per arm and set (protocol.pretrain_step, the set's YAML): an --occon value would
+# silently turn one arm into another (a store for the one-stage arm, no augmentation for ContraCAM, ...) or
+# stop a one-stage run after the steps before it ran
+PROTOCOL_OCCON_KEYS = ("enabled", "store", "oa_crop.enabled", "bg_mixup.enabled", "bg_mixup.hard", "refresh.enabled",
+                       "refresh.warmup_epochs", "refresh.every_epochs", "refresh.image_size")
+
+
 def occon_problem(items) -> Optional[str]:
     """Why the ``--occon KEY=VALUE`` items are not a valid ``occon`` section for the plugin (its own parser:
-    unknown keys, types, ranges), or None: found before any step runs, not at the first object-aware
-    pretraining. Whether the section fits each arm (a store, a refresh) is checked by the commands."""
+    unknown keys, types, ranges), or name a key the protocol sets per arm (:data:`PROTOCOL_OCCON_KEYS`), or
+    None: found before any step runs, not at the first object-aware pretraining."""
+    owned = [item.split("=", 1)[0] for item in items if item.split("=", 1)[0].strip() in PROTOCOL_OCCON_KEYS]
+    if owned:
+        return (f"occon.{owned[0]} is set by the benchmark for each arm (its store, the set's augmentation, the "
+                f"one-stage schedule; bench/scenebias/protocol.py): --occon takes the other occon keys")
     import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException

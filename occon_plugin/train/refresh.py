@@ -345,15 +345,15 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
                 summary = run_localize(settings, carry=carry)
             seconds = time.perf_counter() - start
             images, carried = int(summary["listed"]), int(summary.get("carried", 0))
-            written = [int(summary["written_ok"]), int(summary["written_bad"])]
+            written = [int(summary["written_ok"]), int(summary["written_bad"]), int(summary["already_done"])]
             if world > 1:  # every rank localized its own batches (run_localize under torch.distributed)
                 parts: list = [None] * world
                 torch.distributed.all_gather_object(parts, written)
-                written = [sum(p[0] for p in parts), sum(p[1] for p in parts)]
+                written = [sum(p[i] for p in parts) for i in range(3)]
             stats = {"store": store.name, "model": model_path.name, "preset": summary["preset"], "images": images,
                      "written_ok": written[0], "written_bad": written[1],
-                     "already_done": int(summary["already_done"]), "carried": carried, "seconds": round(seconds, 3),
-                     "images_per_s": round(sum(written) / max(seconds, 1e-9), 2),  # of those localized by this call
+                     "already_done": written[2], "carried": carried, "seconds": round(seconds, 3),
+                     "images_per_s": round(sum(written[:2]) / max(seconds, 1e-9), 2),  # of those localized by this call
                      "epoch_seconds": round(epoch_seconds, 3), "epoch_fraction": round(seconds / max(epoch_seconds, 1e-9), 3),
                      "localize_stage_seconds": summary.get("stage_seconds", {})}  # where the localizer's time went
             if rank == 0:
@@ -365,8 +365,13 @@ def refresh_callback(cfg: Any, refresh: RefreshConfig, out_dir: Optional[Path] =
             self.store = store
             if rank != 0:
                 return stats
-            kept = f", {carried} kept from {carry.store.name}" if carry is not None else ""
-            print(f"[occon] refresh after epoch {epoch}: {images - carried} of {images} images localized{kept} in "
+            # what this refresh wrote, each kind said: unreadable images get no mask, an interrupted refresh's
+            # finished part is not localized again
+            kept = "".join(text for n, text in (
+                (written[1], f", {written[1]} unreadable (no mask, skipped)"),
+                (written[2], f", {written[2]} localized before the interruption"),
+                (carried if carry is not None else 0, f", {carried} kept from {carry.store.name if carry else ''}")) if n)
+            print(f"[occon] refresh after epoch {epoch}: {written[0]} of {images} images localized{kept} in "
                   f"{seconds:.1f} s ({stats['images_per_s']} images/s, {stats['epoch_fraction']:.2f} x the epoch's "
                   f"{epoch_seconds:.1f} s of training), preset {summary['preset']} -> {store}", flush=True)
             return stats

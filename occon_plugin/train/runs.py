@@ -76,6 +76,13 @@ def holds_run(folder: Path) -> bool:
     return folder.is_dir() and ((folder / CONFIG_FILE).is_file() or any(folder.glob("*.ckpt")))
 
 
+def _saved_anything(folder: Path) -> bool:
+    """Whether a run folder holds anything a run wrote while training: a checkpoint (anywhere below it), a
+    weights file or one-stage refresh versions. A folder with only its settings (``config.yaml``, ``args.json``,
+    a lock, logs) has nothing another setting could be mixed with."""
+    return any(folder.rglob("*.ckpt")) or any(folder.glob("*.pt")) or (folder / "refresh").exists()
+
+
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
@@ -207,6 +214,10 @@ def _plan_run(cfg: DictConfig) -> RunPlan:
     # config.yaml was written after the method completed its cfg (solo-learn main fills optimizer/scheduler defaults
     # in place); this cfg is compared with the same defaults filled in
     diffs = setting_differences(old, host.with_method_defaults(cfg))
+    if diffs and not _saved_anything(folder):  # e.g. a DDP run refused by a rank's check after config.yaml
+        notes.append(f"{folder} holds the settings of a run that saved nothing (no checkpoint, no refresh): "
+                     f"starting it over with these settings")
+        return RunPlan(folder, None, notes)
     if diffs:
         raise ConfigError(
             f"auto_resume: {folder} holds a run with other settings ({examples(diffs, show=_SHOW, sep='; ')}); resuming "

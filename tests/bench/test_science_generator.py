@@ -254,7 +254,13 @@ def test_science_occon_settings_go_through_the_plugins_parser_before_any_step(tm
                        ("refresh.precision=fp64", "occon.refresh.precision='fp64': use one of fp32, bf16, fp16"),
                        ("refresh.preset=nope", "occon.refresh.preset='nope': use auto or one of"),
                        ("refresh.fraction=2", "occon.refresh.fraction=2 must be in (0, 1]"),
-                       ("bg_mixup.views=[0", "bg_mixup.views=[0: not KEY=VALUE with a YAML value")):
+                       ("bg_mixup.views=[0", "bg_mixup.views=[0: not KEY=VALUE with a YAML value"),
+                       # keys the protocol sets per arm (a break-it pass: they passed, then a one-stage step failed
+                       # after the baseline had trained, or an arm silently became another)
+                       ("refresh.warmup_epochs=5", "occon.refresh.warmup_epochs is set by the benchmark for each arm"),
+                       ("refresh.enabled=true", "occon.refresh.enabled is set by the benchmark"),
+                       ("store=/tmp", "occon.store is set by the benchmark"),
+                       ("bg_mixup.enabled=false", "occon.bg_mixup.enabled is set by the benchmark")):
         assert science.main(["--plan", "--out", str(tmp_path / "x"), "--occon", item]) == 2, item
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0], (item, err)

@@ -62,6 +62,18 @@ def test_resume_only_with_the_same_settings(tmp_path):
     assert plan_run(run_cfg(tmp_path, **{"auto_resume.enabled": False})).out_dir.name == "run-3"
 
 
+def test_a_folder_with_only_the_settings_of_a_run_that_saved_nothing_starts_over_with_new_settings(tmp_path):
+    """A run refused after it wrote its settings (under DDP a rank's batch check comes after ``config.yaml``):
+    the corrected command with other settings starts that folder over instead of refusing to resume weights that
+    do not exist; once the folder holds a checkpoint or refresh versions, other settings are refused again."""
+    folder = write_run(run_cfg(tmp_path), ckpts=())
+    plan = plan_run(run_cfg(tmp_path, **{"data.train_path": "other-photos"}))
+    assert plan.out_dir == folder and plan.ckpt_path is None and "saved nothing" in plan.notes[-1]
+    (folder / "refresh").mkdir()
+    with pytest.raises(ConfigError, match=r"data.train_path: .* -> '.*other-photos'"):
+        plan_run(run_cfg(tmp_path, **{"data.train_path": "other-photos"}))
+
+
 @pytest.mark.kind("run.torn-checkpoint")
 def test_a_torn_last_checkpoint_falls_back_to_the_newest_readable_one(tmp_path):
     folder = write_run(run_cfg(tmp_path), ckpts=("epoch0.ckpt", "last.ckpt"))

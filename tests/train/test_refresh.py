@@ -767,3 +767,17 @@ def test_the_earlier_versions_of_a_host_run_resumed_into_a_new_folder_include_th
                                                      (2, new / "store-e2")]  # its own e2, not the killed run's
     assert earlier_versions(tmp_path / "run3", 2) == [(0, old / "store-e0"), (1, old / "store-e1")]
     assert earlier_versions(tmp_path / "none", 5) == []
+
+
+def test_the_refresh_line_says_how_many_images_got_no_mask(tmp_path):
+    """A training folder with an unreadable file named like an image: the refresh wrote no mask for it, and its
+    line says so (it used to print "9 of 9 images localized" with one written bad)."""
+    data = _photos(tmp_path / "data")
+    (data / "zz-broken.jpg").write_bytes(b"not a jpeg")
+    proc = _cli("occon_plugin.cli.pretrain", *_args(data, tmp_path / "t", "++name=bad"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    record = json.loads((tmp_path / "t" / "mocov2_occon" / "bad" / "refresh" / "refresh.json").read_text())
+    first = record["refreshes"]["0"]
+    assert first["images"] == N_IMAGES + 1 and first["written_ok"] == N_IMAGES and first["written_bad"] == 1
+    assert f"refresh after epoch 0: {N_IMAGES} of {N_IMAGES + 1} images localized, 1 unreadable (no mask, skipped)" in out

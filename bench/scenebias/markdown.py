@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-from scenebias.protocol import ONESTAGE_EPOCHS, Layout, Recipe
+from scenebias.protocol import ONESTAGE_EPOCHS, Layout, Recipe, preset_text, refresh_preset
 from scenebias.report import ARM_TITLES, BG_VARIANTS, METHOD_TITLES, atomic_write, figure, fmt, paired, targets
 
 HEADER = """# Does it debias? The paper's protocol on a controlled scene-bias benchmark
@@ -181,7 +181,8 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
         every = Recipe(epochs=rc["epochs"]).refresh_every()  # the schedule the run used (protocol.py)
         text += (f"\n**One-stage arm** (`occon.refresh`, docs/refresh.md): `mocov2_occon` / `byol_occon` from scratch with no "
                  f"store and no stage 1: epochs 0–{every - 1} without BG-Mixup / OA-Crop, then ContraCAM of the model being "
-                 f"trained (the refresh's default preset `bg_mixup`: T=1, no refinement; `image_size={rc['localize_size']}`) "
+                 f"trained (the refresh's preset {preset_text(refresh_preset(rc.get('occon', ())))}; "
+                 f"`image_size={rc['localize_size']}`) "
                  f"after every {every} epochs (never after the last); its localization row is the store of its last "
                  f"refresh. Its compute is compared by wall time with the two-stage protocol's three steps.\n")
     if "onestage2x" in meta["arms"]:
@@ -199,7 +200,7 @@ def render(results: dict, meta: dict, target_rows: List[dict], figure: Optional[
                  f"(`contracam`: the two-stage protocol's stage-2 model), with the stage-1 settings above "
                  f"(`preset=auto`), scored like the stores (rows \"ContraCAM (preset auto) of the final ... model\" of "
                  f"the localization table): does object-aware training leave a better localizer than stage 1? (A "
-                 f"one-stage arm's last-refresh row is another preset, `bg_mixup`, of the model at that refresh, before "
+                 f"one-stage arm's last-refresh row is the refresh's preset, `{refresh_preset(rc.get('occon', ()))}`, of the model at that refresh, before "
                  f"its last epochs.)\n")
     parts = [text, DESIGN]
     parts += ["## Targets (the paper's predictions, as the issue states them)", "",

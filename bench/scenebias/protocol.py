@@ -108,6 +108,20 @@ class Recipe:
         return out
 
 
+def refresh_preset(occon: Sequence[str]) -> str:
+    """The occon-localize preset a one-stage arm's refresh uses: the last ``refresh.preset=`` of the recipe's
+    ``occon`` overrides, else the plugin's default (``RefreshSettings.preset``)."""
+    from occon_plugin.augment.config import RefreshSettings
+
+    given = [item.split("=", 1)[1].strip() for item in occon if item.split("=", 1)[0].strip() == "refresh.preset"]
+    return given[-1] if given else RefreshSettings.preset
+
+
+def preset_text(preset: str) -> str:
+    """``bg_mixup`` -> "`bg_mixup`: T=1, no refinement" (what the page says of a refresh preset)."""
+    return f"`{preset}`" + (": T=1, no refinement" if preset == "bg_mixup" else "")
+
+
 @dataclass
 class Step:
     """One command of the protocol; ``done`` is its result file (the step is skipped when it exists)."""

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from scenebias.protocol import ONESTAGE_EPOCHS, Layout, read_json
+from scenebias.protocol import ONESTAGE_EPOCHS, Layout, preset_text, read_json, refresh_preset
 
 BG_VARIANTS = ("original", "only_fg", "only_bg_t", "mixed_same", "mixed_rand", "mixed_next")
 ARM_TITLES = {"baseline": "baseline (no object-aware aug.)", "contracam": "ContraCAM of stage 1",
@@ -331,10 +331,12 @@ def _significance(d: dict) -> str:
     return f"{fmt(d, signed=True)} ({verdict})"
 
 
-def findings(results: dict, methods: Sequence[str], sets: Sequence[str], arms: Sequence[str], classes: int) -> str:
+def findings(results: dict, methods: Sequence[str], sets: Sequence[str], arms: Sequence[str], classes: int,
+             preset: Optional[str] = None) -> str:
     """Plain sentences computed from the numbers (no hand-written claims): per method, what each arm changed
     against the baseline (paired by seed), the object probe against the reference representations, and
     ContraCAM against the centred Gaussian."""
+    preset = preset or refresh_preset(())  # the one-stage arms' refresh preset (None: the plugin's default)
     out = []
     refs = results.get("object_probe_reference", {})
     ref_txt = "; ".join(f"{k}: {fmt(v)}" for k, v in refs.items())
@@ -386,7 +388,7 @@ def findings(results: dict, methods: Sequence[str], sets: Sequence[str], arms: S
                                f"{_significance(d)}.")
                     last = results["localization"].get(f"{set_}/{arm}-{method}") if arm in ONESTAGE_EPOCHS else None
                     if last:  # a one-stage arm's own last refresh: another preset, another epoch
-                        out.append(f"  - Its last refresh's store (preset `bg_mixup`: T=1, no refinement, of the model at "
+                        out.append(f"  - Its last refresh's store (preset {preset_text(preset)}, of the model at "
                                    f"that refresh, before its last epochs) scores {fmt(last['miou'])}: the two rows differ in the "
                                    f"preset and in the model, and which of the two makes the difference is not "
                                    f"measured here.")
@@ -428,5 +430,6 @@ def describe(lay: Layout, seeds, recipe, cells, timings: dict, results: dict) ->
             "partners_text": ", ".join(f"{a}–{b}" for a, b in pairs),
             "recipe_text": "`" + " ".join(overrides) + "`",
             "references_text": "reference representations: " + ", ".join(f"`{r}`" for r in FG_PROBE_REFERENCES),
-            "cost_text": cost, "findings": findings(results, methods, sets, arms, len(names) or 6),
+            "cost_text": cost,
+            "findings": findings(results, methods, sets, arms, len(names) or 6, refresh_preset(recipe.occon)),
             "wall_seconds_total": total}

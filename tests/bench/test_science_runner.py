@@ -341,3 +341,10 @@ def test_a_failed_step_is_reported_once_and_the_run_exits_1(tmp_path, capsys, sc
     assert sum(cause in line for line in err) == 1, err
     assert "[science] error: 1 step(s) failed (above);" in err[-1] and "step(s) that need them did not run" in err[-1]
     assert f"{docs} not written" in err[-1] and not docs.exists()
+
+
+def test_the_page_names_the_refresh_preset_the_one_stage_arms_used():
+    """``--occon refresh.preset=auto`` changes the one-stage arms' refresh: the page says so instead of the default."""
+    assert protocol.refresh_preset(()) == "bg_mixup"
+    assert protocol.refresh_preset(("bg_mixup.views=[0]", "refresh.preset=lite", "refresh.preset=auto")) == "auto"
+    assert protocol.preset_text("bg_mixup") == "`bg_mixup`: T=1, no refinement" and protocol.preset_text("auto") == "`auto`"

@@ -285,7 +285,8 @@ def main(argv=None) -> int:
     if args.epochs:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)
     if args.occon:
-        bad = [item for item in args.occon if "=" not in item or item.startswith(("occon.", "+"))]
+        bad = [item for item in args.occon if "=" not in item or not item.split("=", 1)[0].strip()
+               or item.startswith(("occon.", "+"))]
         if bad:
             print(f"[science] error: --occon {bad[0]!r}: give KEY=VALUE below occon, e.g. bg_mixup.views=[0]",
                   file=sys.stderr)

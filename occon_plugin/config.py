@@ -129,6 +129,9 @@ def check_ranges(cfg: DictConfig | dict, ranges: Dict[str, Range]) -> None:
 
 
 SEED_RANGE = Range(0, 2 ** 32 - 1, integer=True, hint="numpy's and Lightning's seeds")
+# ContraCAM's input side (occon-localize image_size, occon.refresh.image_size): the backbone's activations grow with
+# batch_size x image_size^2, so a side past 2048 px is a typo or an out-of-memory kill, not a setting
+CAM_IMAGE_SIZE = Range(32, 2048, integer=True, hint="pixels; memory grows with batch_size x image_size^2")
 
 
 def check_existing_path(cfg: DictConfig, key: str, what: str) -> Path:

@@ -11,6 +11,9 @@ The one rule (:func:`wandb_mode`), for every command (``occon-pretrain``, ``occo
    unset, online iff an API key is configured (``WANDB_API_KEY`` or ``wandb login``). Online without a
    key cannot work: such a run goes offline and says so in one line.
 
+Where the run files go (:func:`wandb_dir`): ``WANDB_DIR`` when the user set it (as wandb and the host's own
+``main_pretrain.py`` do), else the command's output folder (``<output_dir>/wandb``, next to the checkpoint).
+
 Each job's run is finished when the job ends (:func:`finish_wandb`), so under Hydra's multirun
 (``-m``) every job gets its own run. The pretraining logger and its pictures: :mod:`occon_plugin.train.tracking`.
 """
@@ -67,6 +70,15 @@ def wandb_mode(cfg: Any, say: bool = True) -> str:
 def wandb_offline(cfg: DictConfig) -> bool:
     """Whether W&B runs offline (True also when disabled: nothing goes online)."""
     return wandb_mode(cfg, say=False) in ("offline", "disabled")
+
+
+def wandb_dir(default: Path) -> Path:
+    """The folder W&B writes a run's files under: ``WANDB_DIR`` when set (non-empty; created if missing), else
+    ``default`` (a command's output folder). wandb itself lets an explicit ``dir=`` beat ``WANDB_DIR``; the
+    plugin's commands pass one only when the user chose none, so a user's ``WANDB_DIR`` (a scratch disk, a
+    quota'd home) holds every command's runs, as it does for the host's own script."""
+    chosen = os.environ.get("WANDB_DIR", "").strip()
+    return Path(chosen).expanduser() if chosen else Path(default)
 
 
 def wandb_wanted(cfg: Any) -> bool:
@@ -144,7 +156,7 @@ def store_overlays(store_root: Any, data: Any, n: int = N_PICTURES) -> list:
 
 def log_localize_run(wandb_cfg: Optional[DictConfig], summary: dict, data: Any, n: int = N_PICTURES) -> Optional[Path]:
     """When W&B is on: one run (:func:`wandb_mode`, files under the store's
-    ``wandb/``) with the localizer's counts (``localize/<count>``) and ``n`` overlays (:func:`store_overlays`,
+    ``wandb/``, or ``WANDB_DIR``: :func:`wandb_dir`) with the localizer's counts (``localize/<count>``) and ``n`` overlays (:func:`store_overlays`,
     ``localize/overlays``) of the store. ``summary``: what ``run_localize`` returned;
     ``data``: its ``data`` settings (``path``, ``image_root``). Returns the run folder or None."""
     if wandb_cfg is None or not wandb_wanted(wandb_cfg):
@@ -157,7 +169,7 @@ def log_localize_run(wandb_cfg: Optional[DictConfig], summary: dict, data: Any, 
     run = wandb.init(project=str(OmegaConf.select(wandb_cfg, "wandb.project", default="occon-plugin")),
                      entity=OmegaConf.select(wandb_cfg, "wandb.entity", default=None),
                      name=str(OmegaConf.select(wandb_cfg, "wandb.name", default=None) or f"localize-{root.name}"),
-                     dir=str(root), mode=mode, job_type="localize",
+                     dir=str(wandb_dir(root)), mode=mode, job_type="localize",
                      config={"store": str(root), "listed": summary.get("listed")}, reinit=True)
     try:
         run.log({f"localize/{k}": v for k, v in counts.items() if isinstance(v, (int, float))}

@@ -5,6 +5,7 @@ because solo-learn 1.0.2 installs a top-level ``tests`` package into site-packag
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The project's shared data sits beside the repository checkout (`../shared`); it is
 # absent on a user's machine, where tests that need it skip and say so.
 COCO128 = REPO_ROOT.parent / "shared" / "data" / "coco128"
+
+
+def pytest_configure(config):
+    # a user's WANDB_DIR sends every command's W&B run files there (occon_plugin.tracking.wandb_dir); the tests look
+    # for them next to each run's outputs, and the one test of WANDB_DIR sets its own
+    os.environ.pop("WANDB_DIR", None)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
+from occon_plugin.config import CAM_IMAGE_SIZE
 from occon_plugin.errors import ConfigError
 from occon_plugin.store import POLICIES
 
@@ -79,8 +80,9 @@ class RefreshSettings:
         # (occon_plugin.train.refresh.check_preset: importing the localizer here would close an import circle)
         if not (isinstance(self.preset, str) and self.preset):
             out.append(("preset", self.preset, "use auto or a preset name of occon-localize"))
-        if self.image_size is not None and self.image_size < 32:
-            out.append(("image_size", self.image_size, "must be >= 32 or null (occon-localize's default)"))
+        if self.image_size is not None and not CAM_IMAGE_SIZE.accepts(self.image_size):
+            out.append(("image_size", self.image_size, f"{CAM_IMAGE_SIZE.describe()} or null (occon-localize's "
+                                                       "default)"))
         if self.batch_size is not None and self.batch_size < 2:
             out.append(("batch_size", self.batch_size, "must be >= 2 (the other images of a batch are the "
                                                        "negatives) or null (occon-localize's default)"))
@@ -301,7 +303,13 @@ def occon_settings(cfg: Any) -> OcconSettings:
         value = _lookup(raw, key)
         if key == "missing":
             raise OcconConfigError(f"occon.missing={value!r} must be one of {', '.join(POLICIES)}") from None
-        raise OcconConfigError(f"occon.{key}={value!r}: {getattr(err, 'msg', err)}") from None
+        if value is None:  # a null where the schema has no null: one line, not OmegaConf's four
+            default = OmegaConf.select(OmegaConf.structured(OcconSettings), key, default=None)
+            default = default.value if isinstance(default, enum.Enum) else default
+            raise OcconConfigError(f"occon.{key}=null is invalid: give a value, or drop the key for its default "
+                                   f"({default!r})") from None
+        first = str(getattr(err, "msg", err)).splitlines()[0] if str(getattr(err, "msg", err)) else type(err).__name__
+        raise OcconConfigError(f"occon.{key}={value!r} is invalid: {first}") from None
 
 
 def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> OcconConfig:

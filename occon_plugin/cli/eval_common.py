@@ -155,7 +155,7 @@ def finish(cfg: DictConfig, name: str, rows: List[Dict[str, Any]], details: Dict
         run.log({f"{name}/table": table, **({} if wandb_extra is None else wandb_extra(wandb))})
         run.finish()
     print(format_table(rows))
-    print(f"results: {csv_path} and {json_path}" + (f"; W&B run in {out / 'wandb'}" if run is not None else ""))
+    print(f"results: {csv_path} and {json_path}" + (f"; W&B run in {Path(run.dir).parent}" if run is not None else ""))
     print(f"[occon] {name} done: " + json.dumps(summary, default=str))
     return summary
 

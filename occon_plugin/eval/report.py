@@ -56,13 +56,14 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 
 def init_wandb(cfg, out_dir, job_type: str):
     """A W&B run (mode by the project's one rule, :func:`occon_plugin.tracking.wandb_mode`: the user's
-    ``WANDB_MODE`` / ``WANDB_DISABLED`` first); None if disabled (nothing written).
+    ``WANDB_MODE`` / ``WANDB_DISABLED`` first) with its files under ``out_dir`` (``WANDB_DIR`` when the user set
+    it: :func:`occon_plugin.tracking.wandb_dir`); None if disabled (nothing written).
 
     ``cfg.wandb``: ``{enabled: bool, offline: bool, project: str, entity: str|null, name: str|null}``.
     """
     from omegaconf import OmegaConf
 
-    from occon_plugin.tracking import wandb_mode, wandb_wanted
+    from occon_plugin.tracking import wandb_dir, wandb_mode, wandb_wanted
 
     wb = cfg.get("wandb") or {}
     wandb_cfg = OmegaConf.create({"wandb": {"enabled": True, **dict(wb)}})
@@ -70,6 +71,7 @@ def init_wandb(cfg, out_dir, job_type: str):
         return None
     import wandb
 
+    out_dir = wandb_dir(out_dir)
     make_output_dir(out_dir)
     return wandb.init(mode=wandb_mode(wandb_cfg), dir=str(out_dir), project=wb.get("project", "occon"),
                       entity=wb.get("entity"), name=wb.get("name"), job_type=job_type,

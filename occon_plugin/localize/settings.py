@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
+from occon_plugin.config import CAM_IMAGE_SIZE
 from occon_plugin.errors import ConfigError
 from occon_plugin.localize.cam import WEIGHTS
 from occon_plugin.localize.engine import PRECISIONS, SCORES
@@ -133,7 +134,7 @@ class LocalizeSettings:
                 ("box_margin", math.isfinite(self.box_margin) and self.box_margin >= 0, "must be finite and >= 0"),
                 ("min_box_area", 0.0 <= self.min_box_area < 1.0, "must be in [0, 1)"),
                 ("batch_size", self.batch_size >= 2, "must be >= 2 (the other images of a batch are the negatives)"),
-                ("image_size", self.image_size >= 32, "must be >= 32"),
+                ("image_size", CAM_IMAGE_SIZE.accepts(self.image_size), CAM_IMAGE_SIZE.describe()),
                 ("seed", self.seed >= 0, "must be >= 0"),
                 ("threads", self.threads is None or self.threads >= 1, "must be >= 1 or null"),
                 ("sub_batch", self.sub_batch is None or self.sub_batch >= 1, "must be >= 1 or null"),

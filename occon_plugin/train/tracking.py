@@ -14,14 +14,16 @@ from omegaconf import DictConfig, OmegaConf
 from occon_plugin import host
 from occon_plugin.atomic import make_output_dir
 from occon_plugin.augment.semantics import box_to_pixels, plan_sample, sample_seed
-from occon_plugin.tracking import N_PICTURES, wandb_mode, wandb_wanted
+from occon_plugin.tracking import N_PICTURES, wandb_dir, wandb_mode, wandb_wanted
 
 
 def make_wandb_logger(cfg: DictConfig, save_dir: Path, run_id: Optional[str] = None):
-    """The host's ``WandbLogger`` writing its run files under ``save_dir``, or None when W&B is off
-    (``wandb.enabled: false``, ``WANDB_MODE=disabled``, ``WANDB_DISABLED=true``: nothing is written)."""
+    """The host's ``WandbLogger`` writing its run files under ``save_dir`` (``WANDB_DIR`` instead when the user
+    set it: :func:`~occon_plugin.tracking.wandb_dir`), or None when W&B is off (``wandb.enabled: false``,
+    ``WANDB_MODE=disabled``, ``WANDB_DISABLED=true``: nothing is written)."""
     if not wandb_wanted(cfg):
         return None
+    save_dir = wandb_dir(save_dir)
     make_output_dir(save_dir)
     mode = wandb_mode(cfg)
     # the mode goes to wandb.init itself: Lightning's ``offline=True`` would set WANDB_MODE=dryrun in

@@ -265,3 +265,18 @@ def test_coco_json_source_with_a_store_from_ground_truth(coco128, tmp_path):
     assert all(v.shape == (8, 3, 32, 32) and torch.isfinite(v).all() for v in views)
     with_boxes = torch.tensor([len(loader.dataset.entries[i].boxes) > 0 for i in indexes.tolist()])
     assert torch.equal(info["oa_crop"], with_boxes)
+
+
+@pytest.mark.parametrize("raw, said", [
+    ({"refresh": {"fraction": None}}, "occon.refresh.fraction=null is invalid: give a value, or drop the key for its "
+                                      "default (1.0)"),
+    ({"bg_mixup": {"p_mix": None}}, "occon.bg_mixup.p_mix=null is invalid"),
+    ({"refresh": {"preset": None}}, "default ('bg_mixup')"),
+    ({"refresh": {"preset": [1]}}, "occon.refresh.preset=[1] is invalid: "),
+])
+def test_a_null_or_a_list_where_the_schema_takes_a_value_is_one_line(raw, said):
+    from occon_plugin.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_occon_config({"enabled": True, **raw}, check_store=False)
+    assert said in str(err.value) and "\n" not in str(err.value) and "object_type" not in str(err.value)

@@ -241,8 +241,9 @@ def test_science_occon_settings_reach_every_object_aware_arm_and_not_the_baselin
         assert "++occon.bg_mixup.views=[0]" in science.protocol.pretrain_step(lay, recipe, 0, "bg", "mocov2", arm).argv
     assert not any("views" in a for a in science.protocol.pretrain_step(lay, recipe, 0, "bg", "mocov2",
                                                                          "baseline").argv)
-    assert science.main(["--plan", "--out", str(tmp_path / "x"), "--occon", "occon.bg_mixup.views=[0]"]) == 2
-    assert "give KEY=VALUE below occon" in capsys.readouterr().err
+    for item in ("occon.bg_mixup.views=[0]", "=1", " =1"):
+        assert science.main(["--plan", "--out", str(tmp_path / "x"), "--occon", item]) == 2
+        assert "give KEY=VALUE below occon" in capsys.readouterr().err, item
 
 
 def test_science_occon_settings_go_through_the_plugins_parser_before_any_step(tmp_path, capsys, science):

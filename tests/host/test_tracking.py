@@ -8,7 +8,7 @@ from occon_plugin.train.tracking import make_wandb_logger
 def _no_wandb_environment(monkeypatch):
     # the user's W&B environment decides first (tests/robustness/test_wandb.py); Lightning's WandbLogger(offline=True)
     # of an earlier test sets WANDB_MODE in this process
-    for key in ("WANDB_MODE", "WANDB_DISABLED"):
+    for key in ("WANDB_MODE", "WANDB_DISABLED", "WANDB_DIR"):
         monkeypatch.delenv(key, raising=False)
 
 
@@ -38,6 +38,7 @@ def test_disabled_gives_no_logger(tmp_path):
 
 
 def test_real_offline_run_files_land_in_the_run_dir(monkeypatch, tmp_path):
+    _no_wandb_environment(monkeypatch)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     cfg = OmegaConf.create({"name": "t", "wandb": {"enabled": True, "project": "occon-test"}})
@@ -94,6 +95,7 @@ def test_localize_run_logs_counts_and_overlays_offline(monkeypatch, tmp_path):
 
     from occon_plugin.tracking import log_localize_run, split_wandb_settings
 
+    _no_wandb_environment(monkeypatch)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     images, store = _store_and_images(tmp_path)
@@ -107,3 +109,30 @@ def test_localize_run_logs_counts_and_overlays_offline(monkeypatch, tmp_path):
     overlays = list(run_dir.glob("files/media/images/localize/overlays*"))
     assert len(overlays) == 3
     assert log_localize_run(None, summary, SimpleNamespace(path=str(images), image_root=None)) is None
+
+
+def test_the_users_wandb_dir_holds_every_commands_run_files(monkeypatch, tmp_path):
+    """``WANDB_DIR`` set: the pretraining logger, the evaluations' run and occon-localize's run all write under it
+    (``$WANDB_DIR/wandb/offline-run-*``, as wandb and the host's own script do), nothing under the output folders."""
+    from types import SimpleNamespace
+
+    from occon_plugin.eval.report import init_wandb
+    from occon_plugin.tracking import log_localize_run
+
+    _no_wandb_environment(monkeypatch)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "scratch"))  # not there yet: created
+    cfg = OmegaConf.create({"name": "t", "wandb": {"enabled": True, "project": "occon-test"}})
+    logger = make_wandb_logger(cfg, tmp_path / "run")
+    logger.log_metrics({"x": 1.0})
+    logger.experiment.finish()
+    run = init_wandb(OmegaConf.create({"wandb": {"project": "occon-test"}}), tmp_path / "eval", "eval")
+    run.finish()
+    images, store = _store_and_images(tmp_path)
+    summary = {"store": str(store), "listed": 3, "seconds": 1.0, "manifest": {"counts": {"ok": 3}}}
+    run_dir = log_localize_run(cfg, summary, SimpleNamespace(path=str(images), image_root=None))
+    runs = sorted((tmp_path / "scratch" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 3 and all(any(r.rglob("*.wandb")) for r in runs), runs
+    assert run_dir in runs
+    assert not [p for p in tmp_path.rglob("wandb") if p.parent != tmp_path / "scratch"]

@@ -22,6 +22,7 @@ LOCALIZE_CASES = {
     "refine.crf.clip=0.7": "refine.crf.clip=0.7", "crf.enabled=false": "refine.method",
     "threshold=2": "threshold=2", "bg_threshold=0": "bg_threshold=0", "box_margin=-1": "box_margin=-1",
     "min_box_area=1": "min_box_area=1", "batch_size=1": "batch_size=1", "image_size=8": "image_size=8",
+    "image_size=4097": "image_size=4097",
     "threads=0": "threads=0", "sub_batch=0": "sub_batch=0", "post_workers=-1": "post_workers=-1",
     "device=tpu": "device='tpu'", "data.workers=0": "data.workers=0", "model=no-such-model": "no-such-model",
     "data.path=": "data.path", "use_momentum=true": "use_momentum=true, but model='efficientnet-lite0' has one encoder",

@@ -361,7 +361,7 @@ def test_the_augmentation_pictures_are_logged_once_per_run_across_a_resume(photo
     data, store = photos
     base = pretrain_args(data, tmp_path / "t", "++auto_resume.enabled=true", store=store, steps=2)
     args = [a for a in base if a != "++wandb.enabled=false"] + ["++wandb.enabled=true", "++wandb.project=occon-test"]
-    env = {"WANDB_MODE": "offline", "HOME": str(tmp_path), "WANDB_DIR": str(tmp_path / "wandb-dir")}
+    env = {"WANDB_MODE": "offline", "HOME": str(tmp_path)}
     first = run_cli("occon_plugin.cli.pretrain", *args, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     more = [a if not a.startswith("++max_steps=") else "++max_steps=4" for a in args]

@@ -26,12 +26,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def no_key(monkeypatch, tmp_path):
-    """No API key (no WANDB_API_KEY, no ~/.netrc), no W&B environment, W&B's own folder in tmp."""
-    for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DISABLED"):
+    """No API key (no WANDB_API_KEY, no ~/.netrc), no W&B environment (no WANDB_DIR: run files next to each
+    command's outputs), W&B's own settings under a home in tmp."""
+    for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DISABLED", "WANDB_DIR"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
-    (tmp_path / "wandb-dir").mkdir()
     return tmp_path
 
 
@@ -58,8 +57,7 @@ def test_the_users_wandb_environment_decides_the_mode(no_key, monkeypatch, capsy
 
 
 def _nothing_written(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if "wandb" in p.name.lower() and
-                  p.name != "wandb-dir") + sorted(p.name for p in (root / "wandb-dir").iterdir())
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if "wandb" in p.name.lower())
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +203,7 @@ def test_each_multirun_job_gets_its_own_wandb_run(no_key, mixed, mixed_store, tm
         shutil.copy(mixed.root / name, data / name)
     args = [a for a in pretrain_args(data, tmp_path / "t", store=mixed_store, steps=1) if a != "++wandb.enabled=false"]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}, "PYTHONWARNINGS": "ignore",
-           "HOME": str(tmp_path / "home"), "WANDB_DIR": str(tmp_path / "wandb-dir")}  # no key, no mode: offline
+           "HOME": str(tmp_path / "home")}  # no key, no mode: offline
     proc = subprocess.run([sys.executable, "-m", "occon_plugin.cli.pretrain", "-m", *args, "++wandb.enabled=true",
                            "++wandb.project=occon-test", "++name=job-a,job-b"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)

@@ -629,6 +629,7 @@ def _one_line(text: str, code: int, *needles: str) -> str:
     (["++occon.refresh.preset=nope"], ["occon.refresh.preset='nope'", "bg_mixup"]),
     (["++occon.refresh.precision=fp64"], ["occon.refresh.precision='fp64'", "bf16"]),
     (["++occon.refresh.fraction=0"], ["occon.refresh.fraction=0", "(0, 1]"]),
+    (["++occon.refresh.image_size=4097"], ["occon.refresh.image_size=4097", "[32, 2048]"]),
     (["++occon.refresh.fraction=1.5"], ["occon.refresh.fraction=1.5", "(0, 1]"]),
     (["++occon.refresh.reuse_iou=0"], ["occon.refresh.reuse_iou=0", "(0, 1]"]),
     (["++occon.refresh.reuse_iou=0.5", "++occon.refresh.fraction=0.5"],

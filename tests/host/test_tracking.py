@@ -110,29 +110,3 @@ def test_localize_run_logs_counts_and_overlays_offline(monkeypatch, tmp_path):
     assert len(overlays) == 3
     assert log_localize_run(None, summary, SimpleNamespace(path=str(images), image_root=None)) is None
 
-
-def test_the_users_wandb_dir_holds_every_commands_run_files(monkeypatch, tmp_path):
-    """``WANDB_DIR`` set: the pretraining logger, the evaluations' run and occon-localize's run all write under it
-    (``$WANDB_DIR/wandb/offline-run-*``, as wandb and the host's own script do), nothing under the output folders."""
-    from types import SimpleNamespace
-
-    from occon_plugin.eval.report import init_wandb
-    from occon_plugin.tracking import log_localize_run
-
-    _no_wandb_environment(monkeypatch)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "scratch"))  # not there yet: created
-    cfg = OmegaConf.create({"name": "t", "wandb": {"enabled": True, "project": "occon-test"}})
-    logger = make_wandb_logger(cfg, tmp_path / "run")
-    logger.log_metrics({"x": 1.0})
-    logger.experiment.finish()
-    run = init_wandb(OmegaConf.create({"wandb": {"project": "occon-test"}}), tmp_path / "eval", "eval")
-    run.finish()
-    images, store = _store_and_images(tmp_path)
-    summary = {"store": str(store), "listed": 3, "seconds": 1.0, "manifest": {"counts": {"ok": 3}}}
-    run_dir = log_localize_run(cfg, summary, SimpleNamespace(path=str(images), image_root=None))
-    runs = sorted((tmp_path / "scratch" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 3 and all(any(r.rglob("*.wandb")) for r in runs), runs
-    assert run_dir in runs
-    assert not [p for p in tmp_path.rglob("wandb") if p.parent != tmp_path / "scratch"]

@@ -215,8 +215,9 @@ KINDS = [
          "occon-eval-bgchallenge, occon-linear, occon-localize refuse such a checkpoint naming the file (exit 2); "
          "one check: `occon_plugin/finite.py`"),
     Kind("wandb.user-switch", "18.5", "`WANDB_MODE=disabled` / `WANDB_DISABLED=true` / `WANDB_MODE=offline|online`; "
-         "no API key; Hydra multirun (`-m`)", "every command, the host's own script",
-         "the user's W&B environment wins (disabled: nothing written; offline over a key and `wandb.offline`); "
+         "`WANDB_DIR`; no API key; Hydra multirun (`-m`)", "every command, the host's own script",
+         "the user's W&B environment wins (disabled: nothing written; offline over a key and `wandb.offline`; "
+         "`WANDB_DIR` holds every command's run files); "
          "without a key an online run goes offline saying so (the host's script too: the method sets `WANDB_MODE` "
          "before the script's `WandbLogger` starts); each multirun job finishes its own run"),
     Kind("wandb.pictures-once", "18.14", "a resumed run (same W&B run)", "pretraining",

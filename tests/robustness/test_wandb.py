@@ -216,3 +216,40 @@ def test_each_multirun_job_gets_its_own_wandb_run(no_key, mixed, mixed_store, tm
         assert len(runs) == 1 and runs[0].name.endswith(run_id), (job, runs, run_id)
         ids.append(run_id)
     assert ids[0] != ids[1]
+
+
+@pytest.mark.kind("wandb.user-switch")
+def test_the_users_wandb_dir_holds_every_commands_run_files(no_key, monkeypatch):
+    """``WANDB_DIR`` set: the pretraining logger, the evaluations' run and occon-localize's run all write under it
+    (``$WANDB_DIR/wandb/offline-run-*``, as wandb and the host's own script do), nothing under the output folders."""
+    from types import SimpleNamespace
+
+    from occon_plugin.eval.report import init_wandb
+    from occon_plugin.store import StoreEntry, StoreWriter, mask_to_u8
+    from occon_plugin.tracking import log_localize_run
+    from occon_plugin.train.tracking import make_wandb_logger
+
+    tmp_path = no_key
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "scratch"))  # not there yet: created
+    cfg = OmegaConf.create({"name": "t", "wandb": {"enabled": True, "project": "occon-test"}})
+    logger = make_wandb_logger(cfg, tmp_path / "run")
+    logger.log_metrics({"x": 1.0})
+    logger.experiment.finish()
+    run = init_wandb(OmegaConf.create({"wandb": {"project": "occon-test"}}), tmp_path / "eval", "eval")
+    run.finish()
+    images, store = tmp_path / "images", tmp_path / "store"
+    images.mkdir()
+    writer = StoreWriter(store, settings={"test": "wandb-dir"}, model_hash="none", resume=False)
+    for i in range(2):
+        Image.fromarray(np.full((32, 48, 3), 60 * i, np.uint8)).save(images / f"{i}.png")
+        mask = np.zeros((32, 48), np.float32)
+        mask[8:24, 12:36] = 1.0
+        writer.write(StoreEntry(f"{i}.png", 48, 32, boxes=[[0.25, 0.25, 0.75, 0.75]], bg_rect=[0, 0, 48, 8]),
+                     mask_to_u8(mask))
+    writer.close(listed=2)
+    summary = {"store": str(store), "listed": 3, "seconds": 1.0, "manifest": {"counts": {"ok": 2}}}
+    run_dir = log_localize_run(cfg, summary, SimpleNamespace(path=str(images), image_root=None))
+    runs = sorted((tmp_path / "scratch" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 3 and all(any(r.rglob("*.wandb")) for r in runs), runs
+    assert run_dir in runs
+    assert not [p for p in tmp_path.rglob("wandb") if p.parent != tmp_path / "scratch" and "home" not in p.parts]

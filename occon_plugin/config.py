@@ -357,6 +357,10 @@ def typed_settings(schema: type, cfg: Any, ranges: Optional[Dict[str, "Range"]] 
     except OmegaConfBaseException as err:
         key = str(getattr(err, "full_key", "") or "")
         value = OmegaConf.select(cfg, key, default=None) if (key and OmegaConf.is_config(cfg)) else None
+        default = OmegaConf.select(OmegaConf.structured(schema), key, default=None) if key else None
+        if key and value is None:  # a null where the schema takes a value
+            raise ConfigError(f"`{key}=null` is invalid: give a value, or drop the key for its default "
+                              f"({default!r})") from None
         what = getattr(err, "msg", str(err)).split("\n")[0]
         raise ConfigError(f"`{key}={value}`: {what}" if key else f"bad config: {what}") from None
 
@@ -403,8 +407,10 @@ def parse_pretrain_cfg(cfg: DictConfig, known_methods, check_store: bool = False
     ``known_methods``: the host's method table (``occon_plugin.host.METHODS``); ``check_store``: with an
     augmentation on, ``occon.store`` must be an existing folder (the CLI checks it; a config check alone
     does not). Raises :class:`ConfigError` naming the key and what to do."""
-    from occon_plugin.augment.config import parse_occon_config
+    from occon_plugin.augment.config import parse_occon_config, refuse_null_section
 
+    if getattr(known_methods.get(select(cfg, "method")), "occon_parent", None):
+        refuse_null_section(cfg)  # before the schema turns an absent section into a null one
     cfg = structured_cfg(PretrainSettings, cfg)
     check_ranges(cfg, TRAINING_RANGES)
     method = cfg.method

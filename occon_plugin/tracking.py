@@ -74,11 +74,37 @@ def wandb_offline(cfg: DictConfig) -> bool:
 
 def wandb_dir(default: Path) -> Path:
     """The folder W&B writes a run's files under: ``WANDB_DIR`` when set (non-empty; created if missing), else
-    ``default`` (a command's output folder). wandb itself lets an explicit ``dir=`` beat ``WANDB_DIR``; the
+    ``default`` (a command's output folder). Raises :class:`~occon_plugin.errors.ConfigError` naming ``WANDB_DIR``
+    when that folder cannot be created or written. wandb itself lets an explicit ``dir=`` beat ``WANDB_DIR``; the
     plugin's commands pass one only when the user chose none, so a user's ``WANDB_DIR`` (a scratch disk, a
     quota'd home) holds every command's runs, as it does for the host's own script."""
     chosen = os.environ.get("WANDB_DIR", "").strip()
-    return Path(chosen).expanduser() if chosen else Path(default)
+    if not chosen:
+        return Path(default)
+    path = Path(chosen).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        why = None if os.access(path, os.W_OK | os.X_OK) else "not writable"
+    except OSError as exc:  # a file there, /proc, no permission: wandb would fall back to /tmp without a word
+        why = exc.strerror or type(exc).__name__
+    if why:
+        from occon_plugin.errors import ConfigError
+
+        raise ConfigError(f"WANDB_DIR={chosen}: cannot write W&B's run files there ({why}); set WANDB_DIR to a "
+                          f"writable folder, or unset it (the run files then go next to the outputs)")
+    return path
+
+
+def check_wandb_dir(cfg: Any) -> None:
+    """Before a command does any work: when W&B is on (``wandb.enabled`` and not disabled by the environment) and
+    the user set ``WANDB_DIR``, that folder must be writable (:func:`wandb_dir`), so a bad one stops the command
+    at once instead of after its work (or, in wandb's own fallback, sending the run to the temp folder).
+
+    Raises:
+        ConfigError: one line naming ``WANDB_DIR``.
+    """
+    if os.environ.get("WANDB_DIR", "").strip() and wandb_wanted(cfg):
+        wandb_dir(Path("."))
 
 
 def wandb_wanted(cfg: Any) -> bool:

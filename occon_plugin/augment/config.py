@@ -235,6 +235,15 @@ _UNIT_KEYS = ("bg_mixup.p_mix", "bg_mixup.hard_threshold", "refresh.fraction", "
 _OPEN_AT_ZERO = ("refresh.fraction", "refresh.reuse_iou")
 
 
+def _shown(value: Any) -> str:
+    """A value as the user wrote it on the command line / in YAML: ``null``, ``true``, ``'text'``, ``[1]``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
+
+
 def _lookup(raw: dict, dotted: str, default: Any = None) -> Any:
     node: Any = raw
     for part in dotted.split("."):
@@ -253,6 +262,9 @@ def _normalize(raw: dict) -> dict:
         raise OcconConfigError(f"occon.refresh must be a mapping like {{enabled: true, warmup_epochs: 1}}, got {refresh!r}")
     for name in ("oa_crop", "bg_mixup"):
         section = raw.get(name)
+        if section is None and name in raw:  # an explicit null would train with the augmentation silently off
+            raise OcconConfigError(f"occon.{name}=null is invalid: give occon.{name}.enabled=true or false, or drop "
+                                   f"the key for its default (off)")
         if section is None:
             raw.pop(name, None)
         elif isinstance(section, bool):
@@ -262,11 +274,12 @@ def _normalize(raw: dict) -> dict:
     for key in _BOOL_KEYS:
         value = _lookup(raw, key, False)
         if not isinstance(value, bool):
-            raise OcconConfigError(f"occon.{key}={value!r} must be true or false")
+            raise OcconConfigError(f"occon.{key}={_shown(value)} must be true or false")
     for key in _INT_KEYS:  # strict: 1.5, true or '2' would be coerced or truncated by the schema
         value = _lookup(raw, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise OcconConfigError(f"occon.{key}={value!r} must be an integer")
+            bound = " in [32, 2048] or null" if key == "refresh.image_size" else ""
+            raise OcconConfigError(f"occon.{key}={_shown(value)} must be an integer{bound}")
     for key in _UNIT_KEYS:
         value = _lookup(raw, key)
         if value is None:
@@ -302,14 +315,28 @@ def occon_settings(cfg: Any) -> OcconSettings:
             raise OcconConfigError(f"unknown key occon.{key}; allowed: {allowed}") from None
         value = _lookup(raw, key)
         if key == "missing":
-            raise OcconConfigError(f"occon.missing={value!r} must be one of {', '.join(POLICIES)}") from None
+            raise OcconConfigError(f"occon.missing={_shown(value)} must be one of {', '.join(POLICIES)} (default "
+                                   f"error)") from None
         if value is None:  # a null where the schema has no null: one line, not OmegaConf's four
             default = OmegaConf.select(OmegaConf.structured(OcconSettings), key, default=None)
             default = default.value if isinstance(default, enum.Enum) else default
             raise OcconConfigError(f"occon.{key}=null is invalid: give a value, or drop the key for its default "
                                    f"({default!r})") from None
-        first = str(getattr(err, "msg", err)).splitlines()[0] if str(getattr(err, "msg", err)) else type(err).__name__
-        raise OcconConfigError(f"occon.{key}={value!r} is invalid: {first}") from None
+        field = OmegaConf.select(OmegaConf.structured(OcconSettings), key, default=None)
+        kind = "a string" if isinstance(field, str) else f"a {type(field).__name__}" if field is not None else "a value"
+        raise OcconConfigError(f"occon.{key}={_shown(value)} is invalid: give {kind} (default {field!r})") from None
+
+
+def refuse_null_section(cfg: Any) -> None:
+    """A run config of an object-aware method whose ``occon`` key is there but null (``++occon=null``, a YAML
+    ``occon:`` with nothing below) would train the host's baseline without a word: refused (an absent section is
+    the documented "everything off", as ``occon.enabled: false``). ``cfg``: the config as the user gave it,
+    before a schema fills the key in. Raises :class:`OcconConfigError`."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_dict(cfg) and "occon" in cfg and cfg.get("occon") is None:
+        raise OcconConfigError("occon=null is invalid: give the occon section (store, oa_crop, bg_mixup, refresh), "
+                               "or occon.enabled=false to train the host's baseline")
 
 
 def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> OcconConfig:
@@ -336,12 +363,12 @@ def parse_occon_config(cfg: Any, n_views: int = 2, check_store: bool = True) -> 
     if bg.enabled and not views:  # enabled, yet no view may be mixed: BG-Mixup would silently never run
         raise OcconConfigError("occon.bg_mixup.views=[] mixes no view although occon.bg_mixup.enabled=true: give the "
                                "view indexes to mix, null (every view), or occon.bg_mixup.enabled=false")
+    problems = settings.refresh.problems()  # its ranges even while off: a typo surfaces now, not when switched on
+    if problems:
+        key, value, what = problems[0]
+        raise OcconConfigError(f"occon.refresh.{key}={_shown(value)}: {what}")
     refresh = None
     if settings.refresh.enabled:
-        problems = settings.refresh.problems()
-        if problems:
-            key, value, what = problems[0]
-            raise OcconConfigError(f"occon.refresh.{key}={value!r}: {what}")
         if settings.store:
             raise OcconConfigError(f"occon.store={settings.store} and occon.refresh.enabled=true: the refresh writes "
                                    f"its own store versions under <run folder>/refresh; drop occon.store (or set "

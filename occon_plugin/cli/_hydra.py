@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from occon_plugin.configs import packaged_config_dir, packaged_config_names  # noqa: F401  (used by the CLIs)
 from occon_plugin.errors import USAGE_EXIT_CODE, ConfigError, OcconError, exit_code_of, print_error
+from occon_plugin.tracking import check_wandb_dir
 from occon_plugin.train import process
 # process-level facts shared with the training room (methods and runs must not import the CLI layer)
 from occon_plugin.train.process import Terminated, launch_dir, launched_rank
@@ -137,6 +138,8 @@ def exit_on_bad_input(fn: Optional[F] = None, *, inputs: Sequence[str] = (), out
         try:
             if cfg is not None and (inputs or outputs or specs):
                 resolve_paths(cfg, inputs=inputs, outputs=outputs, specs=specs)
+            if cfg is not None:
+                check_wandb_dir(cfg)  # the user's WANDB_DIR: a bad one stops the command before its work
             return fn(*args, **kwargs)
         except OcconError as err:
             print_error(err)

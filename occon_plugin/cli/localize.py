@@ -9,11 +9,11 @@ import os
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
 from occon_plugin.cli._hydra import exit_on_bad_input
 from occon_plugin.cli.overrides import exit_on_bad_overrides
+from occon_plugin.config import typed_settings
 from occon_plugin.errors import ConfigError, DataError
 from occon_plugin.localize.runner import run_localize
 from occon_plugin.localize.settings import LocalizeSettings, check_settings
@@ -29,13 +29,7 @@ def settings_from_config(cfg: DictConfig) -> LocalizeSettings:
     Raises:
         ConfigError: a key of the wrong type or out of range (one line naming the key).
     """
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(LocalizeSettings), cfg)
-        settings = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        raise ConfigError(f"bad localize config{f' key {key!r}' if key else ''}: {getattr(err, 'msg', err)}") from None
+    settings = typed_settings(LocalizeSettings, cfg)
     check_settings(settings)
     return settings
 

@@ -53,11 +53,14 @@ def _type_problem(cfg, key: str, override) -> Optional[str]:
     if isinstance(default, bool):
         ok, want = isinstance(value, bool), "true or false"
     elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool) or (isinstance(value, float) and value.is_integer())
+        ok = isinstance(value, int) and not isinstance(value, bool)  # 1e3 / 2048.0: the schema cannot take a float
         want = "an integer"
     else:
         ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    return None if ok else f"{key}={value} is not {want} (its default is {default!r})"
+    # a quoted number (image_size='64') is a string: shown quoted, or the line would read "64 is not an integer"
+    shown = repr(value) if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit() \
+        else value
+    return None if ok else f"{key}={shown} is not {want} (its default is {default!r})"
 
 
 def unparsable_override(overrides: List[str]) -> Optional[str]:

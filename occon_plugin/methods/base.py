@@ -37,7 +37,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 
 from occon_plugin import host
-from occon_plugin.augment.config import OcconConfig, parse_occon_config
+from occon_plugin.augment.config import OcconConfig, parse_occon_config, refuse_null_section
 from occon_plugin.config import select
 from occon_plugin.errors import ConfigError, OcconError
 from occon_plugin.train import checks
@@ -114,6 +114,8 @@ class OcconMethodMixin:
             n_views = int(kwargs.get("num_large_crops", 2)) + int(kwargs.get("num_small_crops", 0))
             seed = 5
         try:
+            if cfg is not None and in_foreign_hydra_app():  # the host's own script: its cfg as the user gave it
+                refuse_null_section(cfg)
             occon = occon_raw.check_views(n_views) if isinstance(occon_raw, OcconConfig) else \
                 parse_occon_config(occon_raw, n_views=n_views, check_store=False)
             if occon.refresh is not None:

@@ -272,7 +272,16 @@ def test_coco_json_source_with_a_store_from_ground_truth(coco128, tmp_path):
                                       "default (1.0)"),
     ({"bg_mixup": {"p_mix": None}}, "occon.bg_mixup.p_mix=null is invalid"),
     ({"refresh": {"preset": None}}, "default ('bg_mixup')"),
-    ({"refresh": {"preset": [1]}}, "occon.refresh.preset=[1] is invalid: "),
+    ({"refresh": {"preset": [1]}}, "occon.refresh.preset=[1] is invalid: give a string (default 'bg_mixup')"),
+    # a null section would train with the augmentation silently off
+    ({"oa_crop": None}, "occon.oa_crop=null is invalid: give occon.oa_crop.enabled=true or false"),
+    ({"bg_mixup": None}, "occon.bg_mixup=null is invalid"),
+    ({"missing": None}, "occon.missing=null must be one of error, skip, full_image (default error)"),
+    ({"bg_mixup": {"hard": None}}, "occon.bg_mixup.hard=null must be true or false"),
+    # the refresh's ranges hold while it is off: a typo surfaces before the day it is switched on
+    ({"refresh": {"enabled": False, "image_size": 2049}}, "occon.refresh.image_size=2049: must be an integer in [32, "
+                                                          "2048]"),
+    ({"refresh": {"image_size": "64"}}, "occon.refresh.image_size='64' must be an integer in [32, 2048] or null"),
 ])
 def test_a_null_or_a_list_where_the_schema_takes_a_value_is_one_line(raw, said):
     from occon_plugin.errors import ConfigError
@@ -280,3 +289,4 @@ def test_a_null_or_a_list_where_the_schema_takes_a_value_is_one_line(raw, said):
     with pytest.raises(ConfigError) as err:
         parse_occon_config({"enabled": True, **raw}, check_store=False)
     assert said in str(err.value) and "\n" not in str(err.value) and "object_type" not in str(err.value)
+

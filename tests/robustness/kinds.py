@@ -104,6 +104,11 @@ KINDS = [
          "one line `[occon] error: ...` naming the key or file, exit 2"),
     Kind("config.cli", "7", "bad keys / values of `occon-localize` and `occon-eval-localization`", "localize, eval",
          "one line naming the key, exit 2"),
+    Kind("config.null-section", "found", "`++occon=null`, `occon.oa_crop=null`, `occon.bg_mixup=null` on an "
+         "object-aware method (trained the host's baseline without a word)", "pretraining (the plugin's script and "
+         "the host's own construction)", "one line naming the key and the switch that does turn it off "
+         "(`occon.enabled=false`, `occon.<augmentation>.enabled=false`), exit 2; an absent section stays the "
+         "documented baseline"),
     # 8. arrays
     Kind("array.layouts", "8", "read-only, Fortran-order, strided and negative-stride arrays", "public array functions",
          "accepted, same results as a plain C-contiguous array"),

@@ -78,3 +78,26 @@ def test_a_plain_host_method_takes_no_occon(mixed, tmp_path):
     run = parse_pretrain_cfg(cfg, host.METHODS)
     with pytest.raises(TypeError, match="solo-learn's own"):
         host.build_method("mocov2plus", run.cfg, occon=OcconConfig())
+
+
+@pytest.mark.kind("config.null-section")
+def test_an_object_aware_run_with_occon_null_is_refused_not_trained_as_the_baseline(mixed, mixed_store, tmp_path):
+    """``++occon=null`` on a ``*_occon`` method trained the host's baseline without a word: now one line, through
+    the plugin's parse and the host's own construction (``complete_pretrain_cfg`` + ``METHODS[name](cfg)``); an
+    absent section and ``occon.enabled=false`` stay the documented baseline, and a host method ignores the key."""
+    from occon_plugin import host, register
+    from occon_plugin.config import complete_pretrain_cfg, parse_pretrain_cfg
+    from occon_plugin.errors import ConfigError
+
+    register()
+    args = pretrain_args(mixed.root, tmp_path / "t", store=mixed_store)
+    with pytest.raises(ConfigError, match=r"^occon=null is invalid: give the occon section .* occon.enabled=false"):
+        parse_pretrain_cfg(_compose([*args, "++occon=null"]), host.METHODS)
+    with pytest.raises(ConfigError, match=r"^occon=null is invalid"):
+        complete_pretrain_cfg(_compose([*args, "++occon=null"]), host.METHODS)
+    for name in ("oa_crop", "bg_mixup"):
+        with pytest.raises(ConfigError, match=rf"^occon.{name}=null is invalid: give occon.{name}.enabled=true or "):
+            parse_pretrain_cfg(_compose([*args, f"++occon.{name}=null"]), host.METHODS)
+    assert not parse_pretrain_cfg(_compose([*args, "++occon.enabled=false"]), host.METHODS).occon.active
+    assert not parse_pretrain_cfg(_compose([*args, "~occon"]), host.METHODS).occon.active
+    assert not parse_pretrain_cfg(_compose([*args, "++method=mocov2plus", "++occon=null"]), host.METHODS).occon.active

@@ -253,3 +253,28 @@ def test_the_users_wandb_dir_holds_every_commands_run_files(no_key, monkeypatch)
     assert len(runs) == 3 and all(any(r.rglob("*.wandb")) for r in runs), runs
     assert run_dir in runs
     assert not [p for p in tmp_path.rglob("wandb") if p.parent != tmp_path / "scratch" and "home" not in p.parts]
+
+
+@pytest.mark.kind("wandb.user-switch")
+def test_an_unwritable_wandb_dir_stops_every_command_before_its_work(no_key, gt_masks, monkeypatch, capsys):
+    """``WANDB_DIR`` a file, or a folder that cannot be made: one line naming ``WANDB_DIR``, exit 2, before any work
+    (occon-localize used to write its store and send the run to wandb's fallback, the temp folder; an evaluation
+    computed everything, wrote its results, then failed, its table unprinted)."""
+    tmp = no_key
+    images, masks = gt_masks
+    (tmp / "a-file").write_text("not a folder")
+    for bad in (tmp / "a-file", tmp / "a-file" / "below"):
+        monkeypatch.setenv("WANDB_DIR", str(bad))
+        for module, args, output in (
+                ("occon_plugin.cli.localize", [f"data.path={images}", f"output_dir={tmp / 'store'}", *FAST_LOCALIZE,
+                                               "++wandb.enabled=true"], tmp / "store"),
+                ("occon_plugin.cli.eval_localization", [f"predictions={masks}", f"gt={masks}", f"image_root={images}",
+                                                        f"output_dir={tmp / 'e'}", "wandb.enabled=true"], tmp / "e")):
+            code, err = _run_ok(module, args, monkeypatch, capsys)
+            lines = [line for line in err.splitlines() if line.startswith("[occon] error:")]
+            assert code == 2 and len(lines) == 1 and f"WANDB_DIR={bad}: cannot write" in lines[0], (module, err[-2000:])
+            assert not output.exists(), module  # nothing done
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # W&B off: the folder is never used, so never checked
+    code, err = _run_ok("occon_plugin.cli.localize", [f"data.path={images}", f"output_dir={tmp / 'store'}",
+                                                      *FAST_LOCALIZE, "++wandb.enabled=true"], monkeypatch, capsys)
+    assert code in (0, None) and (tmp / "store" / "index.jsonl").is_file(), err[-2000:]

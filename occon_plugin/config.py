@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from occon_plugin.cfgkeys import num_devices, select  # noqa: F401  (re-exported: the plugin's cfg readers)
+from occon_plugin.cfgkeys import CAM_IMAGE_SIZE, Range, num_devices, select  # noqa: F401  (re-exported: the plugin's cfg readers)
 from occon_plugin.errors import ConfigError  # noqa: F401  (re-exported)
 
 
@@ -53,58 +53,6 @@ def check_probability(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"`{key}={value}` must be a probability in [0, 1]")
 
 
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric setting may take: ``low``/``high`` bounds (``*_open``: the bound itself is
-    excluded), ``integer``, ``nullable`` (null allowed, e.g. "the default"), ``also`` (extra values
-    allowed outside the range, e.g. Lightning's -1 = no limit), ``hint`` (why, said in the message),
-    ``allow_empty`` (a list value may be empty)."""
-
-    low: Optional[float] = None
-    high: Optional[float] = None
-    low_open: bool = False
-    high_open: bool = False
-    integer: bool = False
-    nullable: bool = False
-    also: tuple = ()
-    hint: str = ""
-    allow_empty: bool = False  # a list value may be [] (e.g. no threshold sweep)
-
-    def describe(self) -> str:
-        def num(x: float) -> str:
-            return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-        if self.low is not None and self.high is not None:
-            text = (f"in {'(' if self.low_open else '['}{num(self.low)}, {num(self.high)}"
-                    f"{')' if self.high_open else ']'}")
-        elif self.low is not None:
-            text = f"{'>' if self.low_open else '>='} {num(self.low)}"
-        elif self.high is not None:
-            text = f"{'<' if self.high_open else '<='} {num(self.high)}"
-        else:
-            text = "a finite number"
-        kind = "an integer " if self.integer else ""
-        extra = "".join(f" or {v}" for v in self.also) + (" or null" if self.nullable else "")
-        return f"must be {kind}{text}{extra}" + (f" ({self.hint})" if self.hint else "")
-
-    def accepts(self, value: Any) -> bool:
-        import math
-
-        if value is None:
-            return self.nullable
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if value in self.also:
-            return True
-        if not math.isfinite(float(value)) or (self.integer and float(value) != int(value)):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
-            return False
-        return True
-
-
 def check_ranges(cfg: DictConfig | dict, ranges: Dict[str, Range]) -> None:
     """The one range check of numeric settings, for every command (the types are checked by the schema
     or by Hydra; this catches what types cannot: ``lr=-1``, ``val_fraction=1.5``, ``threshold=2``, NaN).
@@ -129,9 +77,6 @@ def check_ranges(cfg: DictConfig | dict, ranges: Dict[str, Range]) -> None:
 
 
 SEED_RANGE = Range(0, 2 ** 32 - 1, integer=True, hint="numpy's and Lightning's seeds")
-# ContraCAM's input side (occon-localize image_size, occon.refresh.image_size): the backbone's activations grow with
-# batch_size x image_size^2, so a side past 2048 px is a typo or an out-of-memory kill, not a setting
-CAM_IMAGE_SIZE = Range(32, 2048, integer=True, hint="pixels; memory grows with batch_size x image_size^2")
 
 
 def check_existing_path(cfg: DictConfig, key: str, what: str) -> Path:

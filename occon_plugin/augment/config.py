@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
-from occon_plugin.config import CAM_IMAGE_SIZE
+from occon_plugin.cfgkeys import CAM_IMAGE_SIZE
 from occon_plugin.errors import ConfigError
 from occon_plugin.store import POLICIES
 

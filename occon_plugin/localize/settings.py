@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
-from occon_plugin.config import CAM_IMAGE_SIZE
+from occon_plugin.cfgkeys import CAM_IMAGE_SIZE
 from occon_plugin.errors import ConfigError
 from occon_plugin.localize.cam import WEIGHTS
 from occon_plugin.localize.engine import PRECISIONS, SCORES

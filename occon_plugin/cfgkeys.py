@@ -1,5 +1,6 @@
 """Reading keys of a run's cfg (a DictConfig or a plain dict) and the numeric ranges settings may take
-(:class:`Range`): the leaf helpers every layer uses, the host adapter (:mod:`occon_plugin.host`) included. Imports nothing of the plugin, so no layer's import of it can close
+(:class:`Range`): the leaf helpers every layer uses, the host adapter (:mod:`occon_plugin.host`) included.
+Imports nothing of the plugin, so no layer's import of it can close
 an import circle; :mod:`occon_plugin.config` re-exports them."""
 from __future__ import annotations
 

@@ -278,8 +278,8 @@ def _normalize(raw: dict) -> dict:
     for key in _INT_KEYS:  # strict: 1.5, true or '2' would be coerced or truncated by the schema
         value = _lookup(raw, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            bound = " in [32, 2048] or null" if key == "refresh.image_size" else ""
-            raise OcconConfigError(f"occon.{key}={_shown(value)} must be an integer{bound}")
+            what = f"{CAM_IMAGE_SIZE.describe()} or null" if key == "refresh.image_size" else "must be an integer"
+            raise OcconConfigError(f"occon.{key}={_shown(value)} {what}")
     for key in _UNIT_KEYS:
         value = _lookup(raw, key)
         if value is None:
@@ -317,14 +317,14 @@ def occon_settings(cfg: Any) -> OcconSettings:
         if key == "missing":
             raise OcconConfigError(f"occon.missing={_shown(value)} must be one of {', '.join(POLICIES)} (default "
                                    f"error)") from None
+        default = OmegaConf.select(OmegaConf.structured(OcconSettings), key, default=None)
+        default = default.value if isinstance(default, enum.Enum) else default
         if value is None:  # a null where the schema has no null: one line, not OmegaConf's four
-            default = OmegaConf.select(OmegaConf.structured(OcconSettings), key, default=None)
-            default = default.value if isinstance(default, enum.Enum) else default
             raise OcconConfigError(f"occon.{key}=null is invalid: give a value, or drop the key for its default "
                                    f"({default!r})") from None
-        field = OmegaConf.select(OmegaConf.structured(OcconSettings), key, default=None)
-        kind = "a string" if isinstance(field, str) else f"a {type(field).__name__}" if field is not None else "a value"
-        raise OcconConfigError(f"occon.{key}={_shown(value)} is invalid: give {kind} (default {field!r})") from None
+        kind = "a string" if isinstance(default, str) else f"a {type(default).__name__}" if default is not None \
+            else "a value"
+        raise OcconConfigError(f"occon.{key}={_shown(value)} is invalid: give {kind} (default {default!r})") from None
 
 
 def refuse_null_section(cfg: Any) -> None:

@@ -281,7 +281,7 @@ def test_coco_json_source_with_a_store_from_ground_truth(coco128, tmp_path):
     # the refresh's ranges hold while it is off: a typo surfaces before the day it is switched on
     ({"refresh": {"enabled": False, "image_size": 2049}}, "occon.refresh.image_size=2049: must be an integer in [32, "
                                                           "2048]"),
-    ({"refresh": {"image_size": "64"}}, "occon.refresh.image_size='64' must be an integer in [32, 2048] or null"),
+    ({"refresh": {"image_size": "64"}}, "occon.refresh.image_size='64' must be an integer in [32, 2048]"),
 ])
 def test_a_null_or_a_list_where_the_schema_takes_a_value_is_one_line(raw, said):
     from occon_plugin.errors import ConfigError
